@@ -1,0 +1,13 @@
+//! Shared vocabulary of wgd's processes.
+//!
+//! - [`wire`]: the four WireGuard messages as they appear on UDP.
+//! - [`ipc`]: one message enum per channel direction between the processes.
+//! - [`codec`]: the single encode/decode pair for IPC messages (postcard,
+//!   size-limited).
+//! - [`channel`]: one message per `SOCK_SEQPACKET` datagram, with file
+//!   descriptors passed by `SCM_RIGHTS`.
+
+pub mod channel;
+pub mod codec;
+pub mod ipc;
+pub mod wire;

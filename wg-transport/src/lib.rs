@@ -1,0 +1,17 @@
+//! The transport role's logic: the data plane of wgd.
+//!
+//! Everything here runs inside the unprivileged transport process, which
+//! holds only the tun device and the UDP sockets. It never sees a static
+//! key or a PSK: it is handed finished session keys by the handshake role.
+//!
+//! - [`allowed_ips`]: the cryptokey-routing table (longest-prefix match).
+//! - [`replay`]: the receive replay window (RFC 6479).
+//! - [`aead`]: the one seal/open pair of the data path.
+//! - [`keypair`]: session keypairs and the previous/current/next slots.
+//! - [`data`]: encapsulation and decapsulation of type-4 data messages.
+
+pub mod aead;
+pub mod allowed_ips;
+pub mod data;
+pub mod keypair;
+pub mod replay;
