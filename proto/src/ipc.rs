@@ -1,1 +1,524 @@
-//! (being written)
+//! The IPC vocabulary: one message enum per channel direction.
+//!
+//! What a channel may carry is written in the types: a process holding the
+//! sending end of parent → transport can only ever write a
+//! [`ParentToTransport`]. There is no transport ↔ crypto pair at all, so
+//! nothing on the packet path can reach the key holder except through the
+//! handshake role's narrow questions ([`HandshakeToCrypto`]).
+//!
+//! [`SecretKey`] (static key, PSK) appears in [`ParentToCrypto`] and nowhere
+//! else: no reply enum can express a static secret. Session keys appear in
+//! [`CryptoToHandshake`] and [`HandshakeToTransport`], the route a finished
+//! handshake's keys take to the data plane.
+//!
+//! Every message is encoded with [`crate::codec`] and sent one per datagram
+//! with [`crate::channel::Channel`].
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::keys::{
+    HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SecretKey, SessionKeys, Tai64N,
+};
+
+/// One allowed-IPs entry: a prefix routed to (and accepted from) a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AllowedIp {
+    pub addr: IpAddr,
+    pub cidr: u8,
+}
+
+/// Why the crypto role refused a request. Deliberately coarse: the
+/// handshake role needs to know only that a handshake failed, not which
+/// step of the Noise computation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum CryptoError {
+    #[error("no private key configured")]
+    NoPrivateKey,
+    #[error("peer is not configured")]
+    UnknownPeer,
+    #[error("no such handshake")]
+    UnknownHandshake,
+    #[error("request out of order for this handshake")]
+    WrongState,
+    #[error("handshake message did not authenticate")]
+    Rejected,
+    #[error("internal crypto failure")]
+    Internal,
+}
+
+// ---------------------------------------------------------------- parent ↔ crypto
+
+/// Configuration of the key holder. The only messages that carry static
+/// secrets; the parent zeroizes its copy once sent.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToCrypto {
+    /// Set (or with `None` remove) the static private key. All handshakes
+    /// in progress are abandoned. Answered by [`CryptoToParent::PublicKey`].
+    SetPrivateKey(Option<SecretKey>),
+    /// Add or update a peer; `psk: None` means no PSK (all zeros).
+    SetPeer {
+        peer: PublicKey,
+        psk: Option<SecretKey>,
+    },
+    RemovePeer(PublicKey),
+    RemoveAllPeers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CryptoToParent {
+    /// The public key of the static key now held (so the parent can show
+    /// it and tell the handshake role, without ever seeing the secret).
+    PublicKey(Option<PublicKey>),
+    Done,
+    Refused(CryptoError),
+}
+
+// ---------------------------------------------------------------- handshake ↔ crypto
+
+/// The handshake role's narrow questions to the key holder. Each is
+/// answered by exactly one [`CryptoToHandshake`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeToCrypto {
+    CreateInitiation {
+        peer: PublicKey,
+    },
+    ConsumeInitiation {
+        noise: NoiseInitiation,
+    },
+    CreateResponse {
+        id: HandshakeId,
+    },
+    ConsumeResponse {
+        id: HandshakeId,
+        noise: NoiseResponse,
+    },
+    ReleaseKeys {
+        id: HandshakeId,
+    },
+    Abandon {
+        id: HandshakeId,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CryptoToHandshake {
+    Initiation {
+        id: HandshakeId,
+        noise: NoiseInitiation,
+    },
+    InitiationConsumed {
+        id: HandshakeId,
+        peer: PublicKey,
+        timestamp: Tai64N,
+    },
+    Response {
+        noise: NoiseResponse,
+    },
+    ResponseConsumed,
+    Keys(SessionKeys),
+    Abandoned,
+    Refused(CryptoError),
+}
+
+// ---------------------------------------------------------------- parent ↔ handshake
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToHandshake {
+    /// The interface's public key (for MAC1 checks and cookie replies), or
+    /// `None` when the interface has no private key.
+    SetInterface {
+        public_key: Option<PublicKey>,
+    },
+    SetPeer {
+        peer: PublicKey,
+        persistent_keepalive: Option<u16>,
+    },
+    RemovePeer(PublicKey),
+    RemoveAllPeers,
+    GetStatus,
+}
+
+/// What the handshake role knows of one peer, for `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeStatus {
+    pub peer: PublicKey,
+    /// Wall-clock time of the last completed handshake, as (seconds,
+    /// nanoseconds) since the Unix epoch.
+    pub last_handshake: Option<(u64, u32)>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeToParent {
+    Status(Vec<HandshakeStatus>),
+    Done,
+}
+
+// ---------------------------------------------------------------- parent ↔ transport
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToTransport {
+    AddPeer {
+        peer: PublicKey,
+    },
+    RemovePeer(PublicKey),
+    RemoveAllPeers,
+    SetEndpoint {
+        peer: PublicKey,
+        endpoint: SocketAddr,
+    },
+    AddAllowedIp {
+        peer: PublicKey,
+        ip: AllowedIp,
+    },
+    RemoveAllowedIp {
+        peer: PublicKey,
+        ip: AllowedIp,
+    },
+    ClearAllowedIps {
+        peer: PublicKey,
+    },
+    /// New UDP sockets follow as SCM_RIGHTS fds (IPv4 first if present).
+    NewSockets {
+        v4: bool,
+        v6: bool,
+    },
+    GetStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportStatus {
+    pub peer: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<AllowedIp>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Counters of packets the data plane dropped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCounters {
+    pub malformed: u64,
+    pub unknown_index: u64,
+    pub replay: u64,
+    pub auth_failed: u64,
+    pub source_not_allowed: u64,
+    pub no_route: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportToParent {
+    Status {
+        peers: Vec<TransportStatus>,
+        drops: DropCounters,
+    },
+    Done,
+}
+
+// ---------------------------------------------------------------- transport ↔ handshake
+
+/// Data-plane activity of one peer since the last report, as bit flags.
+/// The transport sends at most a few of these per peer per second, so the
+/// channel's load grows with peers, not with packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Activity(pub u8);
+
+impl Activity {
+    /// A data packet (not a keepalive) was sent.
+    pub const DATA_SENT: u8 = 1;
+    /// A data packet (not a keepalive) was received and authenticated.
+    pub const DATA_RECEIVED: u8 = 2;
+    /// Any authenticated packet, keepalives included, was sent.
+    pub const AUTH_SENT: u8 = 4;
+    /// Any authenticated packet, keepalives included, was received.
+    pub const AUTH_RECEIVED: u8 = 8;
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportToHandshake {
+    /// A type 1, 2 or 3 datagram, untouched, with its source.
+    HandshakePacket {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    Activity {
+        peer: PublicKey,
+        activity: Activity,
+    },
+    /// The peer has packets waiting and no usable session, or its current
+    /// session is at its rekey limit by message count.
+    NeedHandshake {
+        peer: PublicKey,
+    },
+}
+
+/// Where a handshake packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// To the peer's current endpoint, which the transport owns.
+    Peer(PublicKey),
+    /// To this address (a response or cookie reply to a packet's source).
+    Addr(SocketAddr),
+}
+
+/// The handshake role's orders to the data plane. The sans-IO handshake
+/// core emits exactly these as its actions.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeToTransport {
+    Send {
+        to: Destination,
+        bytes: Vec<u8>,
+    },
+    InstallKeypair {
+        peer: PublicKey,
+        local_index: u32,
+        remote_index: u32,
+        keys: SessionKeys,
+        initiator: bool,
+    },
+    /// The peer's latest authenticated handshake came from here.
+    SetEndpoint {
+        peer: PublicKey,
+        endpoint: SocketAddr,
+    },
+    /// Send an empty data packet on the current session.
+    SendKeepalive {
+        peer: PublicKey,
+    },
+    /// Drop every keypair of the peer (key material expired).
+    ExpireKeypairs {
+        peer: PublicKey,
+    },
+    /// Handshake attempts gave up: discard packets staged for the peer.
+    DropStaged {
+        peer: PublicKey,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use crate::keys::SessionKey;
+    use std::fmt::Debug;
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + Debug>(m: T) {
+        let bytes = encode(&m).expect("encode");
+        let back: T = decode(&bytes).expect("decode");
+        assert_eq!(back, m);
+        // Every proper prefix is an error, never a panic.
+        for n in 0..bytes.len() {
+            assert!(decode::<T>(&bytes[..n]).is_err(), "prefix {n} of {m:?}");
+        }
+    }
+
+    fn pk(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    fn keys() -> SessionKeys {
+        SessionKeys {
+            send: SessionKey::from_bytes([1; 32]),
+            recv: SessionKey::from_bytes([2; 32]),
+        }
+    }
+
+    fn sa() -> SocketAddr {
+        "[fd00::1]:51820".parse().expect("literal")
+    }
+
+    fn ip() -> AllowedIp {
+        AllowedIp {
+            addr: "10.0.0.0".parse().expect("literal"),
+            cidr: 8,
+        }
+    }
+
+    #[test]
+    fn parent_crypto_round_trip() {
+        round_trip(ParentToCrypto::SetPrivateKey(Some(SecretKey::from_bytes(
+            [3; 32],
+        ))));
+        round_trip(ParentToCrypto::SetPrivateKey(None));
+        round_trip(ParentToCrypto::SetPeer {
+            peer: pk(1),
+            psk: Some(SecretKey::from_bytes([4; 32])),
+        });
+        round_trip(ParentToCrypto::SetPeer {
+            peer: pk(1),
+            psk: None,
+        });
+        round_trip(ParentToCrypto::RemovePeer(pk(2)));
+        round_trip(ParentToCrypto::RemoveAllPeers);
+        round_trip(CryptoToParent::PublicKey(Some(pk(5))));
+        round_trip(CryptoToParent::PublicKey(None));
+        round_trip(CryptoToParent::Done);
+        round_trip(CryptoToParent::Refused(CryptoError::Internal));
+    }
+
+    #[test]
+    fn handshake_crypto_round_trip() {
+        let id = HandshakeId(u64::MAX);
+        round_trip(HandshakeToCrypto::CreateInitiation { peer: pk(1) });
+        round_trip(HandshakeToCrypto::ConsumeInitiation {
+            noise: NoiseInitiation([7; 108]),
+        });
+        round_trip(HandshakeToCrypto::CreateResponse { id });
+        round_trip(HandshakeToCrypto::ConsumeResponse {
+            id,
+            noise: NoiseResponse([8; 48]),
+        });
+        round_trip(HandshakeToCrypto::ReleaseKeys { id });
+        round_trip(HandshakeToCrypto::Abandon { id });
+        round_trip(CryptoToHandshake::Initiation {
+            id,
+            noise: NoiseInitiation([9; 108]),
+        });
+        round_trip(CryptoToHandshake::InitiationConsumed {
+            id,
+            peer: pk(3),
+            timestamp: Tai64N([1; 12]),
+        });
+        round_trip(CryptoToHandshake::Response {
+            noise: NoiseResponse([2; 48]),
+        });
+        round_trip(CryptoToHandshake::ResponseConsumed);
+        round_trip(CryptoToHandshake::Keys(keys()));
+        round_trip(CryptoToHandshake::Abandoned);
+        for e in [
+            CryptoError::NoPrivateKey,
+            CryptoError::UnknownPeer,
+            CryptoError::UnknownHandshake,
+            CryptoError::WrongState,
+            CryptoError::Rejected,
+            CryptoError::Internal,
+        ] {
+            round_trip(CryptoToHandshake::Refused(e));
+        }
+    }
+
+    #[test]
+    fn parent_handshake_round_trip() {
+        round_trip(ParentToHandshake::SetInterface {
+            public_key: Some(pk(1)),
+        });
+        round_trip(ParentToHandshake::SetInterface { public_key: None });
+        round_trip(ParentToHandshake::SetPeer {
+            peer: pk(2),
+            persistent_keepalive: Some(25),
+        });
+        round_trip(ParentToHandshake::RemovePeer(pk(2)));
+        round_trip(ParentToHandshake::RemoveAllPeers);
+        round_trip(ParentToHandshake::GetStatus);
+        round_trip(HandshakeToParent::Status(vec![HandshakeStatus {
+            peer: pk(4),
+            last_handshake: Some((1_700_000_000, 5)),
+            persistent_keepalive: None,
+        }]));
+        round_trip(HandshakeToParent::Done);
+    }
+
+    #[test]
+    fn parent_transport_round_trip() {
+        round_trip(ParentToTransport::AddPeer { peer: pk(1) });
+        round_trip(ParentToTransport::RemovePeer(pk(1)));
+        round_trip(ParentToTransport::RemoveAllPeers);
+        round_trip(ParentToTransport::SetEndpoint {
+            peer: pk(1),
+            endpoint: sa(),
+        });
+        round_trip(ParentToTransport::AddAllowedIp {
+            peer: pk(1),
+            ip: ip(),
+        });
+        round_trip(ParentToTransport::RemoveAllowedIp {
+            peer: pk(1),
+            ip: ip(),
+        });
+        round_trip(ParentToTransport::ClearAllowedIps { peer: pk(1) });
+        round_trip(ParentToTransport::NewSockets {
+            v4: true,
+            v6: false,
+        });
+        round_trip(ParentToTransport::GetStatus);
+        round_trip(TransportToParent::Status {
+            peers: vec![TransportStatus {
+                peer: pk(1),
+                endpoint: Some(sa()),
+                allowed_ips: vec![ip()],
+                rx_bytes: 1,
+                tx_bytes: u64::MAX,
+            }],
+            drops: DropCounters {
+                malformed: 1,
+                ..Default::default()
+            },
+        });
+        round_trip(TransportToParent::Done);
+    }
+
+    #[test]
+    fn transport_handshake_round_trip() {
+        round_trip(TransportToHandshake::HandshakePacket {
+            bytes: vec![1, 0, 0, 0, 5],
+            from: "192.0.2.1:4500".parse().expect("literal"),
+        });
+        round_trip(TransportToHandshake::Activity {
+            peer: pk(1),
+            activity: Activity(Activity::DATA_SENT | Activity::AUTH_RECEIVED),
+        });
+        round_trip(TransportToHandshake::NeedHandshake { peer: pk(1) });
+        round_trip(HandshakeToTransport::Send {
+            to: Destination::Peer(pk(1)),
+            bytes: vec![2; 92],
+        });
+        round_trip(HandshakeToTransport::Send {
+            to: Destination::Addr(sa()),
+            bytes: vec![3; 64],
+        });
+        round_trip(HandshakeToTransport::InstallKeypair {
+            peer: pk(1),
+            local_index: 1,
+            remote_index: u32::MAX,
+            keys: keys(),
+            initiator: true,
+        });
+        round_trip(HandshakeToTransport::SetEndpoint {
+            peer: pk(1),
+            endpoint: sa(),
+        });
+        round_trip(HandshakeToTransport::SendKeepalive { peer: pk(1) });
+        round_trip(HandshakeToTransport::ExpireKeypairs { peer: pk(1) });
+        round_trip(HandshakeToTransport::DropStaged { peer: pk(1) });
+    }
+
+    #[test]
+    fn wrong_direction_does_not_decode_as_valid() {
+        // A message of another channel's enum must not be accepted silently
+        // when its bytes happen to be short: the variant tag is checked.
+        let bytes = encode(&HandshakeToTransport::DropStaged { peer: pk(1) }).expect("encode");
+        assert!(decode::<ParentToCrypto>(&bytes).is_err());
+    }
+
+    #[test]
+    fn noise_arrays_reject_wrong_length() {
+        // A ConsumeInitiation whose byte string is 107 long is malformed.
+        let mut bytes = encode(&HandshakeToCrypto::ConsumeInitiation {
+            noise: NoiseInitiation([7; 108]),
+        })
+        .expect("encode")
+        .to_vec();
+        // Layout: variant tag (1), varint length (1: 108), then bytes.
+        assert_eq!(bytes[1], 108);
+        bytes[1] = 107;
+        bytes.pop();
+        assert!(decode::<HandshakeToCrypto>(&bytes).is_err());
+    }
+}

@@ -1,6 +1,8 @@
 //! Shared vocabulary of wgd's processes.
 //!
 //! - [`wire`]: the four WireGuard messages as they appear on UDP.
+//! - [`keys`]: key and session-material types that cross process
+//!   boundaries, with the secret ones zeroized and redacted.
 //! - [`ipc`]: one message enum per channel direction between the processes.
 //! - [`codec`]: the single encode/decode pair for IPC messages (postcard,
 //!   size-limited).
@@ -10,4 +12,5 @@
 pub mod channel;
 pub mod codec;
 pub mod ipc;
+pub mod keys;
 pub mod wire;

@@ -1,0 +1,531 @@
+//! The key store and the handshake operations on it: the crypto role's
+//! whole state.
+//!
+//! Like OpenSSH's monitor, the store answers only what the state allows:
+//!
+//! - handshakes only with configured peers, and only with a private key;
+//! - each [`HandshakeId`] moves forward through one fixed sequence —
+//!   initiator: `create_initiation` → `consume_response` → `release_keys`;
+//!   responder: `consume_initiation` → `create_response` → `release_keys` —
+//!   and a request out of that order is refused;
+//! - the transport keys of a handshake are released exactly once, and the
+//!   handshake is then forgotten;
+//! - at most one handshake per peer and direction is pending (a new one
+//!   abandons the old, as a new initiation supersedes the last in
+//!   WireGuard), so memory is bounded by the number of peers;
+//! - no operation returns the static private key or a PSK: the fields are
+//!   private, and no method or reply type carries a [`SecretKey`] out.
+//!
+//! Handshake states are snow's `HandshakeState`s. snow does not zeroize
+//! its own symmetric state, so each is dropped the moment its handshake
+//! finishes or fails; the static key copy snow keeps lives in our
+//! zeroizing DH type (see `dh.rs`).
+//!
+//! Callers: the crypto role's main loop, which feeds it `ParentToCrypto`
+//! from the parent and `HandshakeToCrypto` from the handshake role.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::ipc::{
+    CryptoError, CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto,
+};
+use proto::keys::{
+    HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SecretKey, SessionKey, SessionKeys,
+    Tai64N,
+};
+use proto::wire::{NOISE_INITIATION_LEN, NOISE_RESPONSE_LEN};
+use snow::params::NoiseParams;
+use snow::{Builder, HandshakeState};
+use zeroize::Zeroizing;
+
+use crate::dh::WgResolver;
+
+/// WireGuard's Noise construction and identifier (the whitepaper's
+/// CONSTRUCTION and IDENTIFIER strings).
+pub const NOISE_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
+pub const PROLOGUE: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
+/// The PSK is mixed in at the end of the second message: position 2.
+const PSK_POSITION: u8 = 2;
+const ZERO_PSK: [u8; 32] = [0u8; 32];
+
+/// TAI64 labels count from 2^62, plus the 10 s TAI-UTC offset of 1970.
+const TAI64_BASE: u64 = 0x4000_0000_0000_000a;
+/// Low bits of the nanoseconds cleared, as Linux and wireguard-go do, so
+/// the timestamp does not leak a fine-grained clock.
+const WHITENER_MASK: u32 = 0x00ff_ffff;
+
+struct Identity {
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+struct Peer {
+    psk: Option<SecretKey>,
+    /// The pending handshake we started with this peer, if any.
+    initiating: Option<HandshakeId>,
+    /// The pending handshake this peer started with us, if any.
+    responding: Option<HandshakeId>,
+}
+
+enum Step {
+    /// We sent an initiation and wait for the response.
+    InitiationSent(Box<HandshakeState>),
+    /// We read the peer's initiation; the handshake role decides whether to
+    /// answer it (timestamp, rate limits) before asking for the response.
+    InitiationConsumed(Box<HandshakeState>),
+    /// Keys derived, waiting to be released once.
+    Finished(SessionKeys),
+}
+
+struct Pending {
+    peer: PublicKey,
+    step: Step,
+}
+
+/// The crypto role's state. See the module documentation for its rules.
+pub struct KeyStore {
+    params: NoiseParams,
+    identity: Option<Identity>,
+    peers: HashMap<PublicKey, Peer>,
+    pending: HashMap<HandshakeId, Pending>,
+    next_id: u64,
+    last_timestamp: (u64, u32),
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("public_key", &self.public_key())
+            .field("peers", &self.peers.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn rejected(_: snow::Error) -> CryptoError {
+    CryptoError::Rejected
+}
+
+impl KeyStore {
+    pub fn new() -> Self {
+        KeyStore {
+            params: NOISE_PATTERN
+                .parse()
+                .unwrap_or_else(|_| unreachable!("constant pattern parses")),
+            identity: None,
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            last_timestamp: (0, 0),
+        }
+    }
+
+    // ------------------------------------------------------------ configuration
+
+    /// Sets or removes the static private key and returns the public key.
+    /// Setting the key it already holds changes nothing (so `wg setconf`
+    /// re-sending it does not drop handshakes in flight).
+    pub fn set_private_key(&mut self, key: Option<SecretKey>) -> Option<PublicKey> {
+        let key = key.filter(|k| !k.is_zero());
+        let same = match (&self.identity, &key) {
+            (Some(id), Some(k)) => id.secret == *k,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.abandon_all();
+            self.identity = key.map(|secret| Identity {
+                public: crate::public_key(&secret),
+                secret,
+            });
+        }
+        self.public_key()
+    }
+
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.identity.as_ref().map(|i| i.public)
+    }
+
+    /// Adds a peer or changes its PSK. A changed PSK abandons the peer's
+    /// pending handshakes, which were computed with the old one.
+    pub fn set_peer(&mut self, peer: PublicKey, psk: Option<SecretKey>) {
+        let psk = psk.filter(|k| !k.is_zero());
+        let changed = match self.peers.get_mut(&peer) {
+            Some(p) if p.psk == psk => false,
+            Some(p) => {
+                p.psk = psk;
+                true
+            }
+            None => {
+                self.peers.insert(
+                    peer,
+                    Peer {
+                        psk,
+                        initiating: None,
+                        responding: None,
+                    },
+                );
+                false
+            }
+        };
+        if changed {
+            self.abandon_peer(&peer);
+        }
+    }
+
+    pub fn remove_peer(&mut self, peer: &PublicKey) {
+        self.abandon_peer(peer);
+        self.peers.remove(peer);
+    }
+
+    pub fn remove_all_peers(&mut self) {
+        self.abandon_all();
+        self.peers.clear();
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn abandon_peer(&mut self, peer: &PublicKey) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            for id in [p.initiating.take(), p.responding.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    fn abandon_all(&mut self) {
+        self.pending.clear();
+        for p in self.peers.values_mut() {
+            p.initiating = None;
+            p.responding = None;
+        }
+    }
+
+    // ------------------------------------------------------------ handshakes
+
+    fn new_id(&mut self) -> HandshakeId {
+        let id = HandshakeId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    fn builder<'a>(&'a self, identity: &'a Identity) -> Result<Builder<'a>, CryptoError> {
+        Builder::with_resolver(self.params.clone(), Box::new(WgResolver::new()))
+            .prologue(PROLOGUE)
+            .and_then(|b| b.local_private_key(identity.secret.expose()))
+            .map_err(|_| CryptoError::Internal)
+    }
+
+    /// A TAI64N timestamp of now, whitened, and strictly greater than any
+    /// this store produced before, so that a peer never rejects our
+    /// initiation as a replay of our own previous one.
+    fn timestamp(&mut self) -> Tai64N {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut t = (
+            TAI64_BASE.saturating_add(now.as_secs()),
+            now.subsec_nanos() & !WHITENER_MASK,
+        );
+        if t <= self.last_timestamp {
+            t = self.last_timestamp;
+            t.1 += 1;
+            if t.1 >= 1_000_000_000 {
+                t = (t.0 + 1, 0);
+            }
+        }
+        self.last_timestamp = t;
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&t.0.to_be_bytes());
+        b[8..].copy_from_slice(&t.1.to_be_bytes());
+        Tai64N(b)
+    }
+
+    /// Starts a handshake with `peer`: the Noise part of an initiation.
+    /// Abandons any handshake we had started with that peer before.
+    pub fn create_initiation(
+        &mut self,
+        peer: &PublicKey,
+    ) -> Result<(HandshakeId, NoiseInitiation), CryptoError> {
+        let identity = self.identity.as_ref().ok_or(CryptoError::NoPrivateKey)?;
+        let p = self.peers.get(peer).ok_or(CryptoError::UnknownPeer)?;
+        let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
+        let mut hs = self
+            .builder(identity)?
+            .remote_public_key(&peer.0)
+            .and_then(|b| b.psk(PSK_POSITION, psk))
+            .and_then(|b| b.build_initiator())
+            .map_err(|_| CryptoError::Internal)?;
+        let ts = self.timestamp();
+        let mut out = [0u8; NOISE_INITIATION_LEN];
+        let n = hs
+            .write_message(&ts.0, &mut out)
+            .map_err(|_| CryptoError::Internal)?;
+        if n != NOISE_INITIATION_LEN {
+            return Err(CryptoError::Internal);
+        }
+        let id = self.new_id();
+        if let Some(p) = self.peers.get_mut(peer) {
+            if let Some(old) = p.initiating.replace(id) {
+                self.pending.remove(&old);
+            }
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                peer: *peer,
+                step: Step::InitiationSent(Box::new(hs)),
+            },
+        );
+        Ok((id, NoiseInitiation(out)))
+    }
+
+    /// Reads a peer's initiation. Returns who sent it and its timestamp;
+    /// refuses it if it does not authenticate or the sender is not a
+    /// configured peer. The handshake role checks the timestamp against
+    /// replay before it asks for the response.
+    pub fn consume_initiation(
+        &mut self,
+        msg: &NoiseInitiation,
+    ) -> Result<(HandshakeId, PublicKey, Tai64N), CryptoError> {
+        let identity = self.identity.as_ref().ok_or(CryptoError::NoPrivateKey)?;
+        let mut hs = self
+            .builder(identity)?
+            .build_responder()
+            .map_err(|_| CryptoError::Internal)?;
+        let mut payload = Zeroizing::new([0u8; NOISE_INITIATION_LEN]);
+        let n = hs
+            .read_message(&msg.0, &mut payload[..])
+            .map_err(rejected)?;
+        if n != 12 {
+            return Err(CryptoError::Rejected);
+        }
+        let mut ts = [0u8; 12];
+        ts.copy_from_slice(&payload[..12]);
+        let remote: [u8; 32] = hs
+            .get_remote_static()
+            .and_then(|r| r.try_into().ok())
+            .ok_or(CryptoError::Rejected)?;
+        let peer = PublicKey(remote);
+        if !self.peers.contains_key(&peer) {
+            return Err(CryptoError::UnknownPeer);
+        }
+        let id = self.new_id();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if let Some(old) = p.responding.replace(id) {
+                self.pending.remove(&old);
+            }
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                peer,
+                step: Step::InitiationConsumed(Box::new(hs)),
+            },
+        );
+        Ok((id, peer, Tai64N(ts)))
+    }
+
+    /// Takes a pending handshake out of the table if it is at the step
+    /// `want` accepts; otherwise leaves it (a wrong-order request must not
+    /// destroy a good handshake) and refuses.
+    fn take(&mut self, id: HandshakeId, want: fn(&Step) -> bool) -> Result<Pending, CryptoError> {
+        match self.pending.get(&id) {
+            None => Err(CryptoError::UnknownHandshake),
+            Some(p) if !want(&p.step) => Err(CryptoError::WrongState),
+            Some(_) => self
+                .pending
+                .remove(&id)
+                .ok_or(CryptoError::UnknownHandshake),
+        }
+    }
+
+    fn finish(&mut self, id: HandshakeId, peer: PublicKey, keys: SessionKeys) {
+        self.pending.insert(
+            id,
+            Pending {
+                peer,
+                step: Step::Finished(keys),
+            },
+        );
+    }
+
+    fn forget(&mut self, id: HandshakeId, peer: &PublicKey) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.initiating == Some(id) {
+                p.initiating = None;
+            }
+            if p.responding == Some(id) {
+                p.responding = None;
+            }
+        }
+    }
+
+    /// Answers a consumed initiation: the Noise part of the response. The
+    /// handshake is then finished and its keys wait for `release_keys`.
+    pub fn create_response(&mut self, id: HandshakeId) -> Result<NoiseResponse, CryptoError> {
+        let pending = self.take(id, |s| matches!(s, Step::InitiationConsumed(_)))?;
+        let Step::InitiationConsumed(mut hs) = pending.step else {
+            return Err(CryptoError::WrongState);
+        };
+        let peer = pending.peer;
+        let result = (|| {
+            let p = self.peers.get(&peer).ok_or(CryptoError::UnknownPeer)?;
+            let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
+            hs.set_psk(PSK_POSITION as usize, psk)
+                .map_err(|_| CryptoError::Internal)?;
+            let mut out = [0u8; NOISE_RESPONSE_LEN];
+            let n = hs
+                .write_message(&[], &mut out)
+                .map_err(|_| CryptoError::Internal)?;
+            if n != NOISE_RESPONSE_LEN {
+                return Err(CryptoError::Internal);
+            }
+            let (i2r, r2i) = hs.dangerously_get_raw_split();
+            Ok((out, i2r, r2i))
+        })();
+        drop(hs);
+        match result {
+            Ok((out, i2r, r2i)) => {
+                let keys = SessionKeys {
+                    send: SessionKey::from_bytes(r2i),
+                    recv: SessionKey::from_bytes(i2r),
+                };
+                self.finish(id, peer, keys);
+                Ok(NoiseResponse(out))
+            }
+            Err(e) => {
+                self.forget(id, &peer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the peer's response to our initiation. On success the keys
+    /// wait for `release_keys`. A response that does not authenticate ends
+    /// the handshake (snow's state is consumed by the attempt); the
+    /// handshake role retries with a fresh initiation after REKEY_TIMEOUT.
+    pub fn consume_response(
+        &mut self,
+        id: HandshakeId,
+        msg: &NoiseResponse,
+    ) -> Result<(), CryptoError> {
+        let pending = self.take(id, |s| matches!(s, Step::InitiationSent(_)))?;
+        let Step::InitiationSent(mut hs) = pending.step else {
+            return Err(CryptoError::WrongState);
+        };
+        let peer = pending.peer;
+        let mut payload = Zeroizing::new([0u8; NOISE_RESPONSE_LEN]);
+        let result = hs.read_message(&msg.0, &mut payload[..]);
+        let result = match result {
+            Ok(0) => Ok(hs.dangerously_get_raw_split()),
+            Ok(_) => Err(CryptoError::Rejected),
+            Err(e) => Err(rejected(e)),
+        };
+        drop(hs);
+        match result {
+            Ok((i2r, r2i)) => {
+                let keys = SessionKeys {
+                    send: SessionKey::from_bytes(i2r),
+                    recv: SessionKey::from_bytes(r2i),
+                };
+                self.finish(id, peer, keys);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(id, &peer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands out the transport keys of a finished handshake, once.
+    pub fn release_keys(&mut self, id: HandshakeId) -> Result<SessionKeys, CryptoError> {
+        let pending = self.take(id, |s| matches!(s, Step::Finished(_)))?;
+        self.forget(id, &pending.peer);
+        match pending.step {
+            Step::Finished(keys) => Ok(keys),
+            _ => Err(CryptoError::WrongState),
+        }
+    }
+
+    /// Drops a pending handshake (timestamp replay, rate limit, timeout).
+    pub fn abandon(&mut self, id: HandshakeId) -> Result<(), CryptoError> {
+        let pending = self
+            .pending
+            .remove(&id)
+            .ok_or(CryptoError::UnknownHandshake)?;
+        self.forget(id, &pending.peer);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ dispatch
+
+    /// One request from the parent, one answer.
+    pub fn handle_parent(&mut self, msg: ParentToCrypto) -> CryptoToParent {
+        match msg {
+            ParentToCrypto::SetPrivateKey(k) => CryptoToParent::PublicKey(self.set_private_key(k)),
+            ParentToCrypto::SetPeer { peer, psk } => {
+                self.set_peer(peer, psk);
+                CryptoToParent::Done
+            }
+            ParentToCrypto::RemovePeer(peer) => {
+                self.remove_peer(&peer);
+                CryptoToParent::Done
+            }
+            ParentToCrypto::RemoveAllPeers => {
+                self.remove_all_peers();
+                CryptoToParent::Done
+            }
+        }
+    }
+
+    /// One question from the handshake role, one answer.
+    pub fn handle_handshake(&mut self, msg: HandshakeToCrypto) -> CryptoToHandshake {
+        let answer = match msg {
+            HandshakeToCrypto::CreateInitiation { peer } => self
+                .create_initiation(&peer)
+                .map(|(id, noise)| CryptoToHandshake::Initiation { id, noise }),
+            HandshakeToCrypto::ConsumeInitiation { noise } => {
+                self.consume_initiation(&noise)
+                    .map(
+                        |(id, peer, timestamp)| CryptoToHandshake::InitiationConsumed {
+                            id,
+                            peer,
+                            timestamp,
+                        },
+                    )
+            }
+            HandshakeToCrypto::CreateResponse { id } => self
+                .create_response(id)
+                .map(|noise| CryptoToHandshake::Response { noise }),
+            HandshakeToCrypto::ConsumeResponse { id, noise } => self
+                .consume_response(id, &noise)
+                .map(|()| CryptoToHandshake::ResponseConsumed),
+            HandshakeToCrypto::ReleaseKeys { id } => {
+                self.release_keys(id).map(CryptoToHandshake::Keys)
+            }
+            HandshakeToCrypto::Abandon { id } => {
+                self.abandon(id).map(|()| CryptoToHandshake::Abandoned)
+            }
+        };
+        answer.unwrap_or_else(CryptoToHandshake::Refused)
+    }
+}
