@@ -1,0 +1,851 @@
+//! The handshake role's sans-IO core: `(now, event) -> actions`.
+//!
+//! [`Core`] owns everything the handshake role knows — peers, their
+//! timers, cookies, session indices, timestamps seen — and nothing it must
+//! not: no static key, no PSK. It never reads a clock or a socket. Each
+//! entry point takes `now` and pushes the resulting orders for the data
+//! plane, [`HandshakeToTransport`], onto an output vector; questions for
+//! the key holder go through the [`Crypto`] trait, which the handshake
+//! process implements over its channel to the crypto role and tests
+//! implement with an in-process key store.
+//!
+//! The entry points mirror the events of the whitepaper and of
+//! wireguard-go's `timers.go`:
+//!
+//! | event | entry point |
+//! | --- | --- |
+//! | a handshake packet arrived | [`Core::handle_packet`] |
+//! | data-plane activity (coalesced) | [`Core::handle_activity`] |
+//! | packets waiting without a session | [`Core::need_handshake`] |
+//! | a deadline passed | [`Core::on_timers`] (see [`Core::next_deadline`]) |
+//! | configuration | [`Core::set_interface`], [`Core::set_peer`], [`Core::remove_peer`] |
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use proto::ipc::{
+    Activity, CryptoError, CryptoToHandshake, Destination, HandshakeStatus, HandshakeToCrypto,
+    HandshakeToTransport,
+};
+use proto::keys::{HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SessionKeys, Tai64N};
+use proto::wire::{
+    self, CookieReply, Initiation, MessageType, Response, INITIATION_MAC1_OFFSET,
+    RESPONSE_MAC1_OFFSET,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::cookie::{CookieChecker, CookieJar, MacCheck};
+use crate::index::{IndexEntry, IndexTable, IndexUse};
+use crate::load::{LoadMeter, RateLimiter, DEFAULT_LOAD_THRESHOLD};
+use crate::timers::{TimerConfig, TimerKind, Timers};
+
+/// A peer may start at most this many handshakes with us per second
+/// (wireguard-go: 50); more are dropped before any Diffie-Hellman.
+pub const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How many keypairs of a peer may be alive in the transport at once
+/// (previous, current, next); their indices stay reserved until a newer
+/// install pushes them out.
+const KEYPAIRS_PER_PEER: usize = 3;
+
+/// The handshake role's access to the key holder: one question, one
+/// answer. Implemented over the crypto channel in the daemon, and by any
+/// `FnMut(HandshakeToCrypto) -> CryptoToHandshake` (e.g. a closure around
+/// an in-process key store) in tests.
+pub trait Crypto {
+    fn ask(&mut self, question: HandshakeToCrypto) -> CryptoToHandshake;
+}
+
+impl<F: FnMut(HandshakeToCrypto) -> CryptoToHandshake> Crypto for F {
+    fn ask(&mut self, question: HandshakeToCrypto) -> CryptoToHandshake {
+        self(question)
+    }
+}
+
+/// Settings of the core; `Default` is the protocol.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub timers: TimerConfig,
+    /// Handshake messages per second above which MAC2 is demanded
+    /// (0: always).
+    pub load_threshold: u32,
+    /// Seed for jitter and index randomness, for reproducible tests.
+    /// `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timers: TimerConfig::default(),
+            load_threshold: DEFAULT_LOAD_THRESHOLD,
+            seed: None,
+        }
+    }
+}
+
+/// Packets dropped, by reason. None of these is an error of ours; all are
+/// counted so an operator can see an attack or a misconfiguration.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub malformed: u64,
+    pub bad_mac1: u64,
+    pub cookie_replies_sent: u64,
+    pub rate_limited: u64,
+    pub unknown_index: u64,
+    pub rejected_by_crypto: u64,
+    pub replayed_timestamp: u64,
+    pub initiation_flood: u64,
+    pub cookies_accepted: u64,
+    pub handshakes_completed: u64,
+}
+
+/// What [`Core::handle_packet`] made of one packet (also visible through
+/// the actions and counters; this is for logging and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketOutcome {
+    Dropped(DropReason),
+    CookieSent,
+    CookieAccepted,
+    /// We answered an initiation; the session waits for confirmation.
+    Responded(PublicKey),
+    /// Our initiation was answered; the session is current.
+    Completed(PublicKey),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    NoInterfaceKey,
+    BadMac1,
+    RateLimited,
+    UnknownIndex,
+    Rejected(CryptoError),
+    ReplayedTimestamp,
+    InitiationFlood,
+    BadCookie,
+}
+
+struct PendingInitiation {
+    local_index: u32,
+    id: HandshakeId,
+}
+
+struct Peer {
+    key: PublicKey,
+    persistent_keepalive: Option<u16>,
+    cookies: CookieJar,
+    timers: Timers,
+    pending: Option<PendingInitiation>,
+    last_initiation_sent: Option<Instant>,
+    handshake_attempts: u32,
+    greatest_timestamp: Tai64N,
+    last_initiation_consumed: Option<Instant>,
+    /// Local indices of installed keypairs, oldest first.
+    keypairs: VecDeque<u32>,
+    /// When and in which role the newest keypair was made: rekey-by-age
+    /// applies only to sessions we initiated.
+    newest: Option<(Instant, bool)>,
+    /// A responder keypair waits for the peer's first data packet.
+    awaiting_confirmation: bool,
+    /// Set once the "last minute" receive-side rekey was tried for the
+    /// current session, so it is tried once.
+    sent_last_minute_handshake: bool,
+    last_handshake: Option<Instant>,
+}
+
+impl Peer {
+    fn new(key: PublicKey, persistent_keepalive: Option<u16>) -> Self {
+        Peer {
+            key,
+            persistent_keepalive,
+            cookies: CookieJar::new(&key),
+            timers: Timers::default(),
+            pending: None,
+            last_initiation_sent: None,
+            handshake_attempts: 0,
+            greatest_timestamp: Tai64N::ZERO,
+            last_initiation_consumed: None,
+            keypairs: VecDeque::new(),
+            newest: None,
+            awaiting_confirmation: false,
+            sent_last_minute_handshake: false,
+            last_handshake: None,
+        }
+    }
+}
+
+/// The handshake role's state. See the module documentation.
+pub struct Core {
+    cfg: Config,
+    public_key: Option<PublicKey>,
+    checker: Option<CookieChecker>,
+    peers: HashMap<PublicKey, Peer>,
+    indices: IndexTable,
+    load: LoadMeter,
+    limiter: RateLimiter,
+    rng: StdRng,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("public_key", &self.public_key)
+            .field("peers", &self.peers.len())
+            .field("indices", &self.indices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type Out = Vec<HandshakeToTransport>;
+
+impl Core {
+    pub fn new(cfg: Config) -> Self {
+        let rng = match cfg.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        Core {
+            load: LoadMeter::new(cfg.load_threshold),
+            cfg,
+            public_key: None,
+            checker: None,
+            peers: HashMap::new(),
+            indices: IndexTable::default(),
+            limiter: RateLimiter::default(),
+            rng,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    // ------------------------------------------------------------ configuration
+
+    /// The interface's public key, learnt by the parent from crypto. A new
+    /// key invalidates every session and handshake (they were made with
+    /// the old one); the same key again changes nothing.
+    pub fn set_interface(&mut self, public_key: Option<PublicKey>, out: &mut Out) {
+        if public_key == self.public_key {
+            return;
+        }
+        self.public_key = public_key;
+        self.checker = public_key.as_ref().map(CookieChecker::new);
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.expire_peer(&k, out);
+        }
+    }
+
+    /// Adds a peer or changes its persistent keepalive. Turning persistent
+    /// keepalive on sends one at once, as wg(8) users expect.
+    pub fn set_peer(
+        &mut self,
+        now: Instant,
+        peer: PublicKey,
+        persistent_keepalive: Option<u16>,
+        out: &mut Out,
+    ) {
+        let persistent_keepalive = persistent_keepalive.filter(|&s| s > 0);
+        let p = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(peer, None));
+        let turned_on = persistent_keepalive.is_some() && p.persistent_keepalive.is_none();
+        p.persistent_keepalive = persistent_keepalive;
+        if persistent_keepalive.is_none() {
+            p.timers
+                .any_authenticated_packet_traversal(now, persistent_keepalive);
+        }
+        if turned_on && self.public_key.is_some() {
+            self.send_keepalive(now, &peer, out);
+        }
+    }
+
+    pub fn remove_peer(&mut self, peer: &PublicKey, crypto: &mut dyn Crypto) {
+        if let Some(mut p) = self.peers.remove(peer) {
+            if let Some(pending) = p.pending.take() {
+                crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
+            }
+        }
+        self.indices.free_peer(peer);
+    }
+
+    pub fn remove_all_peers(&mut self, crypto: &mut dyn Crypto) {
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.remove_peer(&k, crypto);
+        }
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// What `show` needs: last handshake as wall-clock time, given the
+    /// current instant and wall-clock time.
+    pub fn status(&self, now: Instant, wall: SystemTime) -> Vec<HandshakeStatus> {
+        let mut v: Vec<HandshakeStatus> = self
+            .peers
+            .values()
+            .map(|p| HandshakeStatus {
+                peer: p.key,
+                last_handshake: p.last_handshake.and_then(|t| {
+                    let ago = now.saturating_duration_since(t);
+                    let at = wall.checked_sub(ago)?;
+                    let d = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+                    Some((d.as_secs(), d.subsec_nanos()))
+                }),
+                persistent_keepalive: p.persistent_keepalive,
+            })
+            .collect();
+        v.sort_by_key(|s| s.peer);
+        v
+    }
+
+    // ------------------------------------------------------------ timers
+
+    /// The earliest deadline of any peer: call [`Core::on_timers`] then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.timers.next_deadline())
+            .min()
+    }
+
+    /// Acts on every deadline at or before `now`.
+    pub fn on_timers(&mut self, now: Instant, crypto: &mut dyn Crypto, out: &mut Out) {
+        let due: Vec<(PublicKey, Vec<TimerKind>)> = self
+            .peers
+            .values_mut()
+            .filter(|p| p.timers.next_deadline().is_some_and(|d| d <= now))
+            .map(|p| (p.key, p.timers.expired(now)))
+            .collect();
+        for (key, kinds) in due {
+            for kind in kinds {
+                self.on_timer(now, &key, kind, crypto, out);
+            }
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        now: Instant,
+        key: &PublicKey,
+        kind: TimerKind,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) {
+        let cfg = self.cfg.timers;
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        match kind {
+            TimerKind::RetransmitHandshake => {
+                if p.handshake_attempts >= cfg.max_handshake_attempts() {
+                    tracing::debug!(peer = %key, "handshake did not complete, giving up");
+                    p.timers.handshake_gave_up(now, &cfg);
+                    if let Some(pending) = p.pending.take() {
+                        self.indices.free(pending.local_index);
+                        crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
+                    }
+                    out.push(HandshakeToTransport::DropStaged { peer: *key });
+                } else {
+                    p.handshake_attempts += 1;
+                    tracing::debug!(peer = %key, attempt = p.handshake_attempts, "retrying handshake");
+                    self.send_initiation(now, key, true, crypto, out);
+                }
+            }
+            TimerKind::SendKeepalive => {
+                self.send_keepalive(now, key, out);
+                if let Some(p) = self.peers.get_mut(key) {
+                    p.timers.keepalive_sent(now, &cfg);
+                }
+            }
+            TimerKind::NewHandshake => {
+                tracing::debug!(peer = %key, "no reply to data, starting a new handshake");
+                self.send_initiation(now, key, false, crypto, out);
+            }
+            TimerKind::ZeroKeyMaterial => {
+                tracing::debug!(peer = %key, "erasing expired key material");
+                self.expire_peer(key, out);
+                if let Some(p) = self.peers.get_mut(key) {
+                    if let Some(pending) = p.pending.take() {
+                        self.indices.free(pending.local_index);
+                        crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
+                    }
+                }
+            }
+            TimerKind::PersistentKeepalive => {
+                if p.persistent_keepalive.is_some() {
+                    self.send_keepalive(now, key, out);
+                }
+            }
+        }
+    }
+
+    /// Drops a peer's sessions here and in the transport.
+    fn expire_peer(&mut self, key: &PublicKey, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        for i in p.keypairs.drain(..) {
+            self.indices.free(i);
+        }
+        p.newest = None;
+        p.awaiting_confirmation = false;
+        out.push(HandshakeToTransport::ExpireKeypairs { peer: *key });
+    }
+
+    fn send_keepalive(&mut self, now: Instant, key: &PublicKey, out: &mut Out) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        out.push(HandshakeToTransport::SendKeepalive { peer: *key });
+        p.timers.any_authenticated_packet_sent();
+        p.timers
+            .any_authenticated_packet_traversal(now, p.persistent_keepalive);
+    }
+
+    // ------------------------------------------------------------ data-plane events
+
+    /// The transport has packets for `peer` and no session, or its session
+    /// reached REKEY_AFTER_MESSAGES.
+    pub fn need_handshake(
+        &mut self,
+        now: Instant,
+        peer: &PublicKey,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) {
+        self.send_initiation(now, peer, false, crypto, out);
+    }
+
+    /// Coalesced data-plane activity of one peer. Within one report the
+    /// order of packets is unknown; sends are applied before receives for
+    /// the "did the peer answer" timer and receives before sends for the
+    /// "do we owe a keepalive" timer, the reading that assumes traffic
+    /// flowed both ways, which is what a report with both bits means.
+    pub fn handle_activity(
+        &mut self,
+        now: Instant,
+        peer: &PublicKey,
+        activity: Activity,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) {
+        let cfg = self.cfg.timers;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let mut rekey = false;
+        let initiator_age = p
+            .newest
+            .filter(|&(_, initiator)| initiator)
+            .map(|(t, _)| now.saturating_duration_since(t));
+        if activity.has(Activity::DATA_SENT) {
+            p.timers.data_sent(now, &cfg, &mut self.rng);
+            rekey |= initiator_age.is_some_and(|a| a >= cfg.rekey_after_time);
+        }
+        if activity.has(Activity::DATA_RECEIVED) {
+            p.timers.data_received(now, &cfg);
+            if initiator_age.is_some_and(|a| a >= cfg.rekey_on_receive_age())
+                && !p.sent_last_minute_handshake
+            {
+                p.sent_last_minute_handshake = true;
+                rekey = true;
+            }
+        }
+        if activity.has(Activity::AUTH_SENT) {
+            p.timers.any_authenticated_packet_sent();
+        }
+        if activity.has(Activity::AUTH_RECEIVED) {
+            p.timers.any_authenticated_packet_received();
+            if std::mem::take(&mut p.awaiting_confirmation) {
+                // The peer used the keypair we answered with: for the
+                // responder, that is when the handshake completes.
+                p.timers.handshake_complete();
+                p.handshake_attempts = 0;
+                p.last_handshake = Some(now);
+            }
+        }
+        if activity.0 & (Activity::AUTH_SENT | Activity::AUTH_RECEIVED) != 0 {
+            p.timers
+                .any_authenticated_packet_traversal(now, p.persistent_keepalive);
+        }
+        if rekey {
+            self.send_initiation(now, peer, false, crypto, out);
+        }
+    }
+
+    // ------------------------------------------------------------ initiations
+
+    /// Sends an initiation to `key`. A first attempt (not `retry`) is
+    /// skipped if one went out less than REKEY_TIMEOUT ago: at most one
+    /// initiation per REKEY_TIMEOUT per peer.
+    fn send_initiation(
+        &mut self,
+        now: Instant,
+        key: &PublicKey,
+        retry: bool,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) {
+        let cfg = self.cfg.timers;
+        if self.public_key.is_none() {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        if !retry {
+            if p.last_initiation_sent
+                .is_some_and(|t| now.saturating_duration_since(t) < cfg.rekey_timeout)
+            {
+                return;
+            }
+            p.handshake_attempts = 0;
+        }
+        let (id, noise) = match crypto.ask(HandshakeToCrypto::CreateInitiation { peer: *key }) {
+            CryptoToHandshake::Initiation { id, noise } => (id, noise),
+            other => {
+                tracing::info!(peer = %key, answer = ?other, "crypto refused to create an initiation");
+                return;
+            }
+        };
+        if let Some(old) = p.pending.take() {
+            self.indices.free(old.local_index);
+        }
+        let local_index = self.indices.allocate(
+            &mut self.rng,
+            IndexEntry {
+                peer: *key,
+                what: IndexUse::Initiation(id),
+            },
+        );
+        p.pending = Some(PendingInitiation { local_index, id });
+        let mut bytes = Initiation {
+            sender: local_index,
+            noise: noise.0,
+            mac1: [0; 16],
+            mac2: [0; 16],
+        }
+        .to_bytes();
+        p.cookies.stamp(now, &mut bytes, INITIATION_MAC1_OFFSET);
+        p.last_initiation_sent = Some(now);
+        p.timers.handshake_initiated(now, &cfg, &mut self.rng);
+        p.timers.any_authenticated_packet_sent();
+        p.timers
+            .any_authenticated_packet_traversal(now, p.persistent_keepalive);
+        tracing::debug!(peer = %key, "sending handshake initiation");
+        out.push(HandshakeToTransport::Send {
+            to: Destination::Peer(*key),
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    // ------------------------------------------------------------ packets
+
+    /// One handshake packet (type 1, 2 or 3) from `from`.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: SocketAddr,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        let outcome = self.dispatch_packet(now, bytes, from, crypto, out);
+        if let PacketOutcome::Dropped(reason) = outcome {
+            let c = &mut self.counters;
+            match reason {
+                DropReason::Malformed | DropReason::NoInterfaceKey => c.malformed += 1,
+                DropReason::BadMac1 => c.bad_mac1 += 1,
+                DropReason::RateLimited => c.rate_limited += 1,
+                DropReason::UnknownIndex => c.unknown_index += 1,
+                DropReason::Rejected(_) | DropReason::BadCookie => c.rejected_by_crypto += 1,
+                DropReason::ReplayedTimestamp => c.replayed_timestamp += 1,
+                DropReason::InitiationFlood => c.initiation_flood += 1,
+            }
+            tracing::debug!(%from, ?reason, "dropped handshake packet");
+        }
+        outcome
+    }
+
+    fn dispatch_packet(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: SocketAddr,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        let kind = match wire::classify(bytes) {
+            Ok(k) => k,
+            Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+        };
+        let mac1_at = match kind {
+            MessageType::Initiation => INITIATION_MAC1_OFFSET,
+            MessageType::Response => RESPONSE_MAC1_OFFSET,
+            MessageType::CookieReply => return self.consume_cookie_reply(now, bytes),
+            MessageType::Data => return PacketOutcome::Dropped(DropReason::Malformed),
+        };
+        let under_load = self.load.record(now);
+        let Some(checker) = self.checker.as_mut() else {
+            return PacketOutcome::Dropped(DropReason::NoInterfaceKey);
+        };
+        match checker.check(now, bytes, mac1_at, &from, under_load) {
+            MacCheck::BadMac1 => return PacketOutcome::Dropped(DropReason::BadMac1),
+            MacCheck::NeedCookie => {
+                let (sender, mac1) = match kind {
+                    MessageType::Initiation => match Initiation::parse(bytes) {
+                        Ok(m) => (m.sender, m.mac1),
+                        Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+                    },
+                    _ => match Response::parse(bytes) {
+                        Ok(m) => (m.sender, m.mac1),
+                        Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+                    },
+                };
+                let reply = checker.make_reply(now, sender, &mac1, &from);
+                self.counters.cookie_replies_sent += 1;
+                out.push(HandshakeToTransport::Send {
+                    to: Destination::Addr(from),
+                    bytes: reply.to_bytes().to_vec(),
+                });
+                return PacketOutcome::CookieSent;
+            }
+            MacCheck::Ok => {}
+        }
+        if under_load && !self.limiter.allow(now, from.ip()) {
+            return PacketOutcome::Dropped(DropReason::RateLimited);
+        }
+        match kind {
+            MessageType::Initiation => match Initiation::parse(bytes) {
+                Ok(m) => self.consume_initiation(now, m, from, crypto, out),
+                Err(_) => PacketOutcome::Dropped(DropReason::Malformed),
+            },
+            _ => match Response::parse(bytes) {
+                Ok(m) => self.consume_response(now, m, from, crypto, out),
+                Err(_) => PacketOutcome::Dropped(DropReason::Malformed),
+            },
+        }
+    }
+
+    fn consume_cookie_reply(&mut self, now: Instant, bytes: &[u8]) -> PacketOutcome {
+        let Ok(reply) = CookieReply::parse(bytes) else {
+            return PacketOutcome::Dropped(DropReason::Malformed);
+        };
+        let Some(entry) = self.indices.get(reply.receiver).copied() else {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        let Some(p) = self.peers.get_mut(&entry.peer) else {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        if p.cookies.consume_reply(now, &reply) {
+            self.counters.cookies_accepted += 1;
+            tracing::debug!(peer = %entry.peer, "received cookie");
+            PacketOutcome::CookieAccepted
+        } else {
+            PacketOutcome::Dropped(DropReason::BadCookie)
+        }
+    }
+
+    fn consume_initiation(
+        &mut self,
+        now: Instant,
+        msg: Initiation,
+        from: SocketAddr,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        let (id, peer, timestamp) = match crypto.ask(HandshakeToCrypto::ConsumeInitiation {
+            noise: NoiseInitiation(msg.noise),
+        }) {
+            CryptoToHandshake::InitiationConsumed {
+                id,
+                peer,
+                timestamp,
+            } => (id, peer, timestamp),
+            CryptoToHandshake::Refused(e) => {
+                return PacketOutcome::Dropped(DropReason::Rejected(e))
+            }
+            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
+        };
+        let abandon = |crypto: &mut dyn Crypto, reason| {
+            crypto.ask(HandshakeToCrypto::Abandon { id });
+            PacketOutcome::Dropped(reason)
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            // Crypto knows the peer but we do not (configuration race).
+            return abandon(crypto, DropReason::Rejected(CryptoError::UnknownPeer));
+        };
+        if timestamp <= p.greatest_timestamp {
+            return abandon(crypto, DropReason::ReplayedTimestamp);
+        }
+        if p.last_initiation_consumed
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
+        {
+            return abandon(crypto, DropReason::InitiationFlood);
+        }
+        p.greatest_timestamp = timestamp;
+        p.last_initiation_consumed = Some(now);
+
+        let noise = match crypto.ask(HandshakeToCrypto::CreateResponse { id }) {
+            CryptoToHandshake::Response { noise } => noise,
+            CryptoToHandshake::Refused(e) => return abandon(crypto, DropReason::Rejected(e)),
+            _ => return abandon(crypto, DropReason::Rejected(CryptoError::Internal)),
+        };
+        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
+            CryptoToHandshake::Keys(k) => k,
+            CryptoToHandshake::Refused(e) => {
+                return PacketOutcome::Dropped(DropReason::Rejected(e))
+            }
+            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
+        };
+        let local_index = self.indices.allocate(
+            &mut self.rng,
+            IndexEntry {
+                peer,
+                what: IndexUse::Keypair,
+            },
+        );
+        let mut bytes = Response {
+            sender: local_index,
+            receiver: msg.sender,
+            noise: noise.0,
+            mac1: [0; 16],
+            mac2: [0; 16],
+        }
+        .to_bytes();
+        let cfg = self.cfg.timers;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        p.cookies.stamp(now, &mut bytes, RESPONSE_MAC1_OFFSET);
+        out.push(HandshakeToTransport::SetEndpoint {
+            peer,
+            endpoint: from,
+        });
+        out.push(HandshakeToTransport::Send {
+            to: Destination::Addr(from),
+            bytes: bytes.to_vec(),
+        });
+        self.install(now, &peer, local_index, msg.sender, keys, false, out);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.awaiting_confirmation = true;
+            p.timers.session_derived(now, &cfg);
+            p.timers.any_authenticated_packet_sent();
+            p.timers
+                .any_authenticated_packet_traversal(now, p.persistent_keepalive);
+        }
+        tracing::debug!(%peer, "answered handshake initiation");
+        PacketOutcome::Responded(peer)
+    }
+
+    fn consume_response(
+        &mut self,
+        now: Instant,
+        msg: Response,
+        from: SocketAddr,
+        crypto: &mut dyn Crypto,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        let Some(IndexEntry {
+            peer,
+            what: IndexUse::Initiation(id),
+        }) = self.indices.get(msg.receiver).copied()
+        else {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        let answer = crypto.ask(HandshakeToCrypto::ConsumeResponse {
+            id,
+            noise: NoiseResponse(msg.noise),
+        });
+        if let CryptoToHandshake::Refused(e) = answer {
+            // Crypto has dropped the handshake; forget it too, and let the
+            // retransmit timer start a fresh one.
+            self.indices.free(msg.receiver);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.pending = None;
+            }
+            return PacketOutcome::Dropped(DropReason::Rejected(e));
+        }
+        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
+            CryptoToHandshake::Keys(k) => k,
+            CryptoToHandshake::Refused(e) => {
+                return PacketOutcome::Dropped(DropReason::Rejected(e))
+            }
+            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
+        };
+        let cfg = self.cfg.timers;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        p.pending = None;
+        p.handshake_attempts = 0;
+        p.last_handshake = Some(now);
+        p.timers.handshake_complete();
+        p.timers.session_derived(now, &cfg);
+        p.timers.any_authenticated_packet_received();
+        p.timers
+            .any_authenticated_packet_traversal(now, p.persistent_keepalive);
+        self.indices.set(
+            msg.receiver,
+            IndexEntry {
+                peer,
+                what: IndexUse::Keypair,
+            },
+        );
+        out.push(HandshakeToTransport::SetEndpoint {
+            peer,
+            endpoint: from,
+        });
+        self.install(now, &peer, msg.receiver, msg.sender, keys, true, out);
+        // Confirm the session to the responder at once (the transport
+        // sends staged packets instead, if it has any).
+        self.send_keepalive(now, &peer, out);
+        tracing::debug!(%peer, "handshake complete");
+        PacketOutcome::Completed(peer)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        now: Instant,
+        peer: &PublicKey,
+        local_index: u32,
+        remote_index: u32,
+        keys: SessionKeys,
+        initiator: bool,
+        out: &mut Out,
+    ) {
+        self.counters.handshakes_completed += 1;
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.keypairs.push_back(local_index);
+            while p.keypairs.len() > KEYPAIRS_PER_PEER {
+                if let Some(old) = p.keypairs.pop_front() {
+                    self.indices.free(old);
+                }
+            }
+            p.newest = Some((now, initiator));
+            p.sent_last_minute_handshake = false;
+        }
+        out.push(HandshakeToTransport::InstallKeypair {
+            peer: *peer,
+            local_index,
+            remote_index,
+            keys,
+            initiator,
+        });
+    }
+}
