@@ -214,6 +214,9 @@ pub enum TransportToParent {
     Status {
         peers: Vec<TransportStatus>,
         drops: DropCounters,
+        /// Messages sent to the handshake role since start: shows that
+        /// timer events are coalesced, not one per packet.
+        ipc_to_handshake: u64,
     },
     Done,
 }
@@ -460,6 +463,7 @@ mod tests {
                 malformed: 1,
                 ..Default::default()
             },
+            ipc_to_handshake: 7,
         });
         round_trip(TransportToParent::Done);
     }

@@ -10,10 +10,12 @@
 //!
 //! - [`keystore`]: the key store, the handshake operations and their permit
 //!   rules, and the dispatch of IPC requests.
+//! - [`process`]: the crypto process's main loop over its two channels.
 //! - `dh`: the X25519 primitive that refuses non-contributory results.
 
 mod dh;
 pub mod keystore;
+pub mod process;
 
 pub use keystore::{KeyStore, NOISE_PATTERN, PROLOGUE};
 

@@ -17,12 +17,14 @@
 //! - [`cookie`]: cookie secret, cookie replies, cookies from peers.
 //! - [`load`]: when we are under load, and per-source rate limiting.
 //! - [`index`]: random session indices.
+//! - [`process`]: the handshake process's main loop over its channels.
 
 pub mod cookie;
 pub mod core;
 pub mod index;
 pub mod load;
 pub mod mac;
+pub mod process;
 pub mod timers;
 
 pub use crate::core::{Config, Core, Counters, Crypto, DropReason, PacketOutcome};

@@ -28,7 +28,11 @@ fn rekey_on_send_after_120s() {
     assert_eq!(installs(&a_actions), 1);
     // Data keeps flowing both ways, so no other timer interferes.
     for s in [30.0, 60.0, 90.0, 119.9] {
-        a.activity(t0 + secs(s), &b.public, Activity::DATA_SENT | Activity::AUTH_SENT);
+        a.activity(
+            t0 + secs(s),
+            &b.public,
+            Activity::DATA_SENT | Activity::AUTH_SENT,
+        );
         a.activity(
             t0 + secs(s),
             &b.public,
@@ -36,7 +40,11 @@ fn rekey_on_send_after_120s() {
         );
     }
     assert_eq!(initiations(&a.drain()), 0, "no rekey before 120 s");
-    a.activity(t0 + secs(120.0), &b.public, Activity::DATA_SENT | Activity::AUTH_SENT);
+    a.activity(
+        t0 + secs(120.0),
+        &b.public,
+        Activity::DATA_SENT | Activity::AUTH_SENT,
+    );
     assert_eq!(initiations(&a.drain()), 1, "rekey on send at 120 s");
 }
 
@@ -46,7 +54,11 @@ fn responder_does_not_rekey_on_age() {
     let (mut a, mut b) = pair(t0, cfg());
     handshake(t0, &mut a, &mut b);
     b.activity(t0 + secs(1.0), &a.public, Activity::AUTH_RECEIVED);
-    b.activity(t0 + secs(150.0), &a.public, Activity::DATA_SENT | Activity::AUTH_SENT);
+    b.activity(
+        t0 + secs(150.0),
+        &a.public,
+        Activity::DATA_SENT | Activity::AUTH_SENT,
+    );
     assert_eq!(initiations(&b.drain()), 0);
 }
 
@@ -60,7 +72,11 @@ fn rekey_on_receive_at_165s_once() {
     a.activity(t0 + secs(165.0), &b.public, Activity::DATA_RECEIVED);
     assert_eq!(initiations(&a.drain()), 1);
     a.activity(t0 + secs(171.0), &b.public, Activity::DATA_RECEIVED);
-    assert_eq!(initiations(&a.drain()), 0, "the last-minute rekey is tried once");
+    assert_eq!(
+        initiations(&a.drain()),
+        0,
+        "the last-minute rekey is tried once"
+    );
 }
 
 #[test]
@@ -104,8 +120,16 @@ fn retries_every_5s_plus_jitter_and_gives_up_after_90s() {
     // 90 s / 5 s = 18 retransmissions after the first initiation.
     assert_eq!(sent_at.len(), 19, "{sent_at:?}");
     let gave_up = gave_up_at.expect("gave up");
-    assert!(gave_up - t0 >= secs(90.0), "gave up too early: {:?}", gave_up - t0);
-    assert!(gave_up - t0 <= secs(101.0), "gave up too late: {:?}", gave_up - t0);
+    assert!(
+        gave_up - t0 >= secs(90.0),
+        "gave up too early: {:?}",
+        gave_up - t0
+    );
+    assert!(
+        gave_up - t0 <= secs(101.0),
+        "gave up too late: {:?}",
+        gave_up - t0
+    );
     // Jitter really varies.
     let gaps: std::collections::HashSet<Duration> =
         sent_at.windows(2).map(|w| w[1] - w[0]).collect();
@@ -118,15 +142,27 @@ fn keepalive_after_10s_of_receive_only() {
     let (mut a, mut b) = pair(t0, cfg());
     handshake(t0, &mut a, &mut b);
     let t1 = t0 + secs(1.0);
-    a.activity(t1, &b.public, Activity::DATA_RECEIVED | Activity::AUTH_RECEIVED);
+    a.activity(
+        t1,
+        &b.public,
+        Activity::DATA_RECEIVED | Activity::AUTH_RECEIVED,
+    );
     a.on_timers(t1 + secs(9.99));
     assert_eq!(keepalives(&a.drain()), 0);
     a.on_timers(t1 + secs(10.0));
     assert_eq!(keepalives(&a.drain()), 1);
     // If we send something ourselves, no keepalive is owed.
     let t2 = t0 + secs(30.0);
-    a.activity(t2, &b.public, Activity::DATA_RECEIVED | Activity::AUTH_RECEIVED);
-    a.activity(t2 + secs(3.0), &b.public, Activity::DATA_SENT | Activity::AUTH_SENT);
+    a.activity(
+        t2,
+        &b.public,
+        Activity::DATA_RECEIVED | Activity::AUTH_RECEIVED,
+    );
+    a.activity(
+        t2 + secs(3.0),
+        &b.public,
+        Activity::DATA_SENT | Activity::AUTH_SENT,
+    );
     a.activity(t2 + secs(3.5), &b.public, Activity::AUTH_RECEIVED);
     a.on_timers(t2 + secs(10.0));
     assert_eq!(keepalives(&a.drain()), 0);
@@ -142,7 +178,11 @@ fn new_handshake_when_sent_data_goes_unanswered() {
     a.on_timers(t1 + secs(14.99));
     assert_eq!(initiations(&a.drain()), 0);
     a.on_timers(t1 + secs(15.334));
-    assert_eq!(initiations(&a.drain()), 1, "KEEPALIVE + REKEY_TIMEOUT without reply");
+    assert_eq!(
+        initiations(&a.drain()),
+        1,
+        "KEEPALIVE + REKEY_TIMEOUT without reply"
+    );
 }
 
 #[test]
@@ -204,7 +244,10 @@ fn replayed_initiation_timestamp_is_rejected() {
     a.need_handshake(t0, &b.public);
     let init = sent_packets(&a.drain()).remove(0);
     let from = a.addr;
-    assert_eq!(b.receive(t0, &init, from), PacketOutcome::Responded(a.public));
+    assert_eq!(
+        b.receive(t0, &init, from),
+        PacketOutcome::Responded(a.public)
+    );
     b.drain();
     let later = t0 + secs(1.0);
     assert_eq!(
@@ -246,7 +289,10 @@ fn initiation_flood_from_one_peer_is_dropped() {
     a.need_handshake(t0 + secs(5.0), &b.public);
     let second = sent_packets(&a.drain()).remove(0);
     let from = a.addr;
-    assert_eq!(b.receive(t0, &first, from), PacketOutcome::Responded(a.public));
+    assert_eq!(
+        b.receive(t0, &first, from),
+        PacketOutcome::Responded(a.public)
+    );
     assert_eq!(
         b.receive(t0 + Duration::from_millis(5), &second, from),
         PacketOutcome::Dropped(wg_handshake::DropReason::InitiationFlood)
@@ -269,18 +315,27 @@ fn cookie_under_load_between_two_cores() {
     assert_eq!(b.receive(t0, &init, from), PacketOutcome::CookieSent);
     let cookie = sent_packets(&b.drain()).remove(0);
     assert_eq!(cookie.len(), 64);
-    assert_eq!(a.receive(t0, &cookie, b.addr), PacketOutcome::CookieAccepted);
+    assert_eq!(
+        a.receive(t0, &cookie, b.addr),
+        PacketOutcome::CookieAccepted
+    );
     // The retransmission carries MAC2 and gets through.
     a.on_timers(t0 + secs(5.4));
     let retry = sent_packets(&a.drain()).remove(0);
-    assert_eq!(b.receive(t0 + secs(5.4), &retry, from), PacketOutcome::Responded(pa));
+    assert_eq!(
+        b.receive(t0 + secs(5.4), &retry, from),
+        PacketOutcome::Responded(pa)
+    );
     // From another source port the cookie does not count.
     let mut other = from;
     other.set_port(1);
     a.on_timers(t0 + secs(11.0));
     let again = sent_packets(&a.drain());
     if let Some(p) = again.first() {
-        assert_eq!(b.receive(t0 + secs(11.0), p, other), PacketOutcome::CookieSent);
+        assert_eq!(
+            b.receive(t0 + secs(11.0), p, other),
+            PacketOutcome::CookieSent
+        );
     }
 }
 

@@ -1,1 +1,658 @@
-//! (being written)
+//! Type-4 data messages: encapsulation and decapsulation.
+//!
+//! The transport role calls [`KeypairSlots::encapsulate`] (or
+//! [`KeypairSlots::encapsulate_in_place`]) for each packet read from the tun
+//! device and routed to a peer, and [`KeypairSlots::decapsulate`] for each
+//! type-4 message read from UDP, then [`inner_packet`] on the plaintext for
+//! the allowed-IPs source check and the length to write to the tun device.
+//!
+//! Wire layout (all integers little-endian):
+//!
+//! ```text
+//! 0       4                8                16                      16+n  16+n+16
+//! | type=4 | receiver index | counter (u64)  | ciphertext (n bytes)  | tag |
+//! ```
+//!
+//! The plaintext is zero-padded to a multiple of 16 bytes before
+//! encryption (a zero-length keepalive stays empty), which hides the exact
+//! inner length; the inner IP header tells the receiver where the packet
+//! ends. The counter is also the AEAD nonce (see [`crate::aead`]).
+//!
+//! Every length and offset here comes from the packet, so nothing indexes
+//! without a check: a malformed packet is an error to count, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::aead::TAG_LEN;
+use crate::keypair::{KeypairSlots, Slot};
+
+/// Message type of a transport data message.
+pub const MESSAGE_TYPE_DATA: u32 = 4;
+/// Type, receiver index and counter.
+pub const DATA_HEADER_LEN: usize = 16;
+/// The shortest valid data message: a keepalive, header and tag only.
+pub const MIN_DATA_LEN: usize = DATA_HEADER_LEN + TAG_LEN;
+/// Plaintexts are zero-padded to a multiple of this.
+pub const PADDING_MULTIPLE: usize = 16;
+
+/// The plaintext length after padding (for lengths a slice can have;
+/// those cannot overflow).
+pub const fn padded_len(plaintext_len: usize) -> usize {
+    plaintext_len.next_multiple_of(PADDING_MULTIPLE)
+}
+
+/// The length of the data message carrying `plaintext_len` bytes.
+pub const fn message_len(plaintext_len: usize) -> usize {
+    DATA_HEADER_LEN + padded_len(plaintext_len) + TAG_LEN
+}
+
+/// Why a packet could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No confirmed keypair: none at all, or only a responder's `next`
+    /// still waiting for the peer's first packet. Stage the packet and make
+    /// sure a handshake is under way.
+    #[error("no usable keypair")]
+    NoKeypair,
+    /// The current keypair is past its time or message limit.
+    #[error("keypair expired")]
+    Expired,
+    /// The output buffer cannot hold the message.
+    #[error("buffer too small for the data message")]
+    BufferTooSmall,
+    /// The plaintext is longer than the cipher can seal (far beyond any
+    /// datagram, so only a caller bug reaches this).
+    #[error("plaintext too long")]
+    TooLong,
+}
+
+/// Why a received data message was dropped. Each is counted by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// Shorter than a keepalive or not of type 4.
+    #[error("malformed data message")]
+    Malformed,
+    /// No slot holds a keypair with this receiver index.
+    #[error("unknown receiver index")]
+    UnknownIndex,
+    /// The keypair is past its time or message limit.
+    #[error("keypair expired")]
+    Expired,
+    /// The counter was seen already, is too old for the window, or is at
+    /// the limit.
+    #[error("replayed or stale counter")]
+    Replay,
+    /// The tag did not authenticate.
+    #[error("authentication failed")]
+    Auth,
+}
+
+/// An authenticated, decrypted data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decapsulated {
+    /// Where the (still padded) plaintext lies in the packet buffer.
+    pub plaintext: Range<usize>,
+    /// Empty plaintext: a keepalive, nothing to write to the tun device.
+    pub is_keepalive: bool,
+    /// This packet was the first under a responder's `next` keypair, which
+    /// is now current (the handshake role learns the session is confirmed
+    /// and packets staged for the peer can go).
+    pub confirmed_next: bool,
+    /// The local index of the keypair that authenticated the packet.
+    pub local_index: u32,
+    /// The local index of a keypair dropped by the confirmation, to free
+    /// in the index table.
+    pub released_index: Option<u32>,
+    /// The message's counter.
+    pub counter: u64,
+}
+
+/// The parsed header of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHeader {
+    pub receiver_index: u32,
+    pub counter: u64,
+}
+
+impl DataHeader {
+    /// Parses the header of a data message of at least [`MIN_DATA_LEN`]
+    /// bytes, so a caller can route a packet to its peer by receiver index
+    /// before decrypting.
+    pub fn parse(packet: &[u8]) -> Result<Self, RecvError> {
+        if packet.len() < MIN_DATA_LEN {
+            return Err(RecvError::Malformed);
+        }
+        let le32 = |at: usize| {
+            packet
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or(RecvError::Malformed)
+        };
+        // The type is one byte and three reserved zero bytes; reading all
+        // four as one integer checks both.
+        if le32(0)? != MESSAGE_TYPE_DATA {
+            return Err(RecvError::Malformed);
+        }
+        let receiver_index = le32(4)?;
+        let counter = packet
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or(RecvError::Malformed)?;
+        Ok(Self {
+            receiver_index,
+            counter,
+        })
+    }
+
+    fn write(&self, out: &mut [u8; DATA_HEADER_LEN]) {
+        out[0..4].copy_from_slice(&MESSAGE_TYPE_DATA.to_le_bytes());
+        out[4..8].copy_from_slice(&self.receiver_index.to_le_bytes());
+        out[8..16].copy_from_slice(&self.counter.to_le_bytes());
+    }
+}
+
+impl KeypairSlots {
+    /// Encrypts `plaintext` as a data message into `out` and returns the
+    /// message length ([`message_len`]). Takes the next send counter of the
+    /// current keypair.
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SendError> {
+        // Check the whole message fits before copying, so a short buffer
+        // costs neither a copy nor a counter.
+        if out.len() < message_len(plaintext.len()) {
+            return Err(SendError::BufferTooSmall);
+        }
+        out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext.len())
+            .ok_or(SendError::BufferTooSmall)?
+            .copy_from_slice(plaintext);
+        self.encapsulate_in_place(now, out, plaintext.len())
+    }
+
+    /// Encrypts in place: `buf` holds [`DATA_HEADER_LEN`] bytes of headroom,
+    /// then `plaintext_len` bytes of plaintext, then at least room for the
+    /// padding and the tag (`buf.len() >= message_len(plaintext_len)`). The
+    /// header, padding and tag are written around the plaintext, which is
+    /// encrypted where it lies; returns the message length. This is the
+    /// form for batched sending, where packets are read from the tun device
+    /// straight into a preallocated buffer at the right offset.
+    pub fn encapsulate_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, SendError> {
+        // The caller's length is not bounded by a slice, so the arithmetic
+        // is checked; anything that overflows cannot fit the buffer anyway.
+        let padded = plaintext_len
+            .checked_next_multiple_of(PADDING_MULTIPLE)
+            .ok_or(SendError::BufferTooSmall)?;
+        let len = padded
+            .checked_add(DATA_HEADER_LEN + TAG_LEN)
+            .ok_or(SendError::BufferTooSmall)?;
+        let msg = buf.get_mut(..len).ok_or(SendError::BufferTooSmall)?;
+        let (header, rest) = msg
+            .split_first_chunk_mut::<DATA_HEADER_LEN>()
+            .ok_or(SendError::BufferTooSmall)?;
+        let (body, tag) = rest
+            .split_last_chunk_mut::<TAG_LEN>()
+            .ok_or(SendError::BufferTooSmall)?;
+        // A responder's next keypair is deliberately not considered: the
+        // peer may not have it yet.
+        let keypair = self.get_mut(Slot::Current).ok_or(SendError::NoKeypair)?;
+        let counter = keypair.take_send_counter(now).ok_or(SendError::Expired)?;
+        if let Some(padding) = body.get_mut(plaintext_len..padded) {
+            padding.fill(0);
+        }
+        keypair
+            .send_key()
+            .seal_in_place(counter, body, tag)
+            .map_err(|_| SendError::TooLong)?;
+        DataHeader {
+            receiver_index: keypair.remote_index(),
+            counter,
+        }
+        .write(header);
+        Ok(len)
+    }
+
+    /// Authenticates and decrypts a data message in place. On success the
+    /// plaintext (still padded: see [`inner_packet`]) lies in
+    /// `packet[result.plaintext]`; on failure the packet contents are
+    /// unspecified and the slots unchanged.
+    ///
+    /// Order matters: the cheap checks (index, expiry, replay window) come
+    /// before the decryption, and the counter is marked seen only after
+    /// the tag verified, so forged packets cannot poison the window.
+    pub fn decapsulate(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+    ) -> Result<Decapsulated, RecvError> {
+        let header = DataHeader::parse(packet)?;
+        let slot = self
+            .find(header.receiver_index)
+            .ok_or(RecvError::UnknownIndex)?;
+        let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
+        if keypair.is_expired(now) {
+            return Err(RecvError::Expired);
+        }
+        if !keypair.replay().would_accept(header.counter) {
+            return Err(RecvError::Replay);
+        }
+        let (body, tag) = packet
+            .get_mut(DATA_HEADER_LEN..)
+            .and_then(|rest| rest.split_last_chunk_mut::<TAG_LEN>())
+            .ok_or(RecvError::Malformed)?;
+        let plaintext_len = body.len();
+        keypair
+            .recv_key()
+            .open_in_place(header.counter, body, tag)
+            .map_err(|_| RecvError::Auth)?;
+        if !keypair.replay_mut().accept(header.counter) {
+            return Err(RecvError::Replay);
+        }
+        let local_index = keypair.local_index();
+        let (confirmed_next, released_index) = if slot == Slot::Next {
+            (true, self.confirm_next())
+        } else {
+            (false, None)
+        };
+        Ok(Decapsulated {
+            plaintext: DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext_len,
+            is_keepalive: plaintext_len == 0,
+            confirmed_next,
+            local_index,
+            released_index,
+            counter: header.counter,
+        })
+    }
+}
+
+/// What the transport needs from a decrypted inner IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerPacket {
+    /// The packet's true length, from its header: the padding after it is
+    /// not written to the tun device.
+    pub len: usize,
+    /// Source address, checked against the sending peer's allowed IPs.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+}
+
+/// Why a decrypted plaintext is not a usable IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InnerPacketError {
+    /// Shorter than the fixed IP header (this includes an empty keepalive,
+    /// which the caller handles before asking).
+    #[error("truncated inner packet")]
+    Truncated,
+    /// Neither IPv4 nor IPv6.
+    #[error("inner packet is not IPv4 or IPv6")]
+    BadVersion,
+    /// The header's length is shorter than the header or longer than the
+    /// plaintext.
+    #[error("inner packet length inconsistent with its header")]
+    BadLength,
+}
+
+const IPV4_MIN_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+
+/// Reads the version, length and addresses of a decrypted (padded) inner
+/// packet.
+pub fn inner_packet(plaintext: &[u8]) -> Result<InnerPacket, InnerPacketError> {
+    let first = *plaintext.first().ok_or(InnerPacketError::Truncated)?;
+    let be16 = |at: usize| {
+        plaintext
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(InnerPacketError::Truncated)
+    };
+    match first >> 4 {
+        4 => {
+            let hdr = plaintext
+                .first_chunk::<IPV4_MIN_HEADER>()
+                .ok_or(InnerPacketError::Truncated)?;
+            let ihl = usize::from(first & 0x0f) * 4;
+            let len = usize::from(be16(2)?);
+            if ihl < IPV4_MIN_HEADER || len < ihl || len > plaintext.len() {
+                return Err(InnerPacketError::BadLength);
+            }
+            let src = Ipv4Addr::new(hdr[12], hdr[13], hdr[14], hdr[15]);
+            let dst = Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19]);
+            Ok(InnerPacket {
+                len,
+                src: src.into(),
+                dst: dst.into(),
+            })
+        }
+        6 => {
+            let hdr = plaintext
+                .first_chunk::<IPV6_HEADER>()
+                .ok_or(InnerPacketError::Truncated)?;
+            let len = IPV6_HEADER + usize::from(be16(4)?);
+            if len > plaintext.len() {
+                return Err(InnerPacketError::BadLength);
+            }
+            let addr = |at: usize| {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&hdr[at..at + 16]);
+                Ipv6Addr::from(a)
+            };
+            Ok(InnerPacket {
+                len,
+                src: addr(8).into(),
+                dst: addr(24).into(),
+            })
+        }
+        _ => Err(InnerPacketError::BadVersion),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keypair::{Keypair, REJECT_AFTER_TIME};
+    use std::time::Duration;
+
+    const I2R: [u8; 32] = [0x11; 32];
+    const R2I: [u8; 32] = [0x22; 32];
+
+    /// An initiator (local index 1) and a responder (local index 2) after
+    /// one handshake: the initiator's keypair is current, the responder's
+    /// waits in next.
+    fn pair(t: Instant) -> (KeypairSlots, KeypairSlots) {
+        let mut a = KeypairSlots::new();
+        let mut b = KeypairSlots::new();
+        a.install(Keypair::new(1, 2, &I2R, &R2I, true, t));
+        b.install(Keypair::new(2, 1, &R2I, &I2R, false, t));
+        (a, b)
+    }
+
+    fn seal(s: &mut KeypairSlots, t: Instant, pt: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; message_len(pt.len()) + 7];
+        let n = match s.encapsulate(t, pt, &mut out) {
+            Ok(n) => n,
+            Err(e) => panic!("encapsulate: {e}"),
+        };
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn round_trip_and_padding() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        for (i, len) in [0usize, 1, 15, 16, 17, 1420].into_iter().enumerate() {
+            let pt: Vec<u8> = (0..len).map(|j| (j * 7 + 3) as u8).collect();
+            let mut msg = seal(&mut a, t, &pt);
+            let padded = [0, 16, 16, 16, 32, 1424][i];
+            assert_eq!(msg.len(), DATA_HEADER_LEN + padded + TAG_LEN, "len {len}");
+            assert_eq!(msg[0..4], 4u32.to_le_bytes());
+            assert_eq!(msg[4..8], 2u32.to_le_bytes());
+            assert_eq!(msg[8..16], (i as u64).to_le_bytes());
+            let d = match b.decapsulate(t, &mut msg) {
+                Ok(d) => d,
+                Err(e) => panic!("decapsulate {len}: {e}"),
+            };
+            assert_eq!(d.plaintext.len(), padded);
+            assert_eq!(d.is_keepalive, len == 0);
+            assert_eq!(d.local_index, 2);
+            assert_eq!(d.counter, i as u64);
+            let got = &msg[d.plaintext];
+            assert_eq!(&got[..len], &pt[..]);
+            assert!(got[len..].iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn in_place_matches_copying_form() {
+        let t = Instant::now();
+        let (mut a1, _) = pair(t);
+        let (mut a2, _) = pair(t);
+        let pt = b"hello, in-place world";
+        let copied = seal(&mut a1, t, pt);
+        let mut buf = vec![0xeeu8; 128];
+        buf[DATA_HEADER_LEN..DATA_HEADER_LEN + pt.len()].copy_from_slice(pt);
+        let n = a2.encapsulate_in_place(t, &mut buf, pt.len());
+        assert_eq!(n, Ok(copied.len()));
+        assert_eq!(&buf[..copied.len()], &copied[..]);
+    }
+
+    #[test]
+    fn buffer_too_small_takes_no_counter() {
+        let t = Instant::now();
+        let (mut a, _) = pair(t);
+        let mut out = vec![0u8; message_len(17) - 1];
+        assert_eq!(
+            a.encapsulate(t, &[0u8; 17], &mut out),
+            Err(SendError::BufferTooSmall)
+        );
+        assert_eq!(
+            a.encapsulate_in_place(t, &mut out, 17),
+            Err(SendError::BufferTooSmall)
+        );
+        assert_eq!(a.current().map(Keypair::send_counter), Some(0));
+    }
+
+    #[test]
+    fn tampered_byte_is_auth_error() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        let msg = seal(&mut a, t, &[0x45; 100]);
+        for at in [DATA_HEADER_LEN, DATA_HEADER_LEN + 50, msg.len() - 1, 8] {
+            let mut bad = msg.clone();
+            bad[at] ^= 0x01;
+            assert_eq!(
+                b.decapsulate(t, &mut bad),
+                Err(RecvError::Auth),
+                "byte {at}"
+            );
+        }
+        // The failures did not mark the counter: the genuine packet passes.
+        let mut good = msg.clone();
+        assert!(b.decapsulate(t, &mut good).is_ok());
+    }
+
+    #[test]
+    fn replayed_packet_rejected() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        let msg = seal(&mut a, t, b"once");
+        let mut first = msg.clone();
+        assert!(b.decapsulate(t, &mut first).is_ok());
+        let mut again = msg.clone();
+        assert_eq!(b.decapsulate(t, &mut again), Err(RecvError::Replay));
+    }
+
+    #[test]
+    fn wrong_index_and_malformed() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        let mut msg = seal(&mut a, t, b"x");
+        msg[4..8].copy_from_slice(&99u32.to_le_bytes());
+        assert_eq!(b.decapsulate(t, &mut msg), Err(RecvError::UnknownIndex));
+
+        let mut short = vec![4u8, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(b.decapsulate(t, &mut short), Err(RecvError::Malformed));
+        let mut empty = Vec::new();
+        assert_eq!(b.decapsulate(t, &mut empty), Err(RecvError::Malformed));
+        let mut msg = seal(&mut a, t, b"y");
+        msg[0] = 1;
+        assert_eq!(b.decapsulate(t, &mut msg), Err(RecvError::Malformed));
+        let mut msg = seal(&mut a, t, b"z");
+        msg[3] = 1;
+        assert_eq!(b.decapsulate(t, &mut msg), Err(RecvError::Malformed));
+    }
+
+    #[test]
+    fn expired_after_reject_after_time() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        let late = t + REJECT_AFTER_TIME;
+        let almost = late - Duration::from_millis(1);
+        let mut msg = seal(&mut a, almost, b"just in time");
+        assert_eq!(
+            a.encapsulate(late, b"too late", &mut [0u8; 64]),
+            Err(SendError::Expired)
+        );
+        let mut copy = msg.clone();
+        assert_eq!(b.decapsulate(late, &mut copy), Err(RecvError::Expired));
+        assert!(b.decapsulate(almost, &mut msg).is_ok());
+    }
+
+    #[test]
+    fn responder_next_confirmed_by_first_data_then_used() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        // Until the initiator has spoken, the responder cannot send.
+        assert_eq!(
+            b.encapsulate(t, b"early", &mut [0u8; 64]),
+            Err(SendError::NoKeypair)
+        );
+        assert!(b.current().is_none());
+
+        let mut ka = seal(&mut a, t, b"");
+        let d = match b.decapsulate(t, &mut ka) {
+            Ok(d) => d,
+            Err(e) => panic!("decapsulate: {e}"),
+        };
+        assert!(d.confirmed_next);
+        assert!(d.is_keepalive);
+        assert_eq!(d.released_index, None);
+        assert_eq!(b.current().map(Keypair::local_index), Some(2));
+        assert!(b.next().is_none());
+
+        let mut reply = seal(&mut b, t, b"now I can");
+        assert_eq!(reply[4..8], 1u32.to_le_bytes());
+        let d = match a.decapsulate(t, &mut reply) {
+            Ok(d) => d,
+            Err(e) => panic!("decapsulate reply: {e}"),
+        };
+        assert_eq!(&reply[d.plaintext][..9], b"now I can");
+        assert!(!d.confirmed_next);
+
+        // A second packet under the same keypair confirms nothing more.
+        let mut more = seal(&mut a, t, b"more");
+        let d = b.decapsulate(t, &mut more).map(|d| d.confirmed_next);
+        assert_eq!(d, Ok(false));
+    }
+
+    #[test]
+    fn rekey_keeps_previous_for_packets_in_flight() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        let mut ka = seal(&mut a, t, b"");
+        assert!(b.decapsulate(t, &mut ka).is_ok());
+        let in_flight = seal(&mut b, t, b"old session");
+
+        // The responder starts the second handshake this time.
+        let t2 = t + Duration::from_secs(60);
+        b.install(Keypair::new(3, 4, &[0x33; 32], &[0x44; 32], true, t2));
+        a.install(Keypair::new(4, 3, &[0x44; 32], &[0x33; 32], false, t2));
+        // a still sends on the old keypair until b's first packet arrives.
+        assert_eq!(seal(&mut a, t2, b"")[4..8], 2u32.to_le_bytes());
+        let mut new = seal(&mut b, t2, b"new session");
+        let d = a.decapsulate(t2, &mut new);
+        assert_eq!(
+            d.as_ref().map(|d| (d.confirmed_next, d.local_index)),
+            Ok((true, 4))
+        );
+        // The old keypair, now previous, still opens what was in flight.
+        let mut old = in_flight.clone();
+        assert!(a.decapsulate(t2, &mut old).is_ok());
+        assert_eq!(seal(&mut a, t2, b"")[4..8], 3u32.to_le_bytes());
+    }
+
+    fn ipv4(total_len: u16, ihl: u8) -> Vec<u8> {
+        let mut p = vec![0u8; usize::from(total_len).max(20)];
+        p[0] = 0x40 | ihl;
+        p[2..4].copy_from_slice(&total_len.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[192, 168, 7, 9]);
+        p
+    }
+
+    fn ipv6(payload_len: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + usize::from(payload_len)];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        p[6] = 58;
+        p[7] = 64;
+        p[8..24].copy_from_slice(
+            &"fd00::1"
+                .parse::<Ipv6Addr>()
+                .map_or([0; 16], |a| a.octets()),
+        );
+        p[24..40].copy_from_slice(
+            &"2001:db8::2"
+                .parse::<Ipv6Addr>()
+                .map_or([0; 16], |a| a.octets()),
+        );
+        p
+    }
+
+    #[test]
+    fn inner_packet_ipv4() {
+        let mut p = ipv4(28, 5);
+        p.extend_from_slice(&[0; 4]); // padding to 32
+        let ip = inner_packet(&p);
+        assert_eq!(
+            ip,
+            Ok(InnerPacket {
+                len: 28,
+                src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                dst: IpAddr::V4(Ipv4Addr::new(192, 168, 7, 9)),
+            })
+        );
+        // With options (IHL 6).
+        let p = ipv4(24, 6);
+        assert_eq!(inner_packet(&p).map(|i| i.len), Ok(24));
+    }
+
+    #[test]
+    fn inner_packet_ipv6() {
+        let mut p = ipv6(8);
+        p.extend_from_slice(&[0; 16]);
+        let ip = inner_packet(&p);
+        assert_eq!(
+            ip,
+            Ok(InnerPacket {
+                len: 48,
+                src: IpAddr::V6("fd00::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)),
+                dst: IpAddr::V6("2001:db8::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)),
+            })
+        );
+        assert_eq!(inner_packet(&ipv6(0)).map(|i| i.len), Ok(40));
+    }
+
+    #[test]
+    fn inner_packet_truncated_or_inconsistent() {
+        use InnerPacketError::*;
+        assert_eq!(inner_packet(&[]), Err(Truncated));
+        assert_eq!(inner_packet(&ipv4(20, 5)[..19]), Err(Truncated));
+        assert_eq!(inner_packet(&ipv6(0)[..39]), Err(Truncated));
+        // Header claims more than was received.
+        assert_eq!(inner_packet(&ipv4(60, 5)[..40]), Err(BadLength));
+        assert_eq!(inner_packet(&ipv6(20)[..50]), Err(BadLength));
+        // Total length shorter than the header, IHL below the minimum.
+        assert_eq!(inner_packet(&ipv4(19, 5)), Err(BadLength));
+        assert_eq!(inner_packet(&ipv4(20, 6)), Err(BadLength));
+        assert_eq!(inner_packet(&ipv4(40, 4)), Err(BadLength));
+        let mut p = ipv4(20, 5);
+        p[0] = 0x50;
+        assert_eq!(inner_packet(&p), Err(BadVersion));
+        assert_eq!(inner_packet(&[0u8; 64]), Err(BadVersion));
+    }
+}

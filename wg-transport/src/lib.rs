@@ -9,9 +9,13 @@
 //! - [`aead`]: the one seal/open pair of the data path.
 //! - [`keypair`]: session keypairs and the previous/current/next slots.
 //! - [`data`]: encapsulation and decapsulation of type-4 data messages.
+//! - [`udp`]: batched UDP receive and send (recvmmsg/sendmmsg).
+//! - [`device`]: the transport process's loop over tun, UDP and channels.
 
 pub mod aead;
 pub mod allowed_ips;
 pub mod data;
+pub mod device;
 pub mod keypair;
 pub mod replay;
+pub mod udp;

@@ -144,11 +144,17 @@ pub fn handshake(
     let init = sent_packets(&a.drain());
     assert_eq!(init.len(), 1, "one initiation");
     let from_a = a.addr;
-    assert_eq!(b.receive(now, &init[0], from_a), PacketOutcome::Responded(a.public));
+    assert_eq!(
+        b.receive(now, &init[0], from_a),
+        PacketOutcome::Responded(a.public)
+    );
     let b_actions = b.drain();
     let resp = sent_packets(&b_actions);
     assert_eq!(resp.len(), 1, "one response");
     let from_b = b.addr;
-    assert_eq!(a.receive(now, &resp[0], from_b), PacketOutcome::Completed(b.public));
+    assert_eq!(
+        a.receive(now, &resp[0], from_b),
+        PacketOutcome::Completed(b.public)
+    );
     (a.drain(), b_actions)
 }

@@ -1,0 +1,71 @@
+//! The crypto process's main loop.
+//!
+//! It serves exactly two channels — configuration from the parent, and the
+//! handshake role's questions — one request, one answer, in order. It opens
+//! nothing: by the time this runs the process has dropped every privilege,
+//! is chrooted to an empty directory and holds no socket but these two.
+//! Either peer hanging up ends the loop: the parent then fails closed.
+
+use std::os::fd::AsFd;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use proto::channel::{Channel, ChannelError};
+use proto::ipc::{HandshakeToCrypto, ParentToCrypto};
+
+use crate::KeyStore;
+
+/// Why the loop ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoExit {
+    #[error("parent channel closed")]
+    ParentGone,
+    #[error("handshake channel: {0}")]
+    Handshake(ChannelError),
+    #[error("parent channel: {0}")]
+    Parent(ChannelError),
+    #[error("poll: {0}")]
+    Poll(nix::errno::Errno),
+}
+
+/// Serves until a channel closes or misbehaves.
+pub fn run(parent: &Channel, handshake: &Channel) -> CryptoExit {
+    let mut store = KeyStore::new();
+    loop {
+        let (p_ready, h_ready) = {
+            let mut fds = [
+                PollFd::new(parent.as_fd(), PollFlags::POLLIN),
+                PollFd::new(handshake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return CryptoExit::Poll(e),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if p_ready {
+            match parent.recv::<ParentToCrypto>() {
+                Ok(msg) => {
+                    let reply = store.handle_parent(msg);
+                    if let Err(e) = parent.send(&reply) {
+                        return CryptoExit::Parent(e);
+                    }
+                }
+                Err(ChannelError::Closed) => return CryptoExit::ParentGone,
+                Err(e) => return CryptoExit::Parent(e),
+            }
+        }
+        if h_ready {
+            match handshake.recv::<HandshakeToCrypto>() {
+                Ok(msg) => {
+                    let reply = store.handle_handshake(msg);
+                    if let Err(e) = handshake.send(&reply) {
+                        return CryptoExit::Handshake(e);
+                    }
+                }
+                Err(e) => return CryptoExit::Handshake(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The handshake process's main loop: channels in, [`Core`] events, actions
+//! out.
+//!
+//! Three channels: the parent (configuration and status queries, each
+//! answered once), the transport (handshake packets and coalesced activity
+//! in, orders out) and the crypto role (one blocking question at a time,
+//! through [`CryptoChannel`]). The only clock reads of the role happen
+//! here; the core sees `now` as an argument.
+
+use std::os::fd::AsFd;
+use std::time::{Instant, SystemTime};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use proto::channel::{Channel, ChannelError};
+use proto::ipc::{
+    CryptoError, CryptoToHandshake, HandshakeToCrypto, HandshakeToParent, HandshakeToTransport,
+    ParentToHandshake, TransportToHandshake,
+};
+
+use crate::core::{Config, Core, Crypto};
+
+/// Why the loop ended. Every variant is fatal for the interface: the
+/// parent sees the process exit and fails closed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeExit {
+    #[error("parent channel closed")]
+    ParentGone,
+    #[error("parent channel: {0}")]
+    Parent(ChannelError),
+    #[error("transport channel: {0}")]
+    Transport(ChannelError),
+    #[error("crypto channel: {0}")]
+    Crypto(ChannelError),
+    #[error("poll: {0}")]
+    Poll(nix::errno::Errno),
+}
+
+/// [`Crypto`] over the channel to the crypto role. A channel failure is
+/// remembered and answered as a refusal, so the core unwinds normally and
+/// the loop then exits.
+pub struct CryptoChannel<'a> {
+    chan: &'a Channel,
+    failed: Option<ChannelError>,
+}
+
+impl Crypto for CryptoChannel<'_> {
+    fn ask(&mut self, question: HandshakeToCrypto) -> CryptoToHandshake {
+        if self.failed.is_some() {
+            return CryptoToHandshake::Refused(CryptoError::Internal);
+        }
+        let answer = self
+            .chan
+            .send(&question)
+            .and_then(|()| self.chan.recv::<CryptoToHandshake>());
+        match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.failed = Some(e);
+                CryptoToHandshake::Refused(CryptoError::Internal)
+            }
+        }
+    }
+}
+
+fn ms_until(deadline: Option<Instant>, now: Instant) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            // Round up so we never wake just before a deadline and spin.
+            let ms = d.saturating_duration_since(now).as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Serves until a channel closes or misbehaves.
+pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config) -> HandshakeExit {
+    let mut core = Core::new(cfg);
+    let mut crypto = CryptoChannel {
+        chan: crypto,
+        failed: None,
+    };
+    let mut out: Vec<HandshakeToTransport> = Vec::new();
+    loop {
+        let timeout = ms_until(core.next_deadline(), Instant::now());
+        let (p_ready, t_ready) = {
+            let mut fds = [
+                PollFd::new(parent.as_fd(), PollFlags::POLLIN),
+                PollFd::new(transport.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return HandshakeExit::Poll(e),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        let now = Instant::now();
+        if p_ready {
+            let msg = match parent.recv::<ParentToHandshake>() {
+                Ok(m) => m,
+                Err(ChannelError::Closed) => return HandshakeExit::ParentGone,
+                Err(e) => return HandshakeExit::Parent(e),
+            };
+            let reply = match msg {
+                ParentToHandshake::SetInterface { public_key } => {
+                    core.set_interface(public_key, &mut out);
+                    HandshakeToParent::Done
+                }
+                ParentToHandshake::SetPeer {
+                    peer,
+                    persistent_keepalive,
+                } => {
+                    core.set_peer(now, peer, persistent_keepalive, &mut out);
+                    HandshakeToParent::Done
+                }
+                ParentToHandshake::RemovePeer(peer) => {
+                    core.remove_peer(&peer, &mut crypto);
+                    HandshakeToParent::Done
+                }
+                ParentToHandshake::RemoveAllPeers => {
+                    core.remove_all_peers(&mut crypto);
+                    HandshakeToParent::Done
+                }
+                ParentToHandshake::GetStatus => {
+                    HandshakeToParent::Status(core.status(now, SystemTime::now()))
+                }
+            };
+            if let Err(e) = parent.send(&reply) {
+                return HandshakeExit::Parent(e);
+            }
+        }
+        if t_ready {
+            match transport.recv::<TransportToHandshake>() {
+                Ok(TransportToHandshake::HandshakePacket { bytes, from }) => {
+                    core.handle_packet(now, &bytes, from, &mut crypto, &mut out);
+                }
+                Ok(TransportToHandshake::Activity { peer, activity }) => {
+                    core.handle_activity(now, &peer, activity, &mut crypto, &mut out);
+                }
+                Ok(TransportToHandshake::NeedHandshake { peer }) => {
+                    core.need_handshake(now, &peer, &mut crypto, &mut out);
+                }
+                Err(e) => return HandshakeExit::Transport(e),
+            }
+        }
+        core.on_timers(Instant::now(), &mut crypto, &mut out);
+        if let Some(e) = crypto.failed.take() {
+            return HandshakeExit::Crypto(e);
+        }
+        for action in out.drain(..) {
+            if let Err(e) = transport.send(&action) {
+                return HandshakeExit::Transport(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! The transport process's main loop: the data plane of one interface.
+//!
+//! One thread, one `poll`: the tun device, the UDP sockets and two channels
+//! (parent, handshake role). For every data packet:
+//!
+//! ```text
+//! tun → allowed-IPs lookup by destination → current keypair → seal → UDP
+//! UDP → type 4: keypair by receiver index → open → replay window
+//!       → allowed-IPs check of the inner source → tun
+//!     → types 1–3: to the handshake role, untouched, with the source
+//! ```
+//!
+//! Packets for a peer without a usable session wait in a small bounded
+//! queue while the handshake role is asked for one. What the timers need
+//! to know (data sent or received, any authenticated packet) is collected
+//! per peer as bit flags and reported at most every [`ACTIVITY_INTERVAL`],
+//! so the handshake channel carries O(peers) messages, not O(packets).
+//!
+//! This process holds no static key; its session keys come from the
+//! handshake role, and it has no channel to the crypto role at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use proto::channel::{Channel, ChannelError};
+use proto::ipc::{
+    Activity, Destination, DropCounters, HandshakeToTransport, ParentToTransport, TransportStatus,
+    TransportToHandshake, TransportToParent,
+};
+use proto::keys::PublicKey;
+use proto::wire::{self, MessageType};
+
+use crate::allowed_ips::AllowedIps;
+use crate::data::{inner_packet, RecvError};
+use crate::keypair::{Keypair, KeypairSlots, REKEY_AFTER_MESSAGES};
+use crate::udp::{RecvBatch, SendBatch};
+
+/// How often coalesced activity goes to the handshake role.
+pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
+/// Packets held per peer while a handshake is under way (wireguard-go
+/// holds 1024; a few hundred cover a TCP window at tunnel start).
+pub const MAX_STAGED: usize = 256;
+/// Tun packets read per wake-up before the loop looks at other fds.
+const TUN_BATCH: usize = 64;
+/// The transport asks for a handshake at most this often per peer (the
+/// handshake role rate-limits too; this keeps the channel quiet).
+const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
+/// Room before a packet for the data header, after it for padding + tag.
+const HEADROOM: usize = wire::DATA_HEADER_LEN;
+const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
+
+type PeerId = u32;
+
+struct Peer {
+    key: PublicKey,
+    endpoint: Option<SocketAddr>,
+    slots: KeypairSlots,
+    staged: VecDeque<Vec<u8>>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    activity: u8,
+    last_need_handshake: Option<Instant>,
+}
+
+/// Why the loop ended; every case is fatal for the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportExit {
+    #[error("parent channel closed")]
+    ParentGone,
+    #[error("parent channel: {0}")]
+    Parent(ChannelError),
+    #[error("handshake channel: {0}")]
+    Handshake(ChannelError),
+    #[error("tun device: {0}")]
+    Tun(io::Error),
+    #[error("poll: {0}")]
+    Poll(Errno),
+    #[error("parent did not send the tun device and sockets first")]
+    NoDevice,
+}
+
+/// Counters beyond the per-peer ones, for status and the IPC-load test.
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    drops: DropCounters,
+    ipc_to_handshake: u64,
+}
+
+pub struct Device {
+    tun: OwnedFd,
+    udp4: Option<UdpSocket>,
+    udp6: Option<UdpSocket>,
+    peers: Vec<Option<Peer>>,
+    by_key: HashMap<PublicKey, PeerId>,
+    by_index: HashMap<u32, PeerId>,
+    allowed: AllowedIps<PeerId>,
+    stats: Stats,
+    recv: RecvBatch,
+    send: SendBatch,
+    tun_buf: Vec<u8>,
+    last_activity_flush: Instant,
+}
+
+fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Waits for the parent's first message: the tun device and UDP sockets.
+pub fn receive_device(parent: &Channel) -> Result<Device, TransportExit> {
+    let (msg, fds) = parent
+        .recv_with_fds::<ParentToTransport>()
+        .map_err(TransportExit::Parent)?;
+    let ParentToTransport::NewSockets { v4, v6 } = msg else {
+        return Err(TransportExit::NoDevice);
+    };
+    // Order: tun first, then IPv4 and IPv6 sockets as announced.
+    let mut fds = fds.into_iter();
+    let tun = fds.next().ok_or(TransportExit::NoDevice)?;
+    let udp4 = if v4 {
+        fds.next().map(UdpSocket::from)
+    } else {
+        None
+    };
+    let udp6 = if v6 {
+        fds.next().map(UdpSocket::from)
+    } else {
+        None
+    };
+    set_nonblocking(&tun).map_err(TransportExit::Tun)?;
+    for s in [&udp4, &udp6].into_iter().flatten() {
+        s.set_nonblocking(true).map_err(TransportExit::Tun)?;
+    }
+    parent
+        .send(&TransportToParent::Done)
+        .map_err(TransportExit::Parent)?;
+    Ok(Device::new(tun, udp4, udp6))
+}
+
+impl Device {
+    pub fn new(tun: OwnedFd, udp4: Option<UdpSocket>, udp6: Option<UdpSocket>) -> Self {
+        Device {
+            tun,
+            udp4,
+            udp6,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            allowed: AllowedIps::new(),
+            stats: Stats::default(),
+            recv: RecvBatch::default(),
+            send: SendBatch::default(),
+            tun_buf: vec![0u8; HEADROOM + 65_536 + TAILROOM],
+            last_activity_flush: Instant::now(),
+        }
+    }
+
+    /// Serves until a channel closes or the tun device goes away.
+    pub fn run(&mut self, parent: &Channel, handshake: &Channel) -> TransportExit {
+        let _ = handshake.set_nonblocking(true);
+        loop {
+            let now = Instant::now();
+            let next_flush = self.last_activity_flush + ACTIVITY_INTERVAL;
+            let ms = next_flush.saturating_duration_since(now).as_millis() as i32 + 1;
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let ready = {
+                let tun = self.tun.as_fd();
+                let mut fds = vec![
+                    PollFd::new(tun, PollFlags::POLLIN),
+                    PollFd::new(parent.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(handshake.as_fd(), PollFlags::POLLIN),
+                ];
+                if let Some(s) = &self.udp4 {
+                    fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(s) = &self.udp6 {
+                    fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return TransportExit::Poll(e),
+                }
+                let r: Vec<bool> = fds
+                    .iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect();
+                r
+            };
+            if ready[0] {
+                if let Err(e) = self.read_tun(handshake) {
+                    return TransportExit::Tun(e);
+                }
+            }
+            let mut i = 3;
+            for v4 in [true, false] {
+                let present = if v4 {
+                    self.udp4.is_some()
+                } else {
+                    self.udp6.is_some()
+                };
+                if present {
+                    if ready[i] {
+                        if let Err(e) = self.read_udp(v4, handshake) {
+                            return TransportExit::Handshake(e);
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            if ready[2] {
+                if let Err(e) = self.drain_handshake(handshake) {
+                    return TransportExit::Handshake(e);
+                }
+            }
+            if ready[1] {
+                match parent.recv_with_fds::<ParentToTransport>() {
+                    Ok((msg, fds)) => {
+                        let reply = self.handle_parent(msg, fds);
+                        if let Err(e) = parent.send(&reply) {
+                            return TransportExit::Parent(e);
+                        }
+                    }
+                    Err(ChannelError::Closed) => return TransportExit::ParentGone,
+                    Err(e) => return TransportExit::Parent(e),
+                }
+            }
+            self.flush_udp();
+            if Instant::now() >= next_flush {
+                if let Err(e) = self.flush_activity(handshake) {
+                    return TransportExit::Handshake(e);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ peers
+
+    fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(id as usize).and_then(|p| p.as_mut())
+    }
+
+    fn add_peer(&mut self, key: PublicKey) -> PeerId {
+        if let Some(id) = self.peer_id(&key) {
+            return id;
+        }
+        let peer = Peer {
+            key,
+            endpoint: None,
+            slots: KeypairSlots::new(),
+            staged: VecDeque::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            activity: 0,
+            last_need_handshake: None,
+        };
+        let id = match self.peers.iter().position(|p| p.is_none()) {
+            Some(free) => {
+                self.peers[free] = Some(peer);
+                free as PeerId
+            }
+            None => {
+                self.peers.push(Some(peer));
+                (self.peers.len() - 1) as PeerId
+            }
+        };
+        self.by_key.insert(key, id);
+        id
+    }
+
+    fn remove_peer(&mut self, key: &PublicKey) {
+        if let Some(id) = self.by_key.remove(key) {
+            self.allowed.remove_peer(id);
+            self.by_index.retain(|_, p| *p != id);
+            if let Some(slot) = self.peers.get_mut(id as usize) {
+                *slot = None;
+            }
+        }
+    }
+
+    fn handle_parent(&mut self, msg: ParentToTransport, fds: Vec<OwnedFd>) -> TransportToParent {
+        match msg {
+            ParentToTransport::AddPeer { peer } => {
+                self.add_peer(peer);
+            }
+            ParentToTransport::RemovePeer(peer) => self.remove_peer(&peer),
+            ParentToTransport::RemoveAllPeers => {
+                let keys: Vec<PublicKey> = self.by_key.keys().copied().collect();
+                for k in keys {
+                    self.remove_peer(&k);
+                }
+            }
+            ParentToTransport::SetEndpoint { peer, endpoint } => {
+                if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
+                    p.endpoint = Some(endpoint);
+                }
+            }
+            ParentToTransport::AddAllowedIp { peer, ip } => {
+                if let Some(id) = self.peer_id(&peer) {
+                    if self.allowed.insert(ip.addr, ip.cidr, id).is_err() {
+                        self.stats.drops.malformed += 1;
+                    }
+                }
+            }
+            ParentToTransport::RemoveAllowedIp { peer, ip } => {
+                if let Some(id) = self.peer_id(&peer) {
+                    self.allowed.remove(ip.addr, ip.cidr, id);
+                }
+            }
+            ParentToTransport::ClearAllowedIps { peer } => {
+                if let Some(id) = self.peer_id(&peer) {
+                    self.allowed.remove_peer(id);
+                }
+            }
+            ParentToTransport::NewSockets { v4, v6 } => {
+                let mut it = fds.into_iter();
+                let s4 = if v4 {
+                    it.next().map(UdpSocket::from)
+                } else {
+                    None
+                };
+                let s6 = if v6 {
+                    it.next().map(UdpSocket::from)
+                } else {
+                    None
+                };
+                for s in [&s4, &s6].into_iter().flatten() {
+                    let _ = s.set_nonblocking(true);
+                }
+                self.udp4 = s4;
+                self.udp6 = s6;
+            }
+            ParentToTransport::GetStatus => return self.status(),
+        }
+        TransportToParent::Done
+    }
+
+    fn status(&self) -> TransportToParent {
+        let peers = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, p)| p.as_ref().map(|p| (id as PeerId, p)))
+            .map(|(id, p)| TransportStatus {
+                peer: p.key,
+                endpoint: p.endpoint,
+                allowed_ips: self
+                    .allowed
+                    .entries_for_peer(id)
+                    .into_iter()
+                    .map(|(addr, cidr)| proto::ipc::AllowedIp { addr, cidr })
+                    .collect(),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect();
+        TransportToParent::Status {
+            peers,
+            drops: self.stats.drops.clone(),
+            ipc_to_handshake: self.stats.ipc_to_handshake,
+        }
+    }
+
+    // ------------------------------------------------------------ outbound
+
+    fn read_tun(&mut self, handshake: &Channel) -> io::Result<()> {
+        for _ in 0..TUN_BATCH {
+            let n = match nix::unistd::read(
+                self.tun.as_raw_fd(),
+                &mut self.tun_buf[HEADROOM..HEADROOM + 65_536],
+            ) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            };
+            let pkt = self.tun_buf[HEADROOM..HEADROOM + n].to_vec();
+            if let Err(e) = self.send_packet(pkt, handshake) {
+                tracing::debug!("handshake channel failed while staging: {e}");
+            }
+            if self.send.len() >= crate::udp::BATCH {
+                self.flush_udp();
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes one IP packet from the tun device.
+    fn send_packet(&mut self, pkt: Vec<u8>, handshake: &Channel) -> Result<(), ChannelError> {
+        let dst = match inner_packet(&pkt) {
+            Ok(p) => p.dst,
+            Err(_) => {
+                self.stats.drops.malformed += 1;
+                return Ok(());
+            }
+        };
+        let Some(id) = self.allowed.lookup(dst) else {
+            self.stats.drops.no_route += 1;
+            return Ok(());
+        };
+        let now = Instant::now();
+        let Some(p) = self.peer_mut(id) else {
+            return Ok(());
+        };
+        if p.endpoint.is_none() {
+            self.stats.drops.no_route += 1;
+            return Ok(());
+        }
+        if p.slots.can_send(now) && p.staged.is_empty() {
+            self.encrypt_and_queue(id, &pkt, now);
+            return Ok(());
+        }
+        if p.staged.len() >= MAX_STAGED {
+            p.staged.pop_front();
+        }
+        p.staged.push_back(pkt);
+        self.ask_for_handshake(id, now, handshake)
+    }
+
+    fn ask_for_handshake(
+        &mut self,
+        id: PeerId,
+        now: Instant,
+        handshake: &Channel,
+    ) -> Result<(), ChannelError> {
+        let Some(p) = self.peer_mut(id) else {
+            return Ok(());
+        };
+        if p.last_need_handshake
+            .is_some_and(|t| now.saturating_duration_since(t) < NEED_HANDSHAKE_INTERVAL)
+        {
+            return Ok(());
+        }
+        p.last_need_handshake = Some(now);
+        let key = p.key;
+        self.tell_handshake(
+            handshake,
+            &TransportToHandshake::NeedHandshake { peer: key },
+        )
+    }
+
+    fn tell_handshake(
+        &mut self,
+        chan: &Channel,
+        msg: &TransportToHandshake,
+    ) -> Result<(), ChannelError> {
+        self.stats.ipc_to_handshake += 1;
+        match chan.send(msg) {
+            // The handshake role is busy: timer events are advisory and a
+            // packet it does not see is a lost packet, which UDP allows.
+            Err(ChannelError::WouldBlock) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Seals `plaintext` with the peer's current keypair and queues it.
+    fn encrypt_and_queue(&mut self, id: PeerId, plaintext: &[u8], now: Instant) {
+        let mut buf = self.send.buffer();
+        let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some(to) = p.endpoint else {
+            return;
+        };
+        buf.resize(HEADROOM + plaintext.len() + TAILROOM, 0);
+        match p.slots.encapsulate(now, plaintext, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                p.tx_bytes += n as u64;
+                p.activity |= Activity::AUTH_SENT;
+                if !plaintext.is_empty() {
+                    p.activity |= Activity::DATA_SENT;
+                }
+                self.send.push(buf, to);
+            }
+            Err(e) => {
+                tracing::debug!(peer = %p.key, "cannot send: {e}");
+            }
+        }
+    }
+
+    fn flush_staged(&mut self, id: PeerId, now: Instant) -> bool {
+        let Some(p) = self.peer_mut(id) else {
+            return false;
+        };
+        if !p.slots.can_send(now) {
+            return false;
+        }
+        let staged: Vec<Vec<u8>> = p.staged.drain(..).collect();
+        let any = !staged.is_empty();
+        for pkt in staged {
+            self.encrypt_and_queue(id, &pkt, now);
+        }
+        any
+    }
+
+    fn flush_udp(&mut self) {
+        if !self.send.is_empty() {
+            let dropped = self.send.flush(self.udp4.as_ref(), self.udp6.as_ref());
+            self.stats.drops.no_route += dropped as u64;
+        }
+    }
+
+    fn flush_activity(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
+        self.last_activity_flush = Instant::now();
+        let now = self.last_activity_flush;
+        let mut reports = Vec::new();
+        let mut rekeys = Vec::new();
+        let mut expired = Vec::new();
+        for p in self.peers.iter_mut().flatten() {
+            if p.activity != 0 {
+                reports.push((p.key, std::mem::take(&mut p.activity)));
+            }
+            if p.slots
+                .current()
+                .is_some_and(|k| k.send_counter() >= REKEY_AFTER_MESSAGES)
+            {
+                rekeys.push(p.key);
+            }
+            for i in p.slots.drop_expired(now) {
+                expired.push(i);
+            }
+        }
+        for i in expired {
+            self.by_index.remove(&i);
+        }
+        for (peer, bits) in reports {
+            self.tell_handshake(
+                handshake,
+                &TransportToHandshake::Activity {
+                    peer,
+                    activity: Activity(bits),
+                },
+            )?;
+        }
+        for peer in rekeys {
+            if let Some(id) = self.peer_id(&peer) {
+                self.ask_for_handshake(id, now, handshake)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ inbound
+
+    fn read_udp(&mut self, v4: bool, handshake: &Channel) -> Result<(), ChannelError> {
+        let sock = if v4 {
+            self.udp4.as_ref()
+        } else {
+            self.udp6.as_ref()
+        };
+        let Some(sock) = sock else {
+            return Ok(());
+        };
+        let n = match self.recv.recv(sock) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("udp receive: {e}");
+                return Ok(());
+            }
+        };
+        for i in 0..n {
+            let (len, from) = self.recv.got[i];
+            let mut dgram = std::mem::take(&mut self.recv.bufs[i]);
+            let r = self.receive_datagram(&mut dgram[..len], from, handshake);
+            self.recv.bufs[i] = dgram;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn receive_datagram(
+        &mut self,
+        dgram: &mut [u8],
+        from: SocketAddr,
+        handshake: &Channel,
+    ) -> Result<(), ChannelError> {
+        match wire::classify(dgram) {
+            Ok(MessageType::Data) => {
+                self.receive_data(dgram, from);
+                Ok(())
+            }
+            Ok(_) => self.tell_handshake(
+                handshake,
+                &TransportToHandshake::HandshakePacket {
+                    bytes: dgram.to_vec(),
+                    from,
+                },
+            ),
+            Err(_) => {
+                self.stats.drops.malformed += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn receive_data(&mut self, dgram: &mut [u8], from: SocketAddr) {
+        let Ok(header) = wire::DataHeader::parse(dgram) else {
+            self.stats.drops.malformed += 1;
+            return;
+        };
+        let Some(&id) = self.by_index.get(&header.receiver) else {
+            self.stats.drops.unknown_index += 1;
+            return;
+        };
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let d = match p.slots.decapsulate(now, dgram) {
+            Ok(d) => d,
+            Err(e) => {
+                let c = &mut self.stats.drops;
+                match e {
+                    RecvError::Replay => c.replay += 1,
+                    RecvError::Auth => c.auth_failed += 1,
+                    RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
+                    RecvError::Malformed => c.malformed += 1,
+                }
+                return;
+            }
+        };
+        // Roaming: the endpoint follows the latest authenticated packet.
+        p.endpoint = Some(from);
+        p.rx_bytes += dgram.len() as u64;
+        p.activity |= Activity::AUTH_RECEIVED;
+        let confirmed = d.confirmed_next;
+        if let Some(i) = d.released_index {
+            self.by_index.remove(&i);
+        }
+        let plain = &dgram[d.plaintext.clone()];
+        if !plain.is_empty() {
+            match inner_packet(plain) {
+                Ok(inner) if self.allowed.lookup(inner.src) == Some(id) => {
+                    p.activity |= Activity::DATA_RECEIVED;
+                    let pkt = &plain[..inner.len];
+                    if let Err(e) = nix::unistd::write(&self.tun, pkt) {
+                        tracing::debug!("tun write: {e}");
+                    }
+                }
+                Ok(_) => self.stats.drops.source_not_allowed += 1,
+                Err(_) => self.stats.drops.malformed += 1,
+            }
+        }
+        if confirmed {
+            self.flush_staged(id, now);
+        }
+    }
+
+    // ------------------------------------------------------------ handshake orders
+
+    fn drain_handshake(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
+        // Bounded, so a chatty handshake role cannot starve the data path.
+        for _ in 0..64 {
+            let msg = match handshake.recv::<HandshakeToTransport>() {
+                Ok(m) => m,
+                Err(ChannelError::WouldBlock) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if let Some(id) = self.handle_order(msg) {
+                self.ask_for_handshake(id, Instant::now(), handshake)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one order; returns a peer that needs a handshake first.
+    fn handle_order(&mut self, msg: HandshakeToTransport) -> Option<PeerId> {
+        let now = Instant::now();
+        match msg {
+            HandshakeToTransport::Send { to, bytes } => {
+                let dest = match to {
+                    Destination::Addr(a) => Some(a),
+                    Destination::Peer(k) => self
+                        .peer_id(&k)
+                        .and_then(|id| self.peer_mut(id))
+                        .and_then(|p| p.endpoint),
+                };
+                match dest {
+                    Some(a) => {
+                        if let Some(p) = self.peer_id_by_dest(&to).and_then(|id| self.peer_mut(id))
+                        {
+                            p.tx_bytes += bytes.len() as u64;
+                        }
+                        self.send.push(bytes, a);
+                    }
+                    None => self.stats.drops.no_route += 1,
+                }
+            }
+            HandshakeToTransport::InstallKeypair {
+                peer,
+                local_index,
+                remote_index,
+                keys,
+                initiator,
+            } => {
+                let id = self.peer_id(&peer)?;
+                let kp = Keypair::new(
+                    local_index,
+                    remote_index,
+                    keys.send.expose(),
+                    keys.recv.expose(),
+                    initiator,
+                    now,
+                );
+                drop(keys);
+                let p = self.peer_mut(id)?;
+                let freed = p.slots.install(kp);
+                for i in freed {
+                    self.by_index.remove(&i);
+                }
+                self.by_index.insert(local_index, id);
+                if initiator {
+                    self.flush_staged(id, now);
+                }
+            }
+            HandshakeToTransport::SetEndpoint { peer, endpoint } => {
+                if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
+                    p.endpoint = Some(endpoint);
+                }
+            }
+            HandshakeToTransport::SendKeepalive { peer } => {
+                let id = self.peer_id(&peer)?;
+                // Staged packets, if any, confirm the session as well as a
+                // keepalive would.
+                if self.flush_staged(id, now) {
+                    return None;
+                }
+                let p = self.peer_mut(id)?;
+                if p.slots.can_send(now) {
+                    self.encrypt_and_queue(id, &[], now);
+                } else {
+                    // No session yet: the keepalive waits for one, like
+                    // any other packet.
+                    if p.staged.is_empty() {
+                        p.staged.push_back(Vec::new());
+                    }
+                    return Some(id);
+                }
+            }
+            HandshakeToTransport::ExpireKeypairs { peer } => {
+                if let Some(id) = self.peer_id(&peer) {
+                    if let Some(p) = self.peer_mut(id) {
+                        let freed = p.slots.clear();
+                        for i in freed {
+                            self.by_index.remove(&i);
+                        }
+                    }
+                }
+            }
+            HandshakeToTransport::DropStaged { peer } => {
+                if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
+                    p.staged.clear();
+                }
+            }
+        }
+        None
+    }
+
+    fn peer_id_by_dest(&self, to: &Destination) -> Option<PeerId> {
+        match to {
+            Destination::Peer(k) => self.peer_id(k),
+            Destination::Addr(_) => None,
+        }
+    }
+}
