@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the end-to-end tests need (Debian
+# packages wireguard-go, wireguard-tools, iproute2, iperf3, ping), creates
+# wgd's system users, checks formatting and lints, builds the binaries the
+# end-to-end tests start, and runs every test. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+bash .ci/install-deps
+for u in _wgd _wgd-crypto; do
+  id -u "$u" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace
