@@ -46,6 +46,7 @@ pub mod proc;
 pub mod traffic;
 pub mod wait;
 pub mod wg;
+pub mod wgd;
 pub mod wggo;
 
 pub use error::{Error, Result};
@@ -54,4 +55,5 @@ pub use proc::{pid_exists, Child};
 pub use traffic::{ping, tcp_transfer, Transfer, MIB};
 pub use wait::{wait_for, wait_until};
 pub use wg::{keypair, preshared_key, public_key, socket_path, InterfaceConfig, PeerConfig};
+pub use wgd::Wgd;
 pub use wggo::WgGo;

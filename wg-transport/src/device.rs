@@ -100,7 +100,11 @@ pub struct Device {
     by_index: HashMap<u32, PeerId>,
     allowed: AllowedIps<PeerId>,
     stats: Stats,
-    recv: RecvBatch,
+    /// One receive batch per socket: nix keeps each header's address
+    /// length from the previous call, so a batch must not alternate
+    /// between families (an IPv6 source would be cut to IPv4's length).
+    recv4: RecvBatch,
+    recv6: RecvBatch,
     send: SendBatch,
     tun_buf: Vec<u8>,
     last_activity_flush: Instant,
@@ -156,7 +160,8 @@ impl Device {
             by_index: HashMap::new(),
             allowed: AllowedIps::new(),
             stats: Stats::default(),
-            recv: RecvBatch::default(),
+            recv4: RecvBatch::default(),
+            recv6: RecvBatch::default(),
             send: SendBatch::default(),
             tun_buf: vec![0u8; HEADROOM + 65_536 + TAILROOM],
             last_activity_flush: Instant::now(),
@@ -557,15 +562,15 @@ impl Device {
     // ------------------------------------------------------------ inbound
 
     fn read_udp(&mut self, v4: bool, handshake: &Channel) -> Result<(), ChannelError> {
-        let sock = if v4 {
-            self.udp4.as_ref()
+        let (sock, batch) = if v4 {
+            (self.udp4.as_ref(), &mut self.recv4)
         } else {
-            self.udp6.as_ref()
+            (self.udp6.as_ref(), &mut self.recv6)
         };
         let Some(sock) = sock else {
             return Ok(());
         };
-        let n = match self.recv.recv(sock) {
+        let n = match batch.recv(sock) {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!("udp receive: {e}");
@@ -573,10 +578,12 @@ impl Device {
             }
         };
         for i in 0..n {
-            let (len, from) = self.recv.got[i];
-            let mut dgram = std::mem::take(&mut self.recv.bufs[i]);
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            let (len, from) = batch.got[i];
+            let mut dgram = std::mem::take(&mut batch.bufs[i]);
             let r = self.receive_datagram(&mut dgram[..len], from, handshake);
-            self.recv.bufs[i] = dgram;
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            batch.bufs[i] = dgram;
             r?;
         }
         Ok(())

@@ -1,0 +1,239 @@
+//! A wgd peer running in a test's namespace: `wgd -f -c FILE IFNAME`.
+//!
+//! The binary is `$WGD_BIN` if set, else `target/debug/wgd` of this
+//! workspace; `scripts/test.sh` builds it before the tests run, and a
+//! missing binary is a test failure that says how to build it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::netns::{add_addr, Netns};
+use crate::proc::{pid_exists, Child};
+use crate::wait::wait_until;
+use crate::wg::{self, keypair, socket_path, Dump, InterfaceConfig};
+use crate::wggo::fresh_ifname;
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Path of the wgd binary under test.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WGD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("debug")
+        .join("wgd");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(Error::other(format!(
+            "{} is missing: build it first with `cargo build -p wgd` (scripts/test.sh does)",
+            p.display()
+        )))
+    }
+}
+
+/// One process of a running wgd, as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct RoleProcess {
+    pub role: String,
+    pub pid: u32,
+}
+
+pub struct Wgd<'ns> {
+    ns: &'ns Netns,
+    ifname: String,
+    private_key: String,
+    public_key: String,
+    child: Child,
+    _conf: tempfile::NamedTempFile,
+}
+
+impl<'ns> Wgd<'ns> {
+    /// Starts wgd in `ns` with its own fresh key pair plus `conf` (whose
+    /// `private_key`, if `None`, is filled with the fresh key), and waits
+    /// for its control socket.
+    pub fn start(ns: &'ns Netns, conf: InterfaceConfig, env: &[(&str, &str)]) -> Result<Wgd<'ns>> {
+        let ifname = fresh_ifname()?;
+        let (private_key, public_key) = keypair();
+        let mut conf = conf;
+        if conf.private_key.is_none() {
+            conf.private_key = Some(private_key.clone());
+        }
+        let public_key = match &conf.private_key {
+            Some(k) if *k != private_key => wg::public_key(k)?,
+            _ => public_key,
+        };
+        let mut file =
+            tempfile::NamedTempFile::new().map_err(|e| Error::io("wgd conf temp file", e))?;
+        file.write_all(conf.to_conf().as_bytes())
+            .map_err(|e| Error::io("wgd conf temp file", e))?;
+        let bin = binary()?;
+        let bin = bin.to_string_lossy().into_owned();
+        let path = file.path().to_string_lossy().into_owned();
+        let mut all_env = vec![("LOG_LEVEL", "debug")];
+        all_env.extend_from_slice(env);
+        let child = ns.spawn_env(&bin, ["-f", "-c", path.as_str(), ifname.as_str()], &all_env)?;
+        let sock = socket_path(&ifname);
+        let waited = wait_until(
+            START_TIMEOUT,
+            &format!("wgd socket {}", sock.display()),
+            || sock.exists() || !child.is_running(),
+        );
+        if let Err(e) = waited.and_then(|()| {
+            if child.is_running() {
+                Ok(())
+            } else {
+                Err(Error::other("wgd exited during start"))
+            }
+        }) {
+            return Err(Error::other(format!("{e}\n{}", child.report())));
+        }
+        Ok(Wgd {
+            ns,
+            ifname,
+            private_key: conf.private_key.unwrap_or(private_key),
+            public_key,
+            child,
+            _conf: file,
+        })
+    }
+
+    pub fn ns(&self) -> &'ns Netns {
+        self.ns
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    pub fn private_key(&self) -> &str {
+        &self.private_key
+    }
+
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    pub fn child(&self) -> &Child {
+        &self.child
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        socket_path(&self.ifname)
+    }
+
+    /// The role children of this wgd (`wgd --role NAME`), from `/proc`.
+    pub fn roles(&self) -> Vec<RoleProcess> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent pid is the 2nd field after the parenthesised name.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid != Some(self.pid()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if let Some(i) = args.iter().position(|a| a == "--role") {
+                if let Some(role) = args.get(i + 1) {
+                    out.push(RoleProcess {
+                        role: role.clone(),
+                        pid,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.role.cmp(&b.role));
+        out
+    }
+
+    /// The pid of one role.
+    pub fn role_pid(&self, role: &str) -> Option<u32> {
+        self.roles()
+            .into_iter()
+            .find(|r| r.role == role)
+            .map(|r| r.pid)
+    }
+
+    pub fn set(&self, args: &[&str]) -> Result<()> {
+        wg::set(self.ns, &self.ifname, args).map_err(|e| self.with_report(e))
+    }
+
+    pub fn add_addr(&self, cidr: &str) -> Result<()> {
+        add_addr(self.ns, &self.ifname, cidr)
+    }
+
+    pub fn up(&self) -> Result<()> {
+        self.ns
+            .ip(["link", "set", self.ifname.as_str(), "up"])
+            .map(drop)
+    }
+
+    pub fn dump(&self) -> Result<Dump> {
+        wg::dump(self.ns, &self.ifname).map_err(|e| self.with_report(e))
+    }
+
+    pub fn wait_handshake(&self, peer: &str, timeout: Duration) -> Result<u64> {
+        wg::wait_handshake(self.ns, &self.ifname, peer, timeout).map_err(|e| self.with_report(e))
+    }
+
+    /// Whether the interface exists in the namespace.
+    pub fn interface_exists(&self) -> bool {
+        self.ns
+            .exec("ip", ["link", "show", self.ifname.as_str()])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    pub fn with_report(&self, e: Error) -> Error {
+        Error::other(format!("{e}\n{}", self.child.report()))
+    }
+}
+
+impl Drop for Wgd<'_> {
+    fn drop(&mut self) {
+        self.child.stop(crate::proc::TERM_GRACE);
+        let sock = self.socket_path();
+        if sock.exists() && !pid_exists(self.child.pid()) {
+            let _ = std::fs::remove_file(&sock);
+        }
+    }
+}
+
+impl std::fmt::Debug for Wgd<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wgd")
+            .field("ns", &self.ns.name())
+            .field("ifname", &self.ifname)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}

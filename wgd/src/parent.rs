@@ -1,0 +1,763 @@
+//! The privileged parent: start-up, configuration, supervision, control.
+//!
+//! Start-up, in order: read the configuration and resolve the role users
+//! (errors go to the terminal, exit 1); daemonize unless in the
+//! foreground; open the tun device, the UDP sockets and the control
+//! socket; create the channels; re-execute this binary once per role (see
+//! [`crate::roles`]); drop every capability but the two it still needs;
+//! hand the tun device and sockets to the transport; apply the
+//! configuration. Then it serves the control socket and watches its
+//! children.
+//!
+//! It fails closed: if any child exits, the parent logs which and why,
+//! deletes the interface, removes the control socket and exits non-zero.
+//! The parent never reads a network packet.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use proto::channel::{Channel, ChannelError};
+use proto::ipc::{
+    CryptoToParent, HandshakeToParent, ParentToCrypto, ParentToHandshake, ParentToTransport,
+    TransportToParent,
+};
+use proto::keys::PublicKey;
+
+use crate::config::Config;
+use crate::net::{self, UdpPair};
+use crate::privdrop::{self, RoleUsers};
+use crate::roles::{Link, UserKind, EXIT_TUN_GONE, FIRST_CHANNEL_FD, ROLES};
+use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp};
+
+/// Command-line options of the daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ifname: String,
+    pub foreground: bool,
+    pub config: Option<PathBuf>,
+    pub user: Option<String>,
+    pub crypto_user: Option<String>,
+    pub allow_nobody: bool,
+}
+
+/// How long the parent waits for a child's answer before it declares the
+/// child dead.
+const CHILD_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control clients served at once; more wait in the listen backlog.
+const MAX_CLIENTS: usize = 256;
+/// A control client that sends nothing for this long is dropped.
+const CLIENT_IDLE: Duration = Duration::from_secs(10);
+
+/// Errors of the protocol operations, as errno values for the userspace
+/// API.
+type Errno = i32;
+
+struct PeerState {
+    psk: bool,
+}
+
+/// The parent's view of the configuration. Secrets are not here: they
+/// went to the crypto role and the parent's copies were zeroized.
+struct State {
+    public_key: Option<PublicKey>,
+    listen_port: u16,
+    configured_port: u16,
+    fwmark: u32,
+    peers: BTreeMap<PublicKey, PeerState>,
+}
+
+/// The parent's ends of the three channels and what it configured.
+struct Control {
+    crypto: Channel,
+    handshake: Channel,
+    transport: Channel,
+    udp: UdpPair,
+    state: State,
+    /// A child stopped answering: the supervisor shuts everything down.
+    broken: bool,
+}
+
+fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+    chan: &Channel,
+    q: &Q,
+) -> Result<A, ChannelError> {
+    chan.send(q)?;
+    chan.recv::<A>()
+}
+
+impl Control {
+    fn crypto(&mut self, q: ParentToCrypto) -> Result<CryptoToParent, Errno> {
+        let r = ask(&self.crypto, &q);
+        drop(q);
+        r.map_err(|e| self.child_failed("crypto", e))
+    }
+
+    fn handshake(&mut self, q: ParentToHandshake) -> Result<HandshakeToParent, Errno> {
+        ask(&self.handshake, &q).map_err(|e| self.child_failed("handshake", e))
+    }
+
+    fn transport(&mut self, q: ParentToTransport) -> Result<TransportToParent, Errno> {
+        ask(&self.transport, &q).map_err(|e| self.child_failed("transport", e))
+    }
+
+    fn child_failed(&mut self, who: &str, e: ChannelError) -> Errno {
+        tracing::error!("{who} role did not answer: {e}");
+        self.broken = true;
+        libc::EIO
+    }
+
+    /// Applies a list of operations in order, as one `set` request.
+    fn apply(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
+        for op in ops {
+            match op {
+                SetOp::PrivateKey(key) => {
+                    let CryptoToParent::PublicKey(public) =
+                        self.crypto(ParentToCrypto::SetPrivateKey(key))?
+                    else {
+                        return Err(libc::EIO);
+                    };
+                    if public != self.state.public_key {
+                        self.state.public_key = public;
+                        self.handshake(ParentToHandshake::SetInterface { public_key: public })?;
+                        // A peer with our own public key is meaningless
+                        // (wireguard-go and Linux drop it too).
+                        if let Some(own) = public {
+                            if self.state.peers.contains_key(&own) {
+                                self.remove_peer(own)?;
+                            }
+                        }
+                    }
+                }
+                SetOp::ListenPort(port) => self.set_listen_port(port)?,
+                SetOp::Fwmark(mark) => {
+                    if mark != self.state.fwmark {
+                        for s in [&self.udp.v4, &self.udp.v6].into_iter().flatten() {
+                            net::set_fwmark(s, mark)
+                                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+                        }
+                        self.state.fwmark = mark;
+                    }
+                }
+                SetOp::ReplacePeers => {
+                    self.crypto(ParentToCrypto::RemoveAllPeers)?;
+                    self.handshake(ParentToHandshake::RemoveAllPeers)?;
+                    self.transport(ParentToTransport::RemoveAllPeers)?;
+                    self.state.peers.clear();
+                }
+                SetOp::Peer(p) => self.apply_peer(p)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn set_listen_port(&mut self, port: u16) -> Result<(), Errno> {
+        // `wg setconf` resends the port every time: an unchanged value
+        // must not re-open the sockets. Port 0 means "any", which the
+        // current sockets already are.
+        if port == self.state.listen_port || (port == 0 && self.state.configured_port == 0) {
+            return Ok(());
+        }
+        let pair = net::bind_udp(port, self.state.fwmark)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EADDRINUSE))?;
+        let fds: Vec<BorrowedFd<'_>> = [&pair.v4, &pair.v6]
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_fd())
+            .collect();
+        let msg = ParentToTransport::NewSockets {
+            v4: pair.v4.is_some(),
+            v6: pair.v6.is_some(),
+        };
+        let sent = self
+            .transport
+            .send_with_fds(&msg, &fds)
+            .and_then(|()| self.transport.recv::<TransportToParent>());
+        drop(fds);
+        sent.map_err(|e| self.child_failed("transport", e))?;
+        self.state.listen_port = pair.port;
+        self.state.configured_port = port;
+        self.udp = pair;
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, key: PublicKey) -> Result<(), Errno> {
+        self.transport(ParentToTransport::RemovePeer(key))?;
+        self.handshake(ParentToHandshake::RemovePeer(key))?;
+        self.crypto(ParentToCrypto::RemovePeer(key))?;
+        self.state.peers.remove(&key);
+        Ok(())
+    }
+
+    fn apply_peer(&mut self, p: PeerOp) -> Result<(), Errno> {
+        let key = p.public_key;
+        if Some(key) == self.state.public_key {
+            return Ok(());
+        }
+        let exists = self.state.peers.contains_key(&key);
+        if p.remove {
+            if exists {
+                self.remove_peer(key)?;
+            }
+            return Ok(());
+        }
+        if p.update_only && !exists {
+            return Ok(());
+        }
+        if !exists {
+            self.crypto(ParentToCrypto::SetPeer {
+                peer: key,
+                psk: None,
+            })?;
+            self.transport(ParentToTransport::AddPeer { peer: key })?;
+            self.handshake(ParentToHandshake::SetPeer {
+                peer: key,
+                persistent_keepalive: None,
+            })?;
+            self.state.peers.insert(key, PeerState { psk: false });
+        }
+        // The data plane first (endpoint, routes), then the handshake
+        // role: turning on persistent keepalive sends a packet at once.
+        if let Some(endpoint) = p.endpoint {
+            self.transport(ParentToTransport::SetEndpoint {
+                peer: key,
+                endpoint,
+            })?;
+        }
+        if p.replace_allowed_ips {
+            self.transport(ParentToTransport::ClearAllowedIps { peer: key })?;
+        }
+        for change in p.allowed_ips {
+            let msg = match change {
+                AllowedIpChange::Add(ip) => ParentToTransport::AddAllowedIp { peer: key, ip },
+                AllowedIpChange::Remove(ip) => ParentToTransport::RemoveAllowedIp { peer: key, ip },
+            };
+            self.transport(msg)?;
+        }
+        if let Some(psk) = p.preshared_key {
+            let has = psk.as_ref().is_some_and(|k| !k.is_zero());
+            self.crypto(ParentToCrypto::SetPeer { peer: key, psk })?;
+            if let Some(s) = self.state.peers.get_mut(&key) {
+                s.psk = has;
+            }
+        }
+        if let Some(interval) = p.persistent_keepalive {
+            self.handshake(ParentToHandshake::SetPeer {
+                peer: key,
+                persistent_keepalive: Some(interval).filter(|&i| i > 0),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Everything `get` reports, gathered from the roles that own it.
+    fn get(&mut self) -> Result<DeviceInfo, Errno> {
+        let TransportToParent::Status { peers: tpeers, .. } =
+            self.transport(ParentToTransport::GetStatus)?
+        else {
+            return Err(libc::EIO);
+        };
+        let HandshakeToParent::Status(hpeers) = self.handshake(ParentToHandshake::GetStatus)?
+        else {
+            return Err(libc::EIO);
+        };
+        let mut peers = Vec::new();
+        for key in self.state.peers.keys() {
+            let t = tpeers.iter().find(|t| t.peer == *key);
+            let h = hpeers.iter().find(|h| h.peer == *key);
+            peers.push(PeerInfo {
+                public_key: *key,
+                endpoint: t.and_then(|t| t.endpoint),
+                last_handshake: h.and_then(|h| h.last_handshake),
+                rx_bytes: t.map_or(0, |t| t.rx_bytes),
+                tx_bytes: t.map_or(0, |t| t.tx_bytes),
+                persistent_keepalive: h.and_then(|h| h.persistent_keepalive),
+                allowed_ips: t.map(|t| t.allowed_ips.clone()).unwrap_or_default(),
+            });
+        }
+        Ok(DeviceInfo {
+            listen_port: self.state.listen_port,
+            fwmark: self.state.fwmark,
+            peers,
+        })
+    }
+}
+
+/// The configuration file as the operations a `set` request would carry.
+fn config_ops(cfg: Config) -> Vec<SetOp> {
+    let mut ops = Vec::new();
+    let iface = cfg.interface;
+    if let Some(k) = iface.private_key {
+        ops.push(SetOp::PrivateKey(Some(k.key)));
+    }
+    if let Some(port) = iface.listen_port {
+        ops.push(SetOp::ListenPort(port));
+    }
+    if let Some(mark) = iface.fwmark {
+        ops.push(SetOp::Fwmark(mark));
+    }
+    for p in cfg.peers {
+        ops.push(SetOp::Peer(PeerOp {
+            public_key: p.public_key,
+            remove: false,
+            update_only: false,
+            preshared_key: p.preshared_key.map(|k| Some(k.key)),
+            endpoint: p.endpoint.map(|e| e.addr),
+            persistent_keepalive: p.persistent_keepalive,
+            replace_allowed_ips: false,
+            allowed_ips: p
+                .allowed_ips
+                .into_iter()
+                .map(AllowedIpChange::Add)
+                .collect(),
+        }));
+    }
+    ops
+}
+
+struct Spawned {
+    name: &'static str,
+    child: Child,
+}
+
+/// Re-executes this binary as one role, with its channels at fds 3.. and
+/// all signals unblocked.
+fn spawn_role(
+    name: &'static str,
+    channels: &[OwnedFd],
+    id: &privdrop::Identity,
+    root: &std::path::Path,
+) -> std::io::Result<Child> {
+    let raw: Vec<i32> = channels.iter().map(|c| c.as_raw_fd()).collect();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("--role")
+        .arg(name)
+        .arg("--uid")
+        .arg(id.uid.to_string())
+        .arg("--gid")
+        .arg(id.gid.to_string())
+        .arg("--user")
+        .arg(&id.name)
+        .arg("--root")
+        .arg(root)
+        .env_clear()
+        .stdin(Stdio::null());
+    for var in ["LOG_LEVEL", "WGD_TEST_REKEY_AFTER_SECS"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (dup, dup2, sigprocmask).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every channel out of the 3.. range first, so that
+            // placing one cannot clobber another still to be placed.
+            let mut high = Vec::with_capacity(raw.len());
+            for &fd in &raw {
+                let h = libc::fcntl(fd, libc::F_DUPFD, 64);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(h);
+            }
+            for (i, &h) in high.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(h, FIRST_CHANNEL_FD + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let empty = SigSet::empty();
+            empty
+                .thread_set_mask()
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Forks into the background. The original process waits until the
+/// daemon reports that start-up finished (or why it failed) and exits
+/// accordingly, so `wgd wg0 && ip link set wg0 up` works.
+fn daemonize() -> Result<Option<std::fs::File>, String> {
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: no threads exist yet at this point of start-up.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut msg);
+            if msg == "ok" {
+                std::process::exit(0);
+            }
+            if msg.is_empty() {
+                msg = "daemon exited during start-up".into();
+            }
+            eprintln!("wgd: {msg}");
+            std::process::exit(1);
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            Ok(Some(std::fs::File::from(w)))
+        }
+    }
+}
+
+fn report_ready(pipe: &mut Option<std::fs::File>, msg: &str) {
+    if let Some(mut p) = pipe.take() {
+        let _ = p.write_all(msg.as_bytes());
+    }
+}
+
+/// Runs the daemon. Returns the process exit code.
+pub fn run(opts: Options) -> ExitCode {
+    let config = match &opts.config {
+        Some(path) => match crate::config::parse_file(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let users = match privdrop::resolve_users(
+        opts.user.as_deref(),
+        opts.crypto_user.as_deref(),
+        opts.allow_nobody,
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("wgd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut ready_pipe = None;
+    if !opts.foreground {
+        match daemonize() {
+            Ok(p) => ready_pipe = p,
+            Err(e) => {
+                eprintln!("wgd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    crate::logging::init("parent");
+    match start(opts, config, users, &mut ready_pipe) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            report_ready(&mut ready_pipe, &e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn start(
+    opts: Options,
+    config: Option<Config>,
+    users: RoleUsers,
+    ready: &mut Option<std::fs::File>,
+) -> Result<ExitCode, String> {
+    let ifname = opts.ifname.clone();
+    let root = privdrop::empty_root().map_err(|e| e.to_string())?;
+    let tun = net::create_tun(&ifname).map_err(|e| format!("creating tun {ifname}: {e}"))?;
+    let (listen_port, fwmark) = config.as_ref().map_or((0, 0), |c| {
+        (
+            c.interface.listen_port.unwrap_or(0),
+            c.interface.fwmark.unwrap_or(0),
+        )
+    });
+    let udp = net::bind_udp(listen_port, fwmark)
+        .map_err(|e| format!("binding UDP port {listen_port}: {e}"))?;
+    let (listener, sock_path) =
+        net::bind_control(&ifname).map_err(|e| format!("control socket: {e}"))?;
+
+    // Signals arrive through a signalfd; block them before any thread or
+    // child exists (children unblock in pre_exec).
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    // The five channels of the DESIGN topology (no transport ↔ crypto).
+    let pair = || Channel::pair().map_err(|e| format!("socketpair: {e}"));
+    let (p_t, t_p) = pair()?;
+    let (p_h, h_p) = pair()?;
+    let (p_c, c_p) = pair()?;
+    let (t_h, h_t) = pair()?;
+    let (h_c, c_h) = pair()?;
+    let mut ends: BTreeMap<(&str, Link), OwnedFd> = BTreeMap::new();
+    ends.insert(("transport", Link::Parent), t_p.into_fd());
+    ends.insert(("transport", Link::Handshake), t_h.into_fd());
+    ends.insert(("handshake", Link::Parent), h_p.into_fd());
+    ends.insert(("handshake", Link::Transport), h_t.into_fd());
+    ends.insert(("handshake", Link::Crypto), h_c.into_fd());
+    ends.insert(("crypto", Link::Parent), c_p.into_fd());
+    ends.insert(("crypto", Link::Handshake), c_h.into_fd());
+
+    let mut children = Vec::new();
+    for spec in &ROLES {
+        let fds: Vec<OwnedFd> = spec
+            .channels
+            .iter()
+            .filter_map(|l| ends.remove(&(spec.name, *l)))
+            .collect();
+        if fds.len() != spec.channels.len() {
+            return Err(format!("internal: channels of {} missing", spec.name));
+        }
+        let id = match spec.user {
+            UserKind::Net => &users.net,
+            UserKind::Crypto => &users.crypto,
+        };
+        let child = spawn_role(spec.name, &fds, id, &root)
+            .map_err(|e| format!("starting {} role: {e}", spec.name))?;
+        tracing::debug!(role = spec.name, pid = child.id(), uid = %id.uid, "started");
+        children.push(Spawned {
+            name: spec.name,
+            child,
+        });
+        // Our copies of the child's ends close here.
+    }
+
+    if let Err(e) = privdrop::restrict_parent() {
+        shutdown(&mut children, &ifname, &sock_path);
+        return Err(format!("restricting parent privileges: {e}"));
+    }
+
+    // The transport gets the tun device and the sockets; we keep only
+    // the sockets (for SO_MARK) and close the tun, so the interface lives
+    // exactly as long as the transport holds it.
+    {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![tun.as_fd()];
+        fds.extend([&udp.v4, &udp.v6].into_iter().flatten().map(|s| s.as_fd()));
+        let msg = ParentToTransport::NewSockets {
+            v4: udp.v4.is_some(),
+            v6: udp.v6.is_some(),
+        };
+        let r = p_t
+            .send_with_fds(&msg, &fds)
+            .and_then(|()| p_t.recv::<TransportToParent>());
+        if let Err(e) = r {
+            shutdown(&mut children, &ifname, &sock_path);
+            return Err(format!("handing the device to the transport: {e}"));
+        }
+    }
+    drop(tun);
+
+    for c in [&p_t, &p_h, &p_c] {
+        let _ = nix::sys::socket::setsockopt(
+            c,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(CHILD_ANSWER_TIMEOUT.as_secs() as i64, 0),
+        );
+    }
+    let listen_port = udp.port;
+    let control = Arc::new(Mutex::new(Control {
+        crypto: p_c,
+        handshake: p_h,
+        transport: p_t,
+        udp,
+        state: State {
+            public_key: None,
+            listen_port,
+            configured_port: listen_port,
+            fwmark,
+            peers: BTreeMap::new(),
+        },
+        broken: false,
+    }));
+    if let Some(cfg) = config {
+        let ops = config_ops(cfg);
+        let r = match control.lock() {
+            Ok(mut c) => c.apply(ops),
+            Err(_) => Err(libc::EIO),
+        };
+        if let Err(errno) = r {
+            shutdown(&mut children, &ifname, &sock_path);
+            return Err(format!(
+                "applying configuration: {}",
+                std::io::Error::from_raw_os_error(errno)
+            ));
+        }
+    }
+    tracing::info!(interface = %ifname, port = listen_port, "started");
+    report_ready(ready, "ok");
+    Ok(supervise(
+        children, listener, sfd, control, &ifname, &sock_path,
+    ))
+}
+
+/// Kills nothing it cannot: the parent has no CAP_KILL over the children's
+/// uids, so it closes their channels (they exit on hang-up) and deletes
+/// the interface itself.
+fn shutdown(children: &mut [Spawned], ifname: &str, sock_path: &std::path::Path) {
+    if net::interface_exists(ifname) {
+        if let Err(e) = net::delete_interface(ifname) {
+            tracing::error!("deleting interface {ifname}: {e}");
+        }
+    }
+    let _ = std::fs::remove_file(sock_path);
+    for c in children.iter_mut() {
+        // Try anyway; it works when the parent still has the privilege.
+        let _ = c.child.kill();
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!(
+            "killed by signal {}",
+            Signal::try_from(s).map_or_else(|_| s.to_string(), |sig| sig.as_str().to_string())
+        ),
+        _ => "ended".into(),
+    }
+}
+
+fn supervise(
+    mut children: Vec<Spawned>,
+    listener: UnixListener,
+    sfd: SignalFd,
+    control: Arc<Mutex<Control>>,
+    ifname: &str,
+    sock_path: &std::path::Path,
+) -> ExitCode {
+    let clients = Arc::new(AtomicUsize::new(0));
+    let _ = listener.set_nonblocking(true);
+    loop {
+        let (sig_ready, accept_ready) = {
+            let mut fds = [
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(500u16)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("poll: {e}");
+                    shutdown(&mut children, ifname, sock_path);
+                    return ExitCode::from(1);
+                }
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = Signal::try_from(info.ssi_signo as i32).ok();
+                if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
+                    tracing::info!(interface = %ifname, "stopping on signal");
+                    shutdown(&mut children, ifname, sock_path);
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+        // Any child that ended, for whatever reason, ends the interface.
+        for c in children.iter_mut() {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                let name = c.name;
+                if name == "transport" && status.code() == Some(i32::from(EXIT_TUN_GONE)) {
+                    tracing::info!(interface = %ifname, "interface was removed, stopping");
+                    shutdown(&mut children, ifname, sock_path);
+                    return ExitCode::SUCCESS;
+                }
+                tracing::error!(
+                    "{name} role {}; failing closed: removing {ifname}",
+                    describe(status)
+                );
+                shutdown(&mut children, ifname, sock_path);
+                return ExitCode::from(1);
+            }
+        }
+        if control.lock().map_or(true, |c| c.broken) {
+            tracing::error!("a role stopped answering; failing closed: removing {ifname}");
+            shutdown(&mut children, ifname, sock_path);
+            return ExitCode::from(1);
+        }
+        if !sock_path.exists() {
+            tracing::info!("control socket removed, stopping");
+            shutdown(&mut children, ifname, sock_path);
+            return ExitCode::SUCCESS;
+        }
+        if accept_ready {
+            while let Ok((stream, _)) = listener.accept() {
+                if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    drop(stream);
+                    continue;
+                }
+                clients.fetch_add(1, Ordering::SeqCst);
+                let control = Arc::clone(&control);
+                let clients = Arc::clone(&clients);
+                let spawned = std::thread::Builder::new()
+                    .name("uapi".into())
+                    .spawn(move || {
+                        serve_client(stream, &control);
+                        clients.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    tracing::error!("could not start a control client thread");
+                }
+            }
+        }
+    }
+}
+
+/// Serves one control connection: any number of requests until EOF.
+fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(CLIENT_IDLE));
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = write_half;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let reply = match uapi::read_request(&mut reader) {
+            Ok(None) => return,
+            Ok(Some(Request::Get)) => match control.lock() {
+                Ok(mut c) => match c.get() {
+                    Ok(info) => uapi::format_get(&info),
+                    Err(errno) => uapi::format_errno(errno),
+                },
+                Err(_) => uapi::format_errno(libc::EIO),
+            },
+            Ok(Some(Request::Set(ops))) => {
+                let r = match control.lock() {
+                    Ok(mut c) => c.apply(ops),
+                    Err(_) => Err(libc::EIO),
+                };
+                uapi::format_errno(r.err().unwrap_or(0))
+            }
+            Err(e) => {
+                tracing::debug!("bad control request: {}", e.message);
+                let _ = writer.write_all(uapi::format_errno(e.errno).as_bytes());
+                return;
+            }
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

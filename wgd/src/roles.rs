@@ -1,0 +1,229 @@
+//! The roles as one table, and how a child becomes one.
+//!
+//! The parent starts each child by re-executing its own binary
+//! (`/proc/self/exe --role NAME ...`), so every role starts from a fresh
+//! address space that never held the parent's configuration or secrets.
+//! A child inherits nothing but its channels, at fixed descriptors from 3
+//! on, in the order its row of [`ROLES`] lists them; everything else it
+//! needs (the tun device and UDP sockets, for the transport) arrives later
+//! as SCM_RIGHTS messages on its parent channel.
+//!
+//! | role | runs as | channels (fd 3, 4, …) | extra |
+//! | --- | --- | --- | --- |
+//! | transport | the net user | parent, handshake | tun + UDP fds from the parent |
+//! | handshake | the net user | parent, transport, crypto | |
+//! | crypto | the crypto user | parent, handshake | memory locked before the drop |
+//!
+//! Every child then calls the one privilege-drop function,
+//! [`crate::privdrop::drop_child_privileges`], before it reads a single
+//! message.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nix::unistd::{Gid, Uid};
+use proto::channel::Channel;
+
+use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Transport,
+    Handshake,
+    Crypto,
+}
+
+/// Which end of which channel a child holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    Parent,
+    Transport,
+    Handshake,
+    Crypto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    /// `--user`: the transport and handshake roles.
+    Net,
+    /// `--crypto-user`: never the same uid as [`UserKind::Net`], so the
+    /// handshake role cannot signal or trace the key holder.
+    Crypto,
+}
+
+pub struct RoleSpec {
+    pub role: Role,
+    pub name: &'static str,
+    pub user: UserKind,
+    pub channels: &'static [Link],
+    pub lock_memory: bool,
+}
+
+pub const ROLES: [RoleSpec; 3] = [
+    RoleSpec {
+        role: Role::Crypto,
+        name: "crypto",
+        user: UserKind::Crypto,
+        channels: &[Link::Parent, Link::Handshake],
+        lock_memory: true,
+    },
+    RoleSpec {
+        role: Role::Handshake,
+        name: "handshake",
+        user: UserKind::Net,
+        channels: &[Link::Parent, Link::Transport, Link::Crypto],
+        lock_memory: false,
+    },
+    RoleSpec {
+        role: Role::Transport,
+        name: "transport",
+        user: UserKind::Net,
+        channels: &[Link::Parent, Link::Handshake],
+        lock_memory: false,
+    },
+];
+
+pub fn spec_by_name(name: &str) -> Option<&'static RoleSpec> {
+    ROLES.iter().find(|r| r.name == name)
+}
+
+/// First inherited channel descriptor.
+pub const FIRST_CHANNEL_FD: i32 = 3;
+
+/// Exit code of the transport when the tun device disappeared: the
+/// interface was deleted, which is a request to stop, not a failure.
+pub const EXIT_TUN_GONE: u8 = 3;
+
+/// Arguments of a child after `--role NAME`.
+struct ChildArgs {
+    uid: Uid,
+    gid: Gid,
+    user: String,
+    root: PathBuf,
+}
+
+fn parse_child_args(args: &[String]) -> Option<ChildArgs> {
+    let mut uid = None;
+    let mut gid = None;
+    let mut user = None;
+    let mut root = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next()?;
+        match flag.as_str() {
+            "--uid" => uid = value.parse().ok().map(Uid::from_raw),
+            "--gid" => gid = value.parse().ok().map(Gid::from_raw),
+            "--user" => user = Some(value.clone()),
+            "--root" => root = Some(PathBuf::from(value)),
+            _ => return None,
+        }
+    }
+    Some(ChildArgs {
+        uid: uid?,
+        gid: gid?,
+        user: user?,
+        root: root?,
+    })
+}
+
+/// Entry point of a re-executed child: `wgd --role NAME --uid U --gid G
+/// --user NAME --root DIR`.
+pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
+    let Some(spec) = spec_by_name(role_name) else {
+        eprintln!("wgd: unknown role {role_name:?}");
+        return ExitCode::from(2);
+    };
+    let Some(a) = parse_child_args(args) else {
+        eprintln!("wgd[{role_name}]: bad role arguments");
+        return ExitCode::from(2);
+    };
+    crate::logging::init(spec.name);
+    let channels: Vec<Channel> = (0..spec.channels.len() as i32)
+        .map(|i| {
+            // SAFETY: the parent placed exactly `channels.len()` channel
+            // sockets at descriptors 3.. before exec (see `spawn`), and
+            // nothing else in this fresh process has claimed them.
+            Channel::from_fd(unsafe { OwnedFd::from_raw_fd(FIRST_CHANNEL_FD + i) })
+        })
+        .collect();
+    if spec.lock_memory {
+        if let Err(e) = lock_memory() {
+            tracing::warn!("could not lock memory, key material may be swapped: {e}");
+        }
+    }
+    let id = Identity {
+        name: a.user,
+        uid: a.uid,
+        gid: a.gid,
+    };
+    if let Err(e) = drop_child_privileges(&id, &a.root) {
+        tracing::error!("dropping privileges failed: {e}");
+        return ExitCode::from(1);
+    }
+    tracing::debug!(uid = %a.uid, "privileges dropped");
+    match spec.role {
+        Role::Crypto => {
+            let why = wg_crypto::process::run(&channels[0], &channels[1]);
+            exit_for(
+                spec.name,
+                &why.to_string(),
+                matches!(why, wg_crypto::process::CryptoExit::ParentGone),
+            )
+        }
+        Role::Handshake => {
+            let cfg = wg_handshake::Config {
+                timers: test_timers(),
+                ..Default::default()
+            };
+            let why = wg_handshake::process::run(&channels[0], &channels[1], &channels[2], cfg);
+            exit_for(
+                spec.name,
+                &why.to_string(),
+                matches!(why, wg_handshake::process::HandshakeExit::ParentGone),
+            )
+        }
+        Role::Transport => {
+            let mut dev = match wg_transport::device::receive_device(&channels[0]) {
+                Ok(d) => d,
+                Err(e) => return exit_for(spec.name, &e.to_string(), false),
+            };
+            let why = dev.run(&channels[0], &channels[1]);
+            if let wg_transport::device::TransportExit::Tun(_) = why {
+                tracing::info!("tun device gone: {why}");
+                return ExitCode::from(EXIT_TUN_GONE);
+            }
+            exit_for(
+                spec.name,
+                &why.to_string(),
+                matches!(why, wg_transport::device::TransportExit::ParentGone),
+            )
+        }
+    }
+}
+
+fn exit_for(role: &str, why: &str, parent_gone: bool) -> ExitCode {
+    if parent_gone {
+        tracing::debug!("{role}: parent went away, exiting");
+        ExitCode::SUCCESS
+    } else {
+        tracing::error!("{role}: {why}");
+        ExitCode::from(1)
+    }
+}
+
+/// The test-only knob: `WGD_TEST_REKEY_AFTER_SECS=N` makes sessions we
+/// initiate rekey after N seconds instead of 120, so tests can watch
+/// several rekeys in a short transfer. Nothing else changes. Unset in
+/// production; the parent passes it through only if set.
+fn test_timers() -> wg_handshake::TimerConfig {
+    let mut t = wg_handshake::TimerConfig::default();
+    if let Some(secs) = std::env::var("WGD_TEST_REKEY_AFTER_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+    {
+        t.rekey_after_time = std::time::Duration::from_secs(secs);
+    }
+    t
+}
