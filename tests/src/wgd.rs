@@ -205,6 +205,46 @@ impl<'ns> Wgd<'ns> {
         wg::wait_handshake(self.ns, &self.ifname, peer, timeout).map_err(|e| self.with_report(e))
     }
 
+    /// `wgd_get=1` on the control socket: wgd's extension of `get`, with
+    /// the interface public key, drop counters and the IPC counter. Keys
+    /// that repeat (per-peer lines) keep their first value.
+    pub fn wgd_get(&self) -> Result<std::collections::HashMap<String, String>> {
+        use std::io::{Read, Write as _};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket_path())
+            .map_err(|e| Error::io("connect to wgd socket", e))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| Error::io("socket timeout", e))?;
+        s.write_all(b"wgd_get=1\n\n")
+            .map_err(|e| Error::io("write wgd_get", e))?;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.ends_with("\n\n") {
+            let n = s.read(&mut buf).map_err(|e| Error::io("read wgd_get", e))?;
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let mut map = std::collections::HashMap::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                map.entry(k.to_string()).or_insert_with(|| v.to_string());
+            }
+        }
+        if map.get("errno").map(String::as_str) != Some("0") {
+            return Err(Error::other(format!("wgd_get failed: {text:?}")));
+        }
+        Ok(map)
+    }
+
+    /// One numeric counter of [`Wgd::wgd_get`].
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.wgd_get()?
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::other(format!("no counter {name}")))
+    }
+
     /// Whether the interface exists in the namespace.
     pub fn interface_exists(&self) -> bool {
         self.ns

@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::net::{self, UdpPair};
 use crate::privdrop::{self, RoleUsers};
 use crate::roles::{Link, UserKind, EXIT_TUN_GONE, FIRST_CHANNEL_FD, ROLES};
-use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp};
+use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp, WgdExtra};
 
 /// Command-line options of the daemon.
 #[derive(Debug, Clone)]
@@ -260,10 +260,14 @@ impl Control {
         Ok(())
     }
 
-    /// Everything `get` reports, gathered from the roles that own it.
-    fn get(&mut self) -> Result<DeviceInfo, Errno> {
-        let TransportToParent::Status { peers: tpeers, .. } =
-            self.transport(ParentToTransport::GetStatus)?
+    /// Everything `get` reports, gathered from the roles that own it, and
+    /// what `wgd_get` adds.
+    fn get(&mut self) -> Result<(DeviceInfo, WgdExtra), Errno> {
+        let TransportToParent::Status {
+            peers: tpeers,
+            drops,
+            ipc_to_handshake,
+        } = self.transport(ParentToTransport::GetStatus)?
         else {
             return Err(libc::EIO);
         };
@@ -285,11 +289,17 @@ impl Control {
                 allowed_ips: t.map(|t| t.allowed_ips.clone()).unwrap_or_default(),
             });
         }
-        Ok(DeviceInfo {
+        let info = DeviceInfo {
             listen_port: self.state.listen_port,
             fwmark: self.state.fwmark,
             peers,
-        })
+        };
+        let extra = WgdExtra {
+            public_key: self.state.public_key,
+            drops,
+            ipc_to_handshake,
+        };
+        Ok((info, extra))
     }
 }
 
@@ -736,9 +746,10 @@ fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
     loop {
         let reply = match uapi::read_request(&mut reader) {
             Ok(None) => return,
-            Ok(Some(Request::Get)) => match control.lock() {
+            Ok(Some(req @ (Request::Get | Request::WgdGet))) => match control.lock() {
                 Ok(mut c) => match c.get() {
-                    Ok(info) => uapi::format_get(&info),
+                    Ok((info, _)) if req == Request::Get => uapi::format_get(&info),
+                    Ok((info, extra)) => uapi::format_wgd_get(&info, &extra),
                     Err(errno) => uapi::format_errno(errno),
                 },
                 Err(_) => uapi::format_errno(libc::EIO),

@@ -213,9 +213,10 @@ fn exit_for(role: &str, why: &str, parent_gone: bool) -> ExitCode {
 }
 
 /// The test-only knob: `WGD_TEST_REKEY_AFTER_SECS=N` makes sessions we
-/// initiate rekey after N seconds instead of 120, so tests can watch
-/// several rekeys in a short transfer. Nothing else changes. Unset in
-/// production; the parent passes it through only if set.
+/// initiate rekey after N seconds instead of 120 (and lets initiations
+/// follow each other every N seconds if N < 5), so tests can watch
+/// several rekeys in a short transfer. Unset in production; the parent
+/// passes it through only if set.
 fn test_timers() -> wg_handshake::TimerConfig {
     let mut t = wg_handshake::TimerConfig::default();
     if let Some(secs) = std::env::var("WGD_TEST_REKEY_AFTER_SECS")
@@ -224,6 +225,9 @@ fn test_timers() -> wg_handshake::TimerConfig {
         .filter(|&s| s > 0)
     {
         t.rekey_after_time = std::time::Duration::from_secs(secs);
+        // At most one initiation per REKEY_TIMEOUT: shorten it with the
+        // rekey time so rekeys can follow each other that closely.
+        t.rekey_timeout = t.rekey_timeout.min(t.rekey_after_time);
     }
     t
 }

@@ -96,6 +96,10 @@ pub enum Request {
     /// `set=1`: apply these operations in order, answer with
     /// [`format_errno`].
     Set(Vec<SetOp>),
+    /// `wgd_get=1`, a wgd extension (wireguard-go answers EPROTO): the
+    /// `get` reply plus what only wgd knows, see [`format_wgd_get`]. Used
+    /// by `wgctl` and the tests.
+    WgdGet,
 }
 
 /// One operation of a `set` request. Apply them in the order given.
@@ -260,6 +264,11 @@ pub fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, UapiError>
                 None => Err(UapiError::protocol("get request cut off")),
             }
         }
+        b"wgd_get=1" => match read_byte(r)? {
+            Some(b'\n') => Ok(Some(Request::WgdGet)),
+            Some(_) => Err(UapiError::invalid("trailing data after wgd_get=1")),
+            None => Err(UapiError::protocol("wgd_get request cut off")),
+        },
         b"set=1" => {
             let used = line.len() + 1;
             read_set(r, &mut line, used).map(|ops| Some(Request::Set(ops)))
@@ -1251,4 +1260,39 @@ mod tests {
         }
         assert_eq!(masked(aip("10.255.1.1", 9)), aip("10.128.0.0", 9));
     }
+}
+
+/// What `wgd_get=1` adds to a `get` reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WgdExtra {
+    /// The interface's public key (the parent learnt it from crypto; the
+    /// private key itself is never available).
+    pub public_key: Option<PublicKey>,
+    pub drops: proto::ipc::DropCounters,
+    /// Messages the transport sent the handshake role since start.
+    pub ipc_to_handshake: u64,
+}
+
+/// The reply to `wgd_get=1`: `public_key=` (ours, if keyed) and the drop
+/// and IPC counters, then everything [`format_get`] says.
+pub fn format_wgd_get(info: &DeviceInfo, extra: &WgdExtra) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if let Some(k) = &extra.public_key {
+        let _ = writeln!(s, "public_key={}", k.to_hex());
+    }
+    let d = &extra.drops;
+    for (k, v) in [
+        ("drop_malformed", d.malformed),
+        ("drop_unknown_index", d.unknown_index),
+        ("drop_replay", d.replay),
+        ("drop_auth_failed", d.auth_failed),
+        ("drop_source_not_allowed", d.source_not_allowed),
+        ("drop_no_route", d.no_route),
+        ("ipc_to_handshake", extra.ipc_to_handshake),
+    ] {
+        let _ = writeln!(s, "{k}={v}");
+    }
+    s.push_str(&format_get(info));
+    s
 }
