@@ -101,6 +101,21 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The node address derived from this key, as in BMX7's wg_tun design:
+    /// `fd77::/16` followed by the first 14 bytes of SHA-224 over the 32
+    /// key bytes. Used by `wgctl addr` and `AutoAddress = true`.
+    pub fn derived_address(&self) -> std::net::Ipv6Addr {
+        use sha2::{Digest, Sha224};
+        let digest = Sha224::digest(self.0);
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[1] = 0x77;
+        a[2..].copy_from_slice(&digest[..14]);
+        std::net::Ipv6Addr::from(a)
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({})", self.to_base64())
@@ -276,6 +291,16 @@ mod tests {
             recv: SessionKey::from_bytes([9; 32]),
         };
         assert!(!format!("{sk:?}").contains('9'));
+    }
+
+    #[test]
+    fn derived_address_vector() {
+        // Independently: python3 -c "import hashlib; d=hashlib.sha224(bytes(range(32))).digest(); print(d[:14].hex())"
+        let k = PublicKey(core::array::from_fn(|i| i as u8));
+        let a = k.derived_address();
+        assert_eq!(a.octets()[..2], [0xfd, 0x77]);
+        let hex: String = a.octets()[2..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, include_str!("../tests/data/sha224_0_31_first14.hex"));
     }
 
     #[test]

@@ -317,6 +317,18 @@ fn config_ops(cfg: Config) -> Vec<SetOp> {
         ops.push(SetOp::Fwmark(mark));
     }
     for p in cfg.peers {
+        let mut allowed: Vec<AllowedIpChange> = p
+            .allowed_ips
+            .into_iter()
+            .map(AllowedIpChange::Add)
+            .collect();
+        if iface.auto_address {
+            // AutoAddress: each peer also owns its key-derived /128.
+            allowed.push(AllowedIpChange::Add(proto::ipc::AllowedIp {
+                addr: std::net::IpAddr::V6(p.public_key.derived_address()),
+                cidr: 128,
+            }));
+        }
         ops.push(SetOp::Peer(PeerOp {
             public_key: p.public_key,
             remove: false,
@@ -325,11 +337,7 @@ fn config_ops(cfg: Config) -> Vec<SetOp> {
             endpoint: p.endpoint.map(|e| e.addr),
             persistent_keepalive: p.persistent_keepalive,
             replace_allowed_ips: false,
-            allowed_ips: p
-                .allowed_ips
-                .into_iter()
-                .map(AllowedIpChange::Add)
-                .collect(),
+            allowed_ips: allowed,
         }));
     }
     ops
@@ -373,9 +381,11 @@ fn spawn_role(
         cmd.pre_exec(move || {
             // Move every channel out of the 3.. range first, so that
             // placing one cannot clobber another still to be placed.
+            // The temporary copies are close-on-exec, so only the final
+            // ones at 3.. survive the exec.
             let mut high = Vec::with_capacity(raw.len());
             for &fd in &raw {
-                let h = libc::fcntl(fd, libc::F_DUPFD, 64);
+                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
                 if h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -386,6 +396,20 @@ fn spawn_role(
                 if libc::dup2(h, FIRST_CHANNEL_FD + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // Whatever else this process inherited from whoever started
+            // wgd (a descriptor left open on a key file, say) must not
+            // reach an unprivileged role: mark every other descriptor
+            // close-on-exec.
+            let first_free = FIRST_CHANNEL_FD as libc::c_uint + raw.len() as libc::c_uint;
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                first_free,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             let empty = SigSet::empty();
             empty
@@ -657,6 +681,7 @@ fn supervise(
 ) -> ExitCode {
     let clients = Arc::new(AtomicUsize::new(0));
     let _ = listener.set_nonblocking(true);
+    let mut first_exit: Option<u32> = None;
     loop {
         let (sig_ready, accept_ready) = {
             let mut fds = [
@@ -677,6 +702,12 @@ fn supervise(
         if sig_ready {
             while let Ok(Some(info)) = sfd.read_signal() {
                 let sig = Signal::try_from(info.ssi_signo as i32).ok();
+                if sig == Some(Signal::SIGCHLD) {
+                    // Look at the child that signalled first: when one role
+                    // dies the others follow, and the log must name the
+                    // first.
+                    first_exit.get_or_insert(info.ssi_pid);
+                }
                 if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
                     tracing::info!(interface = %ifname, "stopping on signal");
                     shutdown(&mut children, ifname, sock_path);
@@ -685,6 +716,11 @@ fn supervise(
             }
         }
         // Any child that ended, for whatever reason, ends the interface.
+        if let Some(pid) = first_exit {
+            if let Some(i) = children.iter().position(|c| c.child.id() == pid) {
+                children.swap(0, i);
+            }
+        }
         for c in children.iter_mut() {
             if let Ok(Some(status)) = c.child.try_wait() {
                 let name = c.name;
