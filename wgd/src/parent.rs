@@ -71,6 +71,7 @@ struct PeerState {
 /// went to the crypto role and the parent's copies were zeroized.
 struct State {
     public_key: Option<PublicKey>,
+    private_key_file: Option<PathBuf>,
     listen_port: u16,
     configured_port: u16,
     fwmark: u32,
@@ -122,6 +123,7 @@ impl Control {
         for op in ops {
             match op {
                 SetOp::PrivateKey(key) => {
+                    self.state.private_key_file = None;
                     let CryptoToParent::PublicKey(public) =
                         self.crypto(ParentToCrypto::SetPrivateKey(key))?
                     else {
@@ -296,6 +298,7 @@ impl Control {
         };
         let extra = WgdExtra {
             public_key: self.state.public_key,
+            private_key_file: self.state.private_key_file.clone(),
             drops,
             ipc_to_handshake,
         };
@@ -609,6 +612,10 @@ fn start(
         );
     }
     let listen_port = udp.port;
+    let private_key_file = config
+        .as_ref()
+        .and_then(|c| c.interface.private_key.as_ref())
+        .and_then(|k| k.file.clone());
     let control = Arc::new(Mutex::new(Control {
         crypto: p_c,
         handshake: p_h,
@@ -616,6 +623,7 @@ fn start(
         udp,
         state: State {
             public_key: None,
+            private_key_file: None,
             listen_port,
             configured_port: listen_port,
             fwmark,
@@ -626,7 +634,11 @@ fn start(
     if let Some(cfg) = config {
         let ops = config_ops(cfg);
         let r = match control.lock() {
-            Ok(mut c) => c.apply(ops),
+            Ok(mut c) => {
+                let r = c.apply(ops);
+                c.state.private_key_file = private_key_file;
+                r
+            }
             Err(_) => Err(libc::EIO),
         };
         if let Err(errno) = r {

@@ -1268,6 +1268,10 @@ pub struct WgdExtra {
     /// The interface's public key (the parent learnt it from crypto; the
     /// private key itself is never available).
     pub public_key: Option<PublicKey>,
+    /// The file the private key was read from (`PrivateKeyFile` in the
+    /// configuration), so `wgctl showconf` can name it instead of the key
+    /// it can never read back.
+    pub private_key_file: Option<std::path::PathBuf>,
     pub drops: proto::ipc::DropCounters,
     /// Messages the transport sent the handshake role since start.
     pub ipc_to_handshake: u64,
@@ -1280,6 +1284,9 @@ pub fn format_wgd_get(info: &DeviceInfo, extra: &WgdExtra) -> String {
     let mut s = String::new();
     if let Some(k) = &extra.public_key {
         let _ = writeln!(s, "public_key={}", k.to_hex());
+    }
+    if let Some(f) = &extra.private_key_file {
+        let _ = writeln!(s, "private_key_file={}", f.display());
     }
     let d = &extra.drops;
     for (k, v) in [
