@@ -28,12 +28,8 @@ use std::time::Instant;
 use crate::aead::TAG_LEN;
 use crate::keypair::{KeypairSlots, Slot};
 
-/// Message type of a transport data message.
-pub const MESSAGE_TYPE_DATA: u32 = 4;
-/// Type, receiver index and counter.
-pub const DATA_HEADER_LEN: usize = 16;
-/// The shortest valid data message: a keepalive, header and tag only.
-pub const MIN_DATA_LEN: usize = DATA_HEADER_LEN + TAG_LEN;
+pub use proto::wire::{DataHeader, DATA_HEADER_LEN, DATA_MIN_LEN as MIN_DATA_LEN};
+
 /// Plaintexts are zero-padded to a multiple of this.
 pub const PADDING_MULTIPLE: usize = 16;
 
@@ -109,52 +105,6 @@ pub struct Decapsulated {
     pub counter: u64,
 }
 
-/// The parsed header of a data message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataHeader {
-    pub receiver_index: u32,
-    pub counter: u64,
-}
-
-impl DataHeader {
-    /// Parses the header of a data message of at least [`MIN_DATA_LEN`]
-    /// bytes, so a caller can route a packet to its peer by receiver index
-    /// before decrypting.
-    pub fn parse(packet: &[u8]) -> Result<Self, RecvError> {
-        if packet.len() < MIN_DATA_LEN {
-            return Err(RecvError::Malformed);
-        }
-        let le32 = |at: usize| {
-            packet
-                .get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or(RecvError::Malformed)
-        };
-        // The type is one byte and three reserved zero bytes; reading all
-        // four as one integer checks both.
-        if le32(0)? != MESSAGE_TYPE_DATA {
-            return Err(RecvError::Malformed);
-        }
-        let receiver_index = le32(4)?;
-        let counter = packet
-            .get(8..16)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or(RecvError::Malformed)?;
-        Ok(Self {
-            receiver_index,
-            counter,
-        })
-    }
-
-    fn write(&self, out: &mut [u8; DATA_HEADER_LEN]) {
-        out[0..4].copy_from_slice(&MESSAGE_TYPE_DATA.to_le_bytes());
-        out[4..8].copy_from_slice(&self.receiver_index.to_le_bytes());
-        out[8..16].copy_from_slice(&self.counter.to_le_bytes());
-    }
-}
-
 impl KeypairSlots {
     /// Encrypts `plaintext` as a data message into `out` and returns the
     /// message length ([`message_len`]). Takes the next send counter of the
@@ -216,7 +166,7 @@ impl KeypairSlots {
             .seal_in_place(counter, body, tag)
             .map_err(|_| SendError::TooLong)?;
         DataHeader {
-            receiver_index: keypair.remote_index(),
+            receiver: keypair.remote_index(),
             counter,
         }
         .write(header);
@@ -236,10 +186,8 @@ impl KeypairSlots {
         now: Instant,
         packet: &mut [u8],
     ) -> Result<Decapsulated, RecvError> {
-        let header = DataHeader::parse(packet)?;
-        let slot = self
-            .find(header.receiver_index)
-            .ok_or(RecvError::UnknownIndex)?;
+        let header = DataHeader::parse(packet).map_err(|_| RecvError::Malformed)?;
+        let slot = self.find(header.receiver).ok_or(RecvError::UnknownIndex)?;
         let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
         if keypair.is_expired(now) {
             return Err(RecvError::Expired);
