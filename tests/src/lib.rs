@@ -40,6 +40,7 @@
 //! SHA-256 and byte counts at both ends.
 
 pub mod error;
+pub mod kernel;
 pub mod names;
 pub mod netns;
 pub mod proc;
