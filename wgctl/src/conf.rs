@@ -1,0 +1,469 @@
+//! Configuration files: `showconf` writes one, `setconf`, `addconf` and
+//! `syncconf` apply one. The file format is wg(8)'s, read with wgd's own
+//! parser (`wgd::config`), so wgd's `PrivateKeyFile`, `PresharedKeyFile`
+//! and `AutoAddress` work here as they do at start-up.
+//!
+//! Secrets are write-only (DESIGN.md): wgd never returns its private key
+//! or preshared keys. So [`showconf`] writes `PrivateKeyFile = PATH` when
+//! wgd read the key from a file, and otherwise a comment saying that the
+//! key exists and cannot be shown, so that a saved configuration never
+//! loses a key silently; preshared keys get a comment likewise.
+//!
+//! The three ways of applying a file, as in wg(8):
+//! - [`setconf_ops`] with `replace`: `replace_peers=true`, then the
+//!   interface and every peer (each with `replace_allowed_ips=true`);
+//! - [`setconf_ops`] without `replace` (`addconf`): the same without
+//!   `replace_peers`;
+//! - [`syncconf_ops`]: compares the file with the current state and asks
+//!   only for what differs, removing the peers the file does not name and
+//!   never using `replace_peers`, so peers that did not change keep their
+//!   sessions. Secrets cannot be compared (they cannot be read back): a
+//!   preshared key in the file is always written, and a peer without one
+//!   in the file gets its preshared key cleared unless the daemon said it
+//!   has none. The private key is compared through its public key.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use proto::ipc::AllowedIp;
+use wgd::config::{Config, PeerConfig};
+use wgd::uapi::{AllowedIpChange, PeerOp, SetOp};
+
+use crate::device::{fmt_allowed_ip, fmt_endpoint, masked, Device, Psk};
+
+/// `wgctl showconf IF`: the interface as a wg(8) configuration file.
+pub fn showconf(dev: &Device) -> String {
+    let mut s = String::from("[Interface]\n");
+    if dev.listen_port != 0 {
+        let _ = writeln!(s, "ListenPort = {}", dev.listen_port);
+    }
+    if dev.fwmark != 0 {
+        let _ = writeln!(s, "FwMark = 0x{:x}", dev.fwmark);
+    }
+    match (&dev.private_key_file, &dev.public_key) {
+        (Some(file), _) => {
+            let _ = writeln!(s, "PrivateKeyFile = {}", file.display());
+        }
+        (None, Some(public)) => {
+            let _ = writeln!(
+                s,
+                "# PrivateKey: the interface has a private key (public key {public}),"
+            );
+            let _ = writeln!(
+                s,
+                "# but it is write-only and cannot be shown. Add PrivateKey or PrivateKeyFile here."
+            );
+        }
+        (None, None) => {}
+    }
+    for p in &dev.peers {
+        s.push_str("\n[Peer]\n");
+        let _ = writeln!(s, "PublicKey = {}", p.public_key);
+        match p.preshared_key {
+            Psk::None => {}
+            Psk::Set => s.push_str(
+                "# PresharedKey: this peer has one, but it is write-only and cannot be shown.\n",
+            ),
+            Psk::Unknown => s.push_str(
+                "# PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n",
+            ),
+        }
+        if !p.allowed_ips.is_empty() {
+            let ips: Vec<String> = p.allowed_ips.iter().map(fmt_allowed_ip).collect();
+            let _ = writeln!(s, "AllowedIPs = {}", ips.join(", "));
+        }
+        if let Some(ep) = &p.endpoint {
+            let _ = writeln!(s, "Endpoint = {}", fmt_endpoint(ep));
+        }
+        if p.persistent_keepalive != 0 {
+            let _ = writeln!(s, "PersistentKeepalive = {}", p.persistent_keepalive);
+        }
+    }
+    s
+}
+
+/// A peer's allowed IPs as the file gives them, plus its key-derived /128
+/// when the file says `AutoAddress = true` (as wgd does at start-up).
+fn file_allowed_ips(p: &PeerConfig, auto_address: bool) -> Vec<AllowedIp> {
+    let mut ips = p.allowed_ips.clone();
+    if auto_address {
+        ips.push(AllowedIp {
+            addr: IpAddr::V6(p.public_key.derived_address()),
+            cidr: 128,
+        });
+    }
+    ips
+}
+
+/// `setconf` (`replace`) or `addconf`: the whole file as one request.
+pub fn setconf_ops(cfg: Config, replace: bool) -> Vec<SetOp> {
+    let mut ops = Vec::new();
+    let iface = cfg.interface;
+    if let Some(k) = iface.private_key {
+        ops.push(SetOp::PrivateKey(Some(k.key)));
+    }
+    if let Some(p) = iface.listen_port {
+        ops.push(SetOp::ListenPort(p));
+    }
+    if let Some(m) = iface.fwmark {
+        ops.push(SetOp::Fwmark(m));
+    }
+    if replace {
+        ops.push(SetOp::ReplacePeers);
+    }
+    for p in cfg.peers {
+        let mut op = PeerOp::new(p.public_key);
+        op.allowed_ips = file_allowed_ips(&p, iface.auto_address)
+            .into_iter()
+            .map(AllowedIpChange::Add)
+            .collect();
+        op.replace_allowed_ips = true;
+        op.preshared_key = p.preshared_key.map(|k| Some(k.key));
+        op.endpoint = p.endpoint.map(|e| e.addr);
+        op.persistent_keepalive = p.persistent_keepalive;
+        ops.push(SetOp::Peer(op));
+    }
+    ops
+}
+
+/// `syncconf`: the request that turns `current` into what `cfg` says,
+/// touching only what differs.
+///
+/// Removals come first (peers, then allowed IPs leaving a peer), then the
+/// rest, so that a prefix moving from one peer to another is removed from
+/// the first before the second gets it.
+pub fn syncconf_ops(cfg: Config, current: &Device) -> Vec<SetOp> {
+    let mut ops = Vec::new();
+    let iface = cfg.interface;
+    if let Some(k) = iface.private_key {
+        // Write-only, but comparable through its public key.
+        if current.public_key != Some(wg_crypto::public_key(&k.key)) {
+            ops.push(SetOp::PrivateKey(Some(k.key)));
+        }
+    }
+    // Port 0 asks for any port, which the current one is.
+    if let Some(port) = iface.listen_port.filter(|&p| p != 0) {
+        if port != current.listen_port {
+            ops.push(SetOp::ListenPort(port));
+        }
+    }
+    if let Some(mark) = iface.fwmark {
+        if mark != current.fwmark {
+            ops.push(SetOp::Fwmark(mark));
+        }
+    }
+
+    let wanted: HashSet<_> = cfg.peers.iter().map(|p| p.public_key).collect();
+    for p in &current.peers {
+        if !wanted.contains(&p.public_key) {
+            let mut op = PeerOp::new(p.public_key);
+            op.remove = true;
+            ops.push(SetOp::Peer(op));
+        }
+    }
+
+    let existing: HashMap<_, _> = current.peers.iter().map(|p| (p.public_key, p)).collect();
+    let mut later = Vec::new();
+    for p in cfg.peers {
+        let ips = file_allowed_ips(&p, iface.auto_address);
+        let Some(cur) = existing.get(&p.public_key) else {
+            // A new peer: all of it.
+            let mut op = PeerOp::new(p.public_key);
+            op.allowed_ips = ips.into_iter().map(AllowedIpChange::Add).collect();
+            op.replace_allowed_ips = true;
+            op.preshared_key = p.preshared_key.map(|k| Some(k.key));
+            op.endpoint = p.endpoint.map(|e| e.addr);
+            op.persistent_keepalive = p.persistent_keepalive;
+            later.push(op);
+            continue;
+        };
+        let want: Vec<AllowedIp> = dedup(ips.into_iter().map(masked));
+        let have: Vec<AllowedIp> = dedup(cur.allowed_ips.iter().copied().map(masked));
+        let removed: Vec<AllowedIpChange> = have
+            .iter()
+            .filter(|ip| !want.contains(ip))
+            .map(|ip| AllowedIpChange::Remove(*ip))
+            .collect();
+        if !removed.is_empty() {
+            let mut op = PeerOp::new(p.public_key);
+            op.allowed_ips = removed;
+            ops.push(SetOp::Peer(op));
+        }
+        let mut op = PeerOp::new(p.public_key);
+        op.allowed_ips = want
+            .iter()
+            .filter(|ip| !have.contains(ip))
+            .map(|ip| AllowedIpChange::Add(*ip))
+            .collect();
+        op.preshared_key = match p.preshared_key {
+            Some(k) => Some(Some(k.key)),
+            None if cur.preshared_key == Psk::None => None,
+            None => Some(None),
+        };
+        if let Some(ep) = &p.endpoint {
+            if cur.endpoint != Some(ep.addr) {
+                op.endpoint = Some(ep.addr);
+            }
+        }
+        // No PersistentKeepalive in the file means off, as after setconf.
+        let keepalive = p.persistent_keepalive.unwrap_or(0);
+        if keepalive != cur.persistent_keepalive {
+            op.persistent_keepalive = Some(keepalive);
+        }
+        let changed = !op.allowed_ips.is_empty()
+            || op.preshared_key.is_some()
+            || op.endpoint.is_some()
+            || op.persistent_keepalive.is_some();
+        if changed {
+            later.push(op);
+        }
+    }
+    ops.extend(later.into_iter().map(SetOp::Peer));
+    ops
+}
+
+fn dedup(ips: impl Iterator<Item = AllowedIp>) -> Vec<AllowedIp> {
+    let mut out: Vec<AllowedIp> = Vec::new();
+    for ip in ips {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Peer;
+    use proto::keys::{PublicKey, SecretKey};
+    use std::path::Path;
+
+    fn aip(s: &str, cidr: u8) -> AllowedIp {
+        AllowedIp {
+            addr: s.parse().unwrap(),
+            cidr,
+        }
+    }
+
+    fn b64(b: u8) -> String {
+        PublicKey([b; 32]).to_base64()
+    }
+
+    fn cfg(text: &str) -> Config {
+        wgd::config::parse_str(text, Path::new("/etc/wgd/test.conf")).unwrap()
+    }
+
+    fn wgd_device() -> Device {
+        let mut a = Peer::new(PublicKey([2; 32]));
+        a.allowed_ips = vec![aip("10.0.0.2", 32), aip("fd00::", 64)];
+        a.endpoint = Some("192.0.2.2:51820".parse().unwrap());
+        a.persistent_keepalive = 25;
+        let b = Peer::new(PublicKey([3; 32]));
+        Device {
+            name: "wg0".into(),
+            is_wgd: true,
+            public_key: Some(PublicKey([1; 32])),
+            private_key_file: None,
+            listen_port: 51820,
+            fwmark: 0,
+            stats: None,
+            peers: vec![a, b],
+        }
+    }
+
+    #[test]
+    fn showconf_never_drops_a_key_silently() {
+        let dev = wgd_device();
+        let text = showconf(&dev);
+        let expected = format!(
+            "[Interface]\n\
+             ListenPort = 51820\n\
+             # PrivateKey: the interface has a private key (public key {k1}),\n\
+             # but it is write-only and cannot be shown. Add PrivateKey or PrivateKeyFile here.\n\
+             \n\
+             [Peer]\n\
+             PublicKey = {k2}\n\
+             # PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n\
+             AllowedIPs = 10.0.0.2/32, fd00::/64\n\
+             Endpoint = 192.0.2.2:51820\n\
+             PersistentKeepalive = 25\n\
+             \n\
+             [Peer]\n\
+             PublicKey = {k3}\n\
+             # PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n",
+            k1 = b64(1),
+            k2 = b64(2),
+            k3 = b64(3)
+        );
+        assert_eq!(text, expected);
+        // What showconf writes, wgd reads (the comments are comments).
+        let back = cfg(&text);
+        assert!(back.interface.private_key.is_none());
+        assert_eq!(back.peers.len(), 2);
+
+        // From a key file: the file is named, and survives a round trip.
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("wg0.key");
+        std::fs::write(&key_file, format!("{}\n", b64(9))).unwrap();
+        let mut dev = wgd_device();
+        dev.private_key_file = Some(key_file.clone());
+        dev.fwmark = 0x51;
+        let text = showconf(&dev);
+        assert!(text.starts_with(&format!(
+            "[Interface]\nListenPort = 51820\nFwMark = 0x51\nPrivateKeyFile = {}\n\n[Peer]\n",
+            key_file.display()
+        )));
+        let back = cfg(&text);
+        let k = back.interface.private_key.unwrap();
+        assert_eq!(k.file.as_deref(), Some(key_file.as_path()));
+        assert_eq!(back.interface.fwmark, Some(0x51));
+
+        // No key at all: nothing to say.
+        let mut dev = wgd_device();
+        dev.public_key = None;
+        dev.peers.clear();
+        assert_eq!(showconf(&dev), "[Interface]\nListenPort = 51820\n");
+        // A known preshared key.
+        let mut dev = wgd_device();
+        dev.peers[1].preshared_key = Psk::Set;
+        dev.peers[0].preshared_key = Psk::None;
+        let text = showconf(&dev);
+        assert_eq!(text.matches("# PresharedKey").count(), 1);
+        assert!(text.contains("this peer has one"));
+    }
+
+    #[test]
+    fn setconf_and_addconf() {
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 1\nFwMark = off\n\n\
+             [Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = 10.0.0.1/24\n\
+             Endpoint = 192.0.2.1:7\nPersistentKeepalive = 5\n",
+            b64(9),
+            b64(2),
+            b64(8)
+        );
+        let ops = setconf_ops(cfg(&text), true);
+        let mut peer = PeerOp::new(PublicKey([2; 32]));
+        peer.preshared_key = Some(Some(SecretKey::from_bytes([8; 32])));
+        peer.endpoint = Some("192.0.2.1:7".parse().unwrap());
+        peer.persistent_keepalive = Some(5);
+        peer.replace_allowed_ips = true;
+        peer.allowed_ips = vec![AllowedIpChange::Add(aip("10.0.0.1", 24))];
+        assert_eq!(
+            ops,
+            vec![
+                SetOp::PrivateKey(Some(SecretKey::from_bytes([9; 32]))),
+                SetOp::ListenPort(1),
+                SetOp::Fwmark(0),
+                SetOp::ReplacePeers,
+                SetOp::Peer(peer),
+            ]
+        );
+        let ops = setconf_ops(cfg(&text), false);
+        assert!(!ops.contains(&SetOp::ReplacePeers));
+        assert_eq!(ops.len(), 4);
+        // AutoAddress adds each peer's derived /128.
+        let text = format!(
+            "[Interface]\nAutoAddress = true\n[Peer]\nPublicKey = {}\n",
+            b64(2)
+        );
+        let ops = setconf_ops(cfg(&text), true);
+        let SetOp::Peer(p) = &ops[1] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(
+            p.allowed_ips,
+            vec![AllowedIpChange::Add(AllowedIp {
+                addr: IpAddr::V6(PublicKey([2; 32]).derived_address()),
+                cidr: 128
+            })]
+        );
+    }
+
+    #[test]
+    fn syncconf_of_an_identical_file_changes_nothing_but_psks() {
+        let mut dev = wgd_device();
+        dev.peers[0].preshared_key = Psk::None;
+        dev.peers[1].preshared_key = Psk::None;
+        // Same key (by public key), same port, host bits as written.
+        let private = SecretKey::from_bytes([9; 32]);
+        dev.public_key = Some(wg_crypto::public_key(&private));
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = fd00::1/64, 10.0.0.2/32\n\
+             Endpoint = 192.0.2.2:51820\nPersistentKeepalive = 25\n\
+             [Peer]\nPublicKey = {}\n",
+            b64(9),
+            b64(2),
+            b64(3)
+        );
+        assert_eq!(syncconf_ops(cfg(&text), &dev), vec![]);
+        // With wgd, whether a peer has a PSK is unknown: it is cleared.
+        let dev = {
+            let mut d = dev;
+            d.peers[1].preshared_key = Psk::Unknown;
+            d
+        };
+        let mut clear = PeerOp::new(PublicKey([3; 32]));
+        clear.preshared_key = Some(None);
+        assert_eq!(syncconf_ops(cfg(&text), &dev), vec![SetOp::Peer(clear)]);
+    }
+
+    #[test]
+    fn syncconf_diff() {
+        let mut dev = wgd_device();
+        dev.peers[0].preshared_key = Psk::None;
+        dev.peers[1].preshared_key = Psk::None;
+        // Peer 2 changes: one prefix goes, one comes, a new endpoint,
+        // keepalive off (not in the file), a PSK. Peer 3 goes. Peer 4 is
+        // new. The key, port and fwmark change.
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51821\nFwMark = 0x10\n\
+             [Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = 10.0.0.2/32, 10.9.0.0/16\n\
+             Endpoint = 192.0.2.3:51820\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = fd00::/64\nPersistentKeepalive = 7\n",
+            b64(9),
+            b64(2),
+            b64(8),
+            b64(4)
+        );
+        let ops = syncconf_ops(cfg(&text), &dev);
+        let mut remove3 = PeerOp::new(PublicKey([3; 32]));
+        remove3.remove = true;
+        let mut shrink2 = PeerOp::new(PublicKey([2; 32]));
+        shrink2.allowed_ips = vec![AllowedIpChange::Remove(aip("fd00::", 64))];
+        let mut change2 = PeerOp::new(PublicKey([2; 32]));
+        change2.allowed_ips = vec![AllowedIpChange::Add(aip("10.9.0.0", 16))];
+        change2.preshared_key = Some(Some(SecretKey::from_bytes([8; 32])));
+        change2.endpoint = Some("192.0.2.3:51820".parse().unwrap());
+        change2.persistent_keepalive = Some(0);
+        let mut new4 = PeerOp::new(PublicKey([4; 32]));
+        new4.replace_allowed_ips = true;
+        new4.allowed_ips = vec![AllowedIpChange::Add(aip("fd00::", 64))];
+        new4.persistent_keepalive = Some(7);
+        assert_eq!(
+            ops,
+            vec![
+                SetOp::PrivateKey(Some(SecretKey::from_bytes([9; 32]))),
+                SetOp::ListenPort(51821),
+                SetOp::Fwmark(16),
+                SetOp::Peer(remove3),
+                SetOp::Peer(shrink2),
+                SetOp::Peer(change2),
+                SetOp::Peer(new4),
+            ]
+        );
+        // The request never replaces peers, so unchanged ones keep their
+        // sessions.
+        assert!(!ops.contains(&SetOp::ReplacePeers));
+        // And it is a request wgd accepts as written.
+        let text = crate::uapi_client::format_set(&ops);
+        let mut r = std::io::Cursor::new(text.as_bytes().to_vec());
+        assert_eq!(
+            wgd::uapi::read_request(&mut r).unwrap(),
+            Some(wgd::uapi::Request::Set(ops))
+        );
+    }
+}
