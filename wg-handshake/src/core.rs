@@ -354,10 +354,7 @@ impl Core {
                 if p.handshake_attempts >= cfg.max_handshake_attempts() {
                     tracing::debug!(peer = %key, "handshake did not complete, giving up");
                     p.timers.handshake_gave_up(now, &cfg);
-                    if let Some(pending) = p.pending.take() {
-                        self.indices.free(pending.local_index);
-                        crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
-                    }
+                    self.abandon_pending(key, crypto);
                     out.push(HandshakeToTransport::DropStaged { peer: *key });
                 } else {
                     p.handshake_attempts += 1;
@@ -378,18 +375,24 @@ impl Core {
             TimerKind::ZeroKeyMaterial => {
                 tracing::debug!(peer = %key, "erasing expired key material");
                 self.expire_peer(key, out);
-                if let Some(p) = self.peers.get_mut(key) {
-                    if let Some(pending) = p.pending.take() {
-                        self.indices.free(pending.local_index);
-                        crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
-                    }
-                }
+                self.abandon_pending(key, crypto);
             }
             TimerKind::PersistentKeepalive => {
                 if p.persistent_keepalive.is_some() {
                     self.send_keepalive(now, key, out);
                 }
             }
+        }
+    }
+
+    /// Forgets the initiation we are waiting on, here and in crypto.
+    fn abandon_pending(&mut self, key: &PublicKey, crypto: &mut dyn Crypto) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        if let Some(pending) = p.pending.take() {
+            self.indices.free(pending.local_index);
+            crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
         }
     }
 
