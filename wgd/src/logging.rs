@@ -22,6 +22,10 @@ pub fn init(role: &'static str) {
         .with_writer(std::io::stderr)
         .with_max_level(level())
         .with_target(false)
+        // A log line that cannot be written (stderr closed, or a pipe
+        // nobody reads) is lost; it must never take the process down, as
+        // the default report-the-error-to-stderr would.
+        .log_internal_errors(false)
         .with_ansi(false)
         .without_time()
         .fmt_fields(tracing_subscriber::fmt::format::DefaultFields::new())
