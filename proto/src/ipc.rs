@@ -207,6 +207,8 @@ pub struct DropCounters {
     pub auth_failed: u64,
     pub source_not_allowed: u64,
     pub no_route: u64,
+    /// Datagrams the kernel refused to send (unreachable, too big).
+    pub send_failed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

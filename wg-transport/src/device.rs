@@ -38,7 +38,7 @@ use proto::wire::{self, MessageType};
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
 use crate::keypair::{Keypair, KeypairSlots, REKEY_AFTER_MESSAGES};
-use crate::udp::{RecvBatch, SendBatch};
+use crate::udp::{RecvBatch, SendBatch, Unsent};
 
 /// How often coalesced activity goes to the handshake role.
 pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
@@ -55,6 +55,8 @@ const HEADROOM: usize = wire::DATA_HEADER_LEN;
 const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
 
 type PeerId = u32;
+/// Tag of datagrams sent on no peer's account.
+const NO_PEER: PeerId = u32::MAX;
 
 struct Peer {
     key: PublicKey,
@@ -106,6 +108,7 @@ pub struct Device {
     recv4: RecvBatch,
     recv6: RecvBatch,
     send: SendBatch,
+    unsent: Vec<Unsent>,
     tun_buf: Vec<u8>,
     last_activity_flush: Instant,
 }
@@ -163,6 +166,7 @@ impl Device {
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
             send: SendBatch::default(),
+            unsent: Vec::new(),
             tun_buf: vec![0u8; HEADROOM + 65_536 + TAILROOM],
             last_activity_flush: Instant::now(),
         }
@@ -489,7 +493,7 @@ impl Device {
                 if !plaintext.is_empty() {
                     p.activity |= Activity::DATA_SENT;
                 }
-                self.send.push(buf, to);
+                self.send.push(buf, to, id);
             }
             Err(e) => {
                 tracing::debug!(peer = %p.key, "cannot send: {e}");
@@ -513,10 +517,21 @@ impl Device {
     }
 
     fn flush_udp(&mut self) {
-        if !self.send.is_empty() {
-            let dropped = self.send.flush(self.udp4.as_ref(), self.udp6.as_ref());
-            self.stats.drops.no_route += dropped as u64;
+        if self.send.is_empty() {
+            return;
         }
+        let mut unsent = std::mem::take(&mut self.unsent);
+        self.send
+            .flush(self.udp4.as_ref(), self.udp6.as_ref(), &mut unsent);
+        // Bytes count as sent only once the kernel took them, as in
+        // wireguard-go.
+        for u in unsent.drain(..) {
+            self.stats.drops.send_failed += 1;
+            if let Some(p) = self.peer_mut(u.tag) {
+                p.tx_bytes = p.tx_bytes.saturating_sub(u.len as u64);
+            }
+        }
+        self.unsent = unsent;
     }
 
     fn flush_activity(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
@@ -696,13 +711,18 @@ impl Device {
                         .and_then(|id| self.peer_mut(id))
                         .and_then(|p| p.endpoint),
                 };
+                // Handshake packets to a peer count in its transfer, as
+                // in wireguard-go; replies to an address belong to no one.
+                let tag = match to {
+                    Destination::Peer(k) => self.peer_id(&k).unwrap_or(NO_PEER),
+                    Destination::Addr(_) => NO_PEER,
+                };
                 match dest {
                     Some(a) => {
-                        if let Some(p) = self.peer_id_by_dest(&to).and_then(|id| self.peer_mut(id))
-                        {
+                        if let Some(p) = self.peer_mut(tag) {
                             p.tx_bytes += bytes.len() as u64;
                         }
-                        self.send.push(bytes, a);
+                        self.send.push(bytes, a, tag);
                     }
                     None => self.stats.drops.no_route += 1,
                 }
@@ -775,12 +795,5 @@ impl Device {
             }
         }
         None
-    }
-
-    fn peer_id_by_dest(&self, to: &Destination) -> Option<PeerId> {
-        match to {
-            Destination::Peer(k) => self.peer_id(k),
-            Destination::Addr(_) => None,
-        }
     }
 }

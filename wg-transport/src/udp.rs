@@ -90,11 +90,12 @@ impl RecvBatch {
     }
 }
 
-/// Send side: datagrams queued with their destination, flushed with one
-/// `sendmmsg` per socket.
+/// Send side: datagrams queued with their destination and a caller's tag
+/// (the transport uses its peer id), flushed with one `sendmmsg` per
+/// socket and batch.
 pub struct SendBatch {
     headers: MultiHeaders<SockaddrStorage>,
-    queue: Vec<(Vec<u8>, SocketAddr)>,
+    queue: Vec<(Vec<u8>, SocketAddr, u32)>,
     spare: Vec<Vec<u8>>,
 }
 
@@ -108,6 +109,13 @@ impl Default for SendBatch {
     }
 }
 
+/// A datagram the kernel did not take: whose (the tag) and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsent {
+    pub tag: u32,
+    pub len: usize,
+}
+
 impl SendBatch {
     /// A cleared buffer to build a datagram in (recycled from earlier sends).
     pub fn buffer(&mut self) -> Vec<u8> {
@@ -116,8 +124,8 @@ impl SendBatch {
         b
     }
 
-    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr) {
-        self.queue.push((datagram, to));
+    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr, tag: u32) {
+        self.queue.push((datagram, to, tag));
     }
 
     pub fn len(&self) -> usize {
@@ -130,44 +138,61 @@ impl SendBatch {
 
     /// Sends everything queued: IPv4 destinations on `v4`, IPv6 on `v6`.
     /// Datagrams for a family without a socket, and ones the kernel
-    /// refuses, are dropped (UDP is lossy; the count is returned).
-    pub fn flush(&mut self, v4: Option<&UdpSocket>, v6: Option<&UdpSocket>) -> usize {
-        let mut dropped = 0;
+    /// refuses (unreachable, too big), are dropped — UDP is lossy — and
+    /// reported in `unsent` so the caller counts only what left.
+    pub fn flush(
+        &mut self,
+        v4: Option<&UdpSocket>,
+        v6: Option<&UdpSocket>,
+        unsent: &mut Vec<Unsent>,
+    ) {
         let queue = std::mem::take(&mut self.queue);
         for (want_v4, sock) in [(true, v4), (false, v6)] {
-            let group: Vec<&(Vec<u8>, SocketAddr)> = queue
+            let group: Vec<&(Vec<u8>, SocketAddr, u32)> = queue
                 .iter()
-                .filter(|(_, a)| a.is_ipv4() == want_v4)
+                .filter(|(_, a, _)| a.is_ipv4() == want_v4)
                 .collect();
             if group.is_empty() {
                 continue;
             }
             let Some(sock) = sock else {
-                dropped += group.len();
+                unsent.extend(group.iter().map(|(b, _, t)| Unsent {
+                    tag: *t,
+                    len: b.len(),
+                }));
                 continue;
             };
             for chunk in group.chunks(BATCH) {
-                dropped += self.send_chunk(sock, chunk);
+                self.send_chunk(sock, chunk, unsent);
             }
         }
-        for (buf, _) in queue {
+        for (buf, _, _) in queue {
             if self.spare.len() < BATCH * 2 {
                 self.spare.push(buf);
             }
         }
-        dropped
     }
 
-    fn send_chunk(&mut self, sock: &UdpSocket, chunk: &[&(Vec<u8>, SocketAddr)]) -> usize {
-        let mut sent = 0;
-        let mut attempts = 0;
-        while sent < chunk.len() && attempts < 4 {
-            attempts += 1;
-            let rest = &chunk[sent..];
-            let iovs: Vec<[IoSlice<'_>; 1]> =
-                rest.iter().map(|(b, _)| [IoSlice::new(&b[..])]).collect();
+    fn send_chunk(
+        &mut self,
+        sock: &UdpSocket,
+        chunk: &[&(Vec<u8>, SocketAddr, u32)],
+        unsent: &mut Vec<Unsent>,
+    ) {
+        let mut done = 0;
+        // Each failure consumes a datagram, so this ends; the bound only
+        // guards against a kernel that keeps saying EINTR.
+        for _ in 0..chunk.len() * 2 + 4 {
+            if done >= chunk.len() {
+                return;
+            }
+            let rest = &chunk[done..];
+            let iovs: Vec<[IoSlice<'_>; 1]> = rest
+                .iter()
+                .map(|(b, _, _)| [IoSlice::new(&b[..])])
+                .collect();
             let addrs: Vec<Option<SockaddrStorage>> =
-                rest.iter().map(|(_, a)| Some(from_std(a))).collect();
+                rest.iter().map(|(_, a, _)| Some(from_std(a))).collect();
             match sendmmsg(
                 sock.as_raw_fd(),
                 &mut self.headers,
@@ -181,15 +206,27 @@ impl SendBatch {
                     if n == 0 {
                         break;
                     }
-                    sent += n;
+                    done += n;
                 }
                 Err(Errno::EINTR) => {}
-                // The first datagram of the rest failed (unreachable,
-                // too big...): skip it and go on with the others.
-                Err(_) => sent += 1,
+                // sendmmsg reports an error only when the first datagram
+                // of the rest failed: drop that one, go on with the others.
+                Err(_) => {
+                    let (b, _, t) = chunk[done];
+                    unsent.push(Unsent {
+                        tag: *t,
+                        len: b.len(),
+                    });
+                    done += 1;
+                }
             }
         }
-        chunk.len() - sent.min(chunk.len())
+        for (b, _, t) in &chunk[done.min(chunk.len())..] {
+            unsent.push(Unsent {
+                tag: *t,
+                len: b.len(),
+            });
+        }
     }
 }
 
@@ -206,9 +243,11 @@ mod tests {
         for i in 0..40u8 {
             let mut d = s.buffer();
             d.extend_from_slice(&[i; 100]);
-            s.push(d, to);
+            s.push(d, to, 7);
         }
-        assert_eq!(s.flush(Some(&a), None), 0);
+        let mut unsent = Vec::new();
+        s.flush(Some(&a), None, &mut unsent);
+        assert!(unsent.is_empty());
         let mut r = RecvBatch::default();
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -225,10 +264,42 @@ mod tests {
     }
 
     #[test]
+    fn refused_datagrams_are_reported_with_their_tag() {
+        // A datagram larger than UDP allows is refused (EMSGSIZE); the
+        // ones around it still go.
+        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = b.local_addr().expect("addr");
+        let mut s = SendBatch::default();
+        s.push(vec![1; 10], to, 1);
+        s.push(vec![2; 70_000], to, 2);
+        s.push(vec![3; 10], to, 3);
+        let mut unsent = Vec::new();
+        s.flush(Some(&a), None, &mut unsent);
+        assert_eq!(
+            unsent,
+            vec![Unsent {
+                tag: 2,
+                len: 70_000
+            }]
+        );
+        let mut r = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 2 && std::time::Instant::now() < deadline {
+            let n = r.recv(&b).expect("recv");
+            got.extend((0..n).map(|i| r.bufs[i][0]));
+        }
+        assert_eq!(got, vec![1, 3]);
+    }
+
+    #[test]
     fn missing_family_socket_drops() {
         let mut s = SendBatch::default();
-        s.push(vec![1], "[::1]:9".parse().expect("literal"));
-        assert_eq!(s.flush(None, None), 1);
+        s.push(vec![1, 2], "[::1]:9".parse().expect("literal"), 3);
+        let mut unsent = Vec::new();
+        s.flush(None, None, &mut unsent);
+        assert_eq!(unsent, vec![Unsent { tag: 3, len: 2 }]);
         assert!(s.is_empty());
     }
 }

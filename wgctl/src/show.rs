@@ -172,6 +172,7 @@ pub fn pretty(dev: &Device, color: bool, now: u64) -> String {
             (d.auth_failed, "failed authentication"),
             (d.source_not_allowed, "source not allowed"),
             (d.no_route, "no route"),
+            (d.send_failed, "send failed"),
         ]
         .into_iter()
         .filter(|(n, _)| *n != 0)
@@ -397,6 +398,7 @@ pub struct JsonDrops {
     pub auth_failed: u64,
     pub source_not_allowed: u64,
     pub no_route: u64,
+    pub send_failed: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -440,6 +442,7 @@ pub fn json(dev: &Device) -> JsonInterface {
             auth_failed: s.drops.auth_failed,
             source_not_allowed: s.drops.source_not_allowed,
             no_route: s.drops.no_route,
+            send_failed: s.drops.send_failed,
         }),
         ipc_to_handshake: dev.stats.as_ref().map(|s| s.ipc_to_handshake),
         peers: dev
@@ -661,7 +664,7 @@ mod tests {
                 "fwmark": 32,
                 "drops": {
                     "malformed": 0, "unknown_index": 0, "replay": 0,
-                    "auth_failed": 0, "source_not_allowed": 0, "no_route": 0
+                    "auth_failed": 0, "source_not_allowed": 0, "no_route": 0, "send_failed": 0
                 },
                 "ipc_to_handshake": 0,
                 "peers": [

@@ -369,6 +369,7 @@ impl DeviceParser {
                     "drop_auth_failed" => d.auth_failed = n,
                     "drop_source_not_allowed" => d.source_not_allowed = n,
                     "drop_no_route" => d.no_route = n,
+                    "drop_send_failed" => d.send_failed = n,
                     "ipc_to_handshake" => stats.ipc_to_handshake = n,
                     // A counter this version does not know.
                     _ => {}

@@ -13,7 +13,7 @@
 //! deletes the interface, removes the control socket and exits non-zero.
 //! The parent never reads a network packet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,8 +29,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    CryptoToParent, HandshakeToParent, ParentToCrypto, ParentToHandshake, ParentToTransport,
-    TransportToParent,
+    AllowedIp, CryptoToParent, HandshakeToParent, ParentToCrypto, ParentToHandshake,
+    ParentToTransport, TransportToParent,
 };
 use proto::keys::PublicKey;
 
@@ -39,6 +39,15 @@ use crate::net::{self, UdpPair};
 use crate::privdrop::{self, RoleUsers};
 use crate::roles::{Link, UserKind, EXIT_TUN_GONE, FIRST_CHANNEL_FD, ROLES};
 use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp, WgdExtra};
+
+/// Writes one line to stderr, ignoring failure: a closed terminal must
+/// not turn a clean error exit into a panic, as `eprintln!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 /// Command-line options of the daemon.
 #[derive(Debug, Clone)]
@@ -76,6 +85,82 @@ struct State {
     configured_port: u16,
     fwmark: u32,
     peers: BTreeMap<PublicKey, PeerState>,
+    allowed: AllowedOrder,
+}
+
+/// Which peer owns each allowed-IP prefix, and when it was last inserted.
+///
+/// The transport reports a peer's prefixes sorted, but wireguard-go and
+/// Linux report them in the order they were last inserted (inserting a
+/// prefix again, even for the same peer, moves it to the end), so that
+/// `wg showconf` gives a configuration back in the order it was written.
+/// The parent makes every change to the transport's table, so it keeps
+/// this record beside it with the table's semantics: an insert moves the
+/// prefix to its new peer, a removal takes only a prefix the peer owns.
+/// Prefixes are masked, as the table stores them. The record also lets
+/// `replace_allowed_ips` send only the prefixes that change.
+#[derive(Default)]
+struct AllowedOrder {
+    owner: HashMap<AllowedIp, (PublicKey, u64)>,
+    by_peer: HashMap<PublicKey, BTreeMap<u64, AllowedIp>>,
+    next: u64,
+}
+
+impl AllowedOrder {
+    fn insert(&mut self, peer: PublicKey, ip: AllowedIp) {
+        let ip = uapi::masked(ip);
+        self.forget(ip);
+        let seq = self.next;
+        self.next += 1;
+        self.owner.insert(ip, (peer, seq));
+        self.by_peer.entry(peer).or_default().insert(seq, ip);
+    }
+
+    fn remove(&mut self, peer: PublicKey, ip: AllowedIp) {
+        let ip = uapi::masked(ip);
+        if self.owner.get(&ip).is_some_and(|(p, _)| *p == peer) {
+            self.forget(ip);
+        }
+    }
+
+    fn forget(&mut self, ip: AllowedIp) {
+        if let Some((peer, seq)) = self.owner.remove(&ip) {
+            if let Some(m) = self.by_peer.get_mut(&peer) {
+                m.remove(&seq);
+                if m.is_empty() {
+                    self.by_peer.remove(&peer);
+                }
+            }
+        }
+    }
+
+    fn remove_peer(&mut self, peer: &PublicKey) {
+        for ip in self.by_peer.remove(peer).unwrap_or_default().into_values() {
+            self.owner.remove(&ip);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.owner.clear();
+        self.by_peer.clear();
+    }
+
+    /// The peer's prefixes, oldest insertion first.
+    fn of_peer(&self, peer: &PublicKey) -> Vec<AllowedIp> {
+        self.by_peer
+            .get(peer)
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sort key of a prefix the transport reports for `peer`: unknown ones
+    /// (there should be none) go last.
+    fn rank(&self, peer: &PublicKey, ip: AllowedIp) -> u64 {
+        match self.owner.get(&uapi::masked(ip)) {
+            Some((p, seq)) if p == peer => *seq,
+            _ => u64::MAX,
+        }
+    }
 }
 
 /// The parent's ends of the three channels and what it configured.
@@ -120,7 +205,28 @@ impl Control {
 
     /// Applies a list of operations in order, as one `set` request.
     fn apply(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
-        for op in ops {
+        // Peers that a `replace_peers=true` kept because a later section
+        // of this request configures them again (see `SetOp::ReplacePeers`
+        // below): until that section is applied they count as removed.
+        let mut fresh = HashSet::new();
+        let r = self.apply_ops(ops, &mut fresh);
+        // One still pending here was never configured again after all
+        // (say, a section with the interface's own key, which is ignored,
+        // or the request failed half-way): remove it, as the replace asked.
+        for key in fresh {
+            if self.state.peers.contains_key(&key) {
+                let removed = self.remove_peer(key);
+                if r.is_ok() {
+                    removed?;
+                }
+            }
+        }
+        r
+    }
+
+    fn apply_ops(&mut self, ops: Vec<SetOp>, fresh: &mut HashSet<PublicKey>) -> Result<(), Errno> {
+        let mut ops = ops.into_iter();
+        while let Some(op) = ops.next() {
             match op {
                 SetOp::PrivateKey(key) => {
                     self.state.private_key_file = None;
@@ -152,12 +258,40 @@ impl Control {
                     }
                 }
                 SetOp::ReplacePeers => {
-                    self.crypto(ParentToCrypto::RemoveAllPeers)?;
-                    self.handshake(ParentToHandshake::RemoveAllPeers)?;
-                    self.transport(ParentToTransport::RemoveAllPeers)?;
-                    self.state.peers.clear();
+                    // wireguard-go and Linux remove every peer here and
+                    // create anew those the request goes on to configure,
+                    // which resets their sessions: `wg setconf` sends
+                    // `replace_peers=true` every time, so re-applying an
+                    // unchanged configuration would interrupt every tunnel.
+                    // wgd keeps a peer that a later section of this request
+                    // configures (one without `remove` or `update_only`)
+                    // with its session, and applies that section as to a
+                    // new peer: what it leaves unset takes a new peer's
+                    // default (see `apply_peer`). All other peers go.
+                    let again: HashSet<PublicKey> = ops
+                        .as_slice()
+                        .iter()
+                        .filter_map(|op| match op {
+                            SetOp::Peer(p) if !p.remove && !p.update_only => Some(p.public_key),
+                            _ => None,
+                        })
+                        .collect();
+                    let (keep, gone): (Vec<PublicKey>, Vec<PublicKey>) =
+                        self.state.peers.keys().partition(|k| again.contains(k));
+                    if keep.is_empty() {
+                        self.crypto(ParentToCrypto::RemoveAllPeers)?;
+                        self.handshake(ParentToHandshake::RemoveAllPeers)?;
+                        self.transport(ParentToTransport::RemoveAllPeers)?;
+                        self.state.peers.clear();
+                        self.state.allowed.clear();
+                    } else {
+                        for key in gone {
+                            self.remove_peer(key)?;
+                        }
+                    }
+                    *fresh = keep.into_iter().collect();
                 }
-                SetOp::Peer(p) => self.apply_peer(p)?,
+                SetOp::Peer(p) => self.apply_peer(p, fresh)?,
             }
         }
         Ok(())
@@ -198,23 +332,39 @@ impl Control {
         self.handshake(ParentToHandshake::RemovePeer(key))?;
         self.crypto(ParentToCrypto::RemovePeer(key))?;
         self.state.peers.remove(&key);
+        self.state.allowed.remove_peer(&key);
         Ok(())
     }
 
-    fn apply_peer(&mut self, p: PeerOp) -> Result<(), Errno> {
+    fn apply_peer(&mut self, mut p: PeerOp, fresh: &mut HashSet<PublicKey>) -> Result<(), Errno> {
         let key = p.public_key;
         if Some(key) == self.state.public_key {
             return Ok(());
         }
         let exists = self.state.peers.contains_key(&key);
+        // Kept across `replace_peers`, but not configured again yet: for
+        // this request it does not exist.
+        let was_replaced = fresh.contains(&key);
         if p.remove {
             if exists {
+                fresh.remove(&key);
                 self.remove_peer(key)?;
             }
             return Ok(());
         }
-        if p.update_only && !exists {
+        if p.update_only && (!exists || was_replaced) {
             return Ok(());
+        }
+        if was_replaced {
+            fresh.remove(&key);
+            // As a new peer: no PSK, no persistent keepalive, only the
+            // allowed IPs of this section unless it says otherwise. The
+            // endpoint is the exception: it cannot be unset, and the
+            // session kept goes on using it (a section with `endpoint=`
+            // sets it as usual).
+            p.preshared_key.get_or_insert(None);
+            p.persistent_keepalive.get_or_insert(0);
+            p.replace_allowed_ips = true;
         }
         if !exists {
             self.crypto(ParentToCrypto::SetPeer {
@@ -237,14 +387,35 @@ impl Control {
             })?;
         }
         if p.replace_allowed_ips {
-            self.transport(ParentToTransport::ClearAllowedIps { peer: key })?;
+            // Remove only what the new list does not have, rather than
+            // clearing and adding everything back: the prefixes that stay
+            // stay routed throughout (`wg syncconf` and `wg setconf`
+            // resend every peer's whole list, changed or not).
+            let mut wanted = HashSet::new();
+            for change in &p.allowed_ips {
+                match *change {
+                    AllowedIpChange::Add(ip) => wanted.insert(uapi::masked(ip)),
+                    AllowedIpChange::Remove(ip) => wanted.remove(&uapi::masked(ip)),
+                };
+            }
+            for ip in self.state.allowed.of_peer(&key) {
+                if !wanted.contains(&ip) {
+                    self.transport(ParentToTransport::RemoveAllowedIp { peer: key, ip })?;
+                    self.state.allowed.remove(key, ip);
+                }
+            }
         }
         for change in p.allowed_ips {
-            let msg = match change {
-                AllowedIpChange::Add(ip) => ParentToTransport::AddAllowedIp { peer: key, ip },
-                AllowedIpChange::Remove(ip) => ParentToTransport::RemoveAllowedIp { peer: key, ip },
-            };
-            self.transport(msg)?;
+            match change {
+                AllowedIpChange::Add(ip) => {
+                    self.transport(ParentToTransport::AddAllowedIp { peer: key, ip })?;
+                    self.state.allowed.insert(key, ip);
+                }
+                AllowedIpChange::Remove(ip) => {
+                    self.transport(ParentToTransport::RemoveAllowedIp { peer: key, ip })?;
+                    self.state.allowed.remove(key, ip);
+                }
+            }
         }
         if let Some(psk) = p.preshared_key {
             let has = psk.as_ref().is_some_and(|k| !k.is_zero());
@@ -281,6 +452,10 @@ impl Control {
         for key in self.state.peers.keys() {
             let t = tpeers.iter().find(|t| t.peer == *key);
             let h = hpeers.iter().find(|h| h.peer == *key);
+            let mut allowed_ips = t.map(|t| t.allowed_ips.clone()).unwrap_or_default();
+            // In the order they were last inserted, as wireguard-go and
+            // Linux print them (the transport reports them sorted).
+            allowed_ips.sort_by_key(|ip| self.state.allowed.rank(key, *ip));
             peers.push(PeerInfo {
                 public_key: *key,
                 endpoint: t.and_then(|t| t.endpoint),
@@ -288,7 +463,7 @@ impl Control {
                 rx_bytes: t.map_or(0, |t| t.rx_bytes),
                 tx_bytes: t.map_or(0, |t| t.tx_bytes),
                 persistent_keepalive: h.and_then(|h| h.persistent_keepalive),
-                allowed_ips: t.map(|t| t.allowed_ips.clone()).unwrap_or_default(),
+                allowed_ips,
             });
         }
         let info = DeviceInfo {
@@ -442,14 +617,43 @@ fn daemonize() -> Result<Option<std::fs::File>, String> {
             if msg.is_empty() {
                 msg = "daemon exited during start-up".into();
             }
-            eprintln!("wgd: {msg}");
+            say!("wgd: {msg}");
             std::process::exit(1);
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(r);
             let _ = nix::unistd::setsid();
+            detach_from_caller(w.as_raw_fd());
             Ok(Some(std::fs::File::from(w)))
         }
+    }
+}
+
+/// The daemon lets go of whatever its caller gave it, as wireguard-go's
+/// does: standard input, and standard output and error unless `LOG_LEVEL`
+/// asks for logs, become /dev/null, and every other inherited descriptor
+/// but the start-up pipe is closed. Otherwise `out=$(wg-quick up wg0)`
+/// would wait for the daemon to exit.
+fn detach_from_caller(keep: i32) {
+    let keep_logs = std::env::var("LOG_LEVEL").is_ok_and(|l| l != "silent" && l != "off");
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let targets: &[i32] = if keep_logs { &[0] } else { &[0, 1, 2] };
+        for &fd in targets {
+            // SAFETY: dup2 onto a standard descriptor of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    // SAFETY: plain close_range(2) calls on descriptor numbers; nothing
+    // in this single-threaded process holds the closed ones.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
     }
 }
 
@@ -465,7 +669,7 @@ pub fn run(opts: Options) -> ExitCode {
         Some(path) => match crate::config::parse_file(path) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("{e}");
+                say!("{e}");
                 return ExitCode::from(1);
             }
         },
@@ -478,7 +682,7 @@ pub fn run(opts: Options) -> ExitCode {
     ) {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("wgd: {e}");
+            say!("wgd: {e}");
             return ExitCode::from(1);
         }
     };
@@ -487,7 +691,7 @@ pub fn run(opts: Options) -> ExitCode {
         match daemonize() {
             Ok(p) => ready_pipe = p,
             Err(e) => {
-                eprintln!("wgd: {e}");
+                say!("wgd: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -628,6 +832,7 @@ fn start(
             configured_port: listen_port,
             fwmark,
             peers: BTreeMap::new(),
+            allowed: AllowedOrder::default(),
         },
         broken: false,
     }));
@@ -659,6 +864,46 @@ fn start(
 /// Kills nothing it cannot: the parent has no CAP_KILL over the children's
 /// uids, so it closes their channels (they exit on hang-up) and deletes
 /// the interface itself.
+/// Stops the daemon in order: hang up the roles' channels first, so each
+/// role sees its parent go and exits quietly (the transport closing the
+/// tun device takes the interface with it), give them a moment, then
+/// make sure the interface and the socket are gone.
+fn stop(
+    children: &mut [Spawned],
+    ifname: &str,
+    sock_path: &std::path::Path,
+    control: &Mutex<Control>,
+) {
+    // A client thread may hold the lock for one request; don't wait long.
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        match control.try_lock() {
+            Ok(c) => {
+                for chan in [&c.crypto, &c.handshake, &c.transport] {
+                    let _ = nix::sys::socket::shutdown(
+                        chan.as_raw_fd(),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break,
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while children
+        .iter_mut()
+        .any(|c| matches!(c.child.try_wait(), Ok(None)))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shutdown(children, ifname, sock_path);
+}
+
 fn shutdown(children: &mut [Spawned], ifname: &str, sock_path: &std::path::Path) {
     if net::interface_exists(ifname) {
         if let Err(e) = net::delete_interface(ifname) {
@@ -704,7 +949,7 @@ fn supervise(
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     tracing::error!("poll: {e}");
-                    shutdown(&mut children, ifname, sock_path);
+                    stop(&mut children, ifname, sock_path, &control);
                     return ExitCode::from(1);
                 }
             }
@@ -722,7 +967,7 @@ fn supervise(
                 }
                 if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
                     tracing::info!(interface = %ifname, "stopping on signal");
-                    shutdown(&mut children, ifname, sock_path);
+                    stop(&mut children, ifname, sock_path, &control);
                     return ExitCode::SUCCESS;
                 }
             }
@@ -738,25 +983,25 @@ fn supervise(
                 let name = c.name;
                 if name == "transport" && status.code() == Some(i32::from(EXIT_TUN_GONE)) {
                     tracing::info!(interface = %ifname, "interface was removed, stopping");
-                    shutdown(&mut children, ifname, sock_path);
+                    stop(&mut children, ifname, sock_path, &control);
                     return ExitCode::SUCCESS;
                 }
                 tracing::error!(
                     "{name} role {}; failing closed: removing {ifname}",
                     describe(status)
                 );
-                shutdown(&mut children, ifname, sock_path);
+                stop(&mut children, ifname, sock_path, &control);
                 return ExitCode::from(1);
             }
         }
         if control.lock().map_or(true, |c| c.broken) {
             tracing::error!("a role stopped answering; failing closed: removing {ifname}");
-            shutdown(&mut children, ifname, sock_path);
+            stop(&mut children, ifname, sock_path, &control);
             return ExitCode::from(1);
         }
         if !sock_path.exists() {
             tracing::info!("control socket removed, stopping");
-            shutdown(&mut children, ifname, sock_path);
+            stop(&mut children, ifname, sock_path, &control);
             return ExitCode::SUCCESS;
         }
         if accept_ready {
@@ -786,6 +1031,9 @@ fn supervise(
 fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(CLIENT_IDLE));
+    // A client that stops reading its replies must not hold a client slot
+    // (and its thread) for ever: give up on a write after as long.
+    let _ = stream.set_write_timeout(Some(CLIENT_IDLE));
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
@@ -818,5 +1066,60 @@ fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aip(s: &str, cidr: u8) -> AllowedIp {
+        AllowedIp {
+            addr: s.parse().unwrap(),
+            cidr,
+        }
+    }
+
+    #[test]
+    fn allowed_order_follows_the_last_insertion() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let mut o = AllowedOrder::default();
+        for ip in [
+            aip("10.1.0.0", 16),
+            aip("fd00::", 64),
+            aip("10.1.2.3", 8), // masked to 10.0.0.0/8
+            aip("192.168.1.0", 24),
+            aip("10.1.0.0", 16), // again: moves to the end
+            aip("10.1.0.0", 24),
+        ] {
+            o.insert(a, ip);
+        }
+        // Taken by another peer: gone from the first.
+        o.insert(b, aip("10.1.0.0", 24));
+        let want = vec![
+            aip("fd00::", 64),
+            aip("10.0.0.0", 8),
+            aip("192.168.1.0", 24),
+            aip("10.1.0.0", 16),
+        ];
+        assert_eq!(o.of_peer(&a), want);
+        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
+        // The transport's sorted list comes out in that order.
+        let mut reported = want.clone();
+        reported.sort_by_key(|ip| (ip.addr, ip.cidr));
+        reported.sort_by_key(|ip| o.rank(&a, *ip));
+        assert_eq!(reported, want);
+        assert_eq!(o.rank(&a, aip("10.1.0.0", 24)), u64::MAX);
+
+        // A removal takes only a prefix the peer owns.
+        o.remove(a, aip("10.1.0.0", 24));
+        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
+        o.remove(a, aip("10.0.0.1", 8));
+        assert_eq!(o.of_peer(&a).len(), 3);
+        o.remove_peer(&a);
+        assert!(o.of_peer(&a).is_empty());
+        assert_eq!(o.rank(&b, aip("10.1.0.0", 24)), 6);
+        o.clear();
+        assert!(o.owner.is_empty() && o.by_peer.is_empty());
     }
 }

@@ -27,6 +27,13 @@ use proto::channel::Channel;
 
 use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
 
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Transport,
@@ -131,11 +138,11 @@ fn parse_child_args(args: &[String]) -> Option<ChildArgs> {
 /// --user NAME --root DIR`.
 pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
     let Some(spec) = spec_by_name(role_name) else {
-        eprintln!("wgd: unknown role {role_name:?}");
+        say!("wgd: unknown role {role_name:?}");
         return ExitCode::from(2);
     };
     let Some(a) = parse_child_args(args) else {
-        eprintln!("wgd[{role_name}]: bad role arguments");
+        say!("wgd[{role_name}]: bad role arguments");
         return ExitCode::from(2);
     };
     crate::logging::init(spec.name);

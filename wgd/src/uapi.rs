@@ -57,6 +57,13 @@
 //! - An endpoint with a named IPv6 zone (`[fe80::1%eth0]:51820`) is
 //!   refused; a numeric zone (`%2`) is accepted and printed numerically,
 //!   where wireguard-go prints the interface name.
+//! - `replace_peers=true` keeps (with its session) every peer that a later
+//!   section of the same request configures, applying that section as to
+//!   a new peer (unset PSK, persistent keepalive and allowed IPs take a
+//!   new peer's defaults; the endpoint, which cannot be unset, stays
+//!   unless the section sets one). wireguard-go and Linux remove and
+//!   re-create such a peer, so every `wg setconf`, even of an unchanged
+//!   configuration, resets every session. (Applied by the parent.)
 //!
 //! After an error the connection is out of step with the client (the rest
 //! of the request is unread): the caller replies with the error's errno
@@ -587,8 +594,10 @@ fn prefix(value: &str) -> Result<AllowedIp, UapiError> {
 }
 
 /// The prefix with the host bits cleared. Never panics, even for a cidr
-/// beyond the family's width (then nothing is cleared).
-fn masked(ip: AllowedIp) -> AllowedIp {
+/// beyond the family's width (then nothing is cleared). The parent uses it
+/// to key its record of allowed-IP order the way the transport keys its
+/// table.
+pub(crate) fn masked(ip: AllowedIp) -> AllowedIp {
     let cidr = u32::from(ip.cidr);
     let addr = match ip.addr {
         IpAddr::V4(a) => {
@@ -1296,6 +1305,7 @@ pub fn format_wgd_get(info: &DeviceInfo, extra: &WgdExtra) -> String {
         ("drop_auth_failed", d.auth_failed),
         ("drop_source_not_allowed", d.source_not_allowed),
         ("drop_no_route", d.no_route),
+        ("drop_send_failed", d.send_failed),
         ("ipc_to_handshake", extra.ipc_to_handshake),
     ] {
         let _ = writeln!(s, "{k}={v}");
