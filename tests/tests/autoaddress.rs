@@ -1,6 +1,6 @@
 //! `AutoAddress = true`: each peer gets its key-derived address (fd77::/16
-//! + the first 14 bytes of SHA-224 of its public key) as an extra /128
-//! allowed IP. The expected address is computed here with Python's
+//! followed by the first 14 bytes of SHA-224 of its public key) as an
+//! extra /128 allowed IP. The expected address is computed here with Python's
 //! hashlib, independently of wgd's code.
 
 use std::net::Ipv6Addr;
