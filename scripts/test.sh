@@ -16,4 +16,4 @@ done
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace --no-fail-fast
