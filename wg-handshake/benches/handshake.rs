@@ -2,7 +2,11 @@
 //! in-process key store (MAC1, indices, Noise IKpsk2 via snow, key
 //! release), side by side with boringtun's in-process handshake.
 //!
-//! `cargo bench -p wg-handshake --bench handshake`
+//! `cargo bench -p wg-handshake --bench handshake -- --warm-up-time 1 --measurement-time 4`
+//!
+//! On the 2-core AVX2 development machine (2026-11-24): wgd 604–620 µs
+//! (median 610 µs), boringtun 520–524 µs (median 522 µs), both sides of
+//! one handshake each.
 
 use std::net::SocketAddr;
 use std::time::Instant;
