@@ -44,7 +44,7 @@ use wgd_tests::{
 /// Bound on one raw request's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// wgd drops a control client idle (or not reading) for this long
-/// (`CLIENT_IDLE` in `wgd/src/parent.rs`).
+/// (`CLIENT_IDLE` in `wgd/src/control.rs`).
 const CLIENT_IDLE: Duration = Duration::from_secs(10);
 const TEN_MB: usize = 10 << 20;
 

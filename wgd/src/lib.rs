@@ -1,8 +1,10 @@
 //! wgd, the daemon: the privileged parent and the glue that turns each
 //! role crate into a process.
 //!
-//! - [`parent`]: start-up, configuration fan-out, supervision, control
-//!   socket. The only code that runs with privileges.
+//! - [`parent`]: start-up and supervision; with `control` (configuration
+//!   fan-out, the control socket's clients), `spawn` (re-exec of a role)
+//!   and `daemon` (going to the background), the only code that runs with
+//!   privileges.
 //! - [`roles`]: the role table and a child's entry point (privilege drop,
 //!   then the role's loop from `wg-crypto`, `wg-handshake` or
 //!   `wg-transport`).
@@ -12,10 +14,22 @@
 //! - [`net`]: opening the tun device and the sockets.
 //! - [`logging`]: `LOG_LEVEL`-controlled stderr logging.
 
+/// Writes one line to stderr, ignoring failure: a closed terminal must
+/// not turn a clean error exit into a panic, as `eprintln!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod config;
+pub(crate) mod control;
+pub(crate) mod daemon;
 pub mod logging;
 pub mod net;
 pub mod parent;
 pub mod privdrop;
 pub mod roles;
+pub(crate) mod spawn;
 pub mod uapi;

@@ -27,13 +27,6 @@ use proto::channel::Channel;
 
 use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Transport,

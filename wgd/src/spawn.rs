@@ -1,0 +1,92 @@
+//! Re-executing this binary as one role (see [`crate::roles`] for the
+//! table and the child's side): the channels placed at descriptors 3..,
+//! every other descriptor closed on exec, a cleared environment, signals
+//! unblocked. Used by the parent at start-up.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::SigSet;
+
+use crate::privdrop;
+use crate::roles::FIRST_CHANNEL_FD;
+
+/// A running role and its name, for supervision.
+pub(crate) struct Spawned {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+}
+
+/// Re-executes this binary as one role, with its channels at fds 3.. and
+/// all signals unblocked.
+pub(crate) fn spawn_role(
+    name: &'static str,
+    channels: &[OwnedFd],
+    id: &privdrop::Identity,
+    root: &std::path::Path,
+) -> std::io::Result<Child> {
+    let raw: Vec<i32> = channels.iter().map(|c| c.as_raw_fd()).collect();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("--role")
+        .arg(name)
+        .arg("--uid")
+        .arg(id.uid.to_string())
+        .arg("--gid")
+        .arg(id.gid.to_string())
+        .arg("--user")
+        .arg(&id.name)
+        .arg("--root")
+        .arg(root)
+        .env_clear()
+        .stdin(Stdio::null());
+    for var in ["LOG_LEVEL", "WGD_TEST_REKEY_AFTER_SECS"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (dup, dup2, sigprocmask).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every channel out of the 3.. range first, so that
+            // placing one cannot clobber another still to be placed.
+            // The temporary copies are close-on-exec, so only the final
+            // ones at 3.. survive the exec.
+            let mut high = Vec::with_capacity(raw.len());
+            for &fd in &raw {
+                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(h);
+            }
+            for (i, &h) in high.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(h, FIRST_CHANNEL_FD + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Whatever else this process inherited from whoever started
+            // wgd (a descriptor left open on a key file, say) must not
+            // reach an unprivileged role: mark every other descriptor
+            // close-on-exec.
+            let first_free = FIRST_CHANNEL_FD as libc::c_uint + raw.len() as libc::c_uint;
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                first_free,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let empty = SigSet::empty();
+            empty
+                .thread_set_mask()
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
