@@ -65,5 +65,7 @@ echo "== ping through the tunnel"
 ip netns exec "$A" ping -c 3 -i 0.2 -W 2 10.77.0.2
 echo "== processes of wgd"
 ps -o pid,user,args --ppid "${pids[0]}" -p "${pids[0]}"
-echo "== wg show $IFA (stock wg(8) against wgd)"
+echo "== wg show $IFA (stock wg(8) against wgd: no interface key, it is write-only)"
 ip netns exec "$A" wg show "$IFA"
+echo "== wgctl show $IFA (wgd's own CLI: the public key, learnt from the crypto role)"
+ip netns exec "$A" "$PWD/target/release/wgctl" show "$IFA"

@@ -168,7 +168,8 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             exit_for(
                 spec.name,
                 &why.to_string(),
-                matches!(why, wg_crypto::process::CryptoExit::ParentGone),
+                matches!(why, wg_crypto::process::CryptoExit::ParentGone)
+                    || parent_hung_up(&channels[0]),
             )
         }
         Role::Handshake => {
@@ -180,7 +181,8 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             exit_for(
                 spec.name,
                 &why.to_string(),
-                matches!(why, wg_handshake::process::HandshakeExit::ParentGone),
+                matches!(why, wg_handshake::process::HandshakeExit::ParentGone)
+                    || parent_hung_up(&channels[0]),
             )
         }
         Role::Transport => {
@@ -196,10 +198,25 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             exit_for(
                 spec.name,
                 &why.to_string(),
-                matches!(why, wg_transport::device::TransportExit::ParentGone),
+                matches!(why, wg_transport::device::TransportExit::ParentGone)
+                    || parent_hung_up(&channels[0]),
             )
         }
     }
+}
+
+/// Whether the parent has hung up this role's channel. When the parent
+/// stops, it hangs up every role before anything else, so a role that
+/// then loses another channel (its sibling exited first) is shutting down,
+/// not failing.
+fn parent_hung_up(parent: &Channel) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(parent.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 fn exit_for(role: &str, why: &str, parent_gone: bool) -> ExitCode {
