@@ -151,9 +151,26 @@ pub struct HandshakeStatus {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// Handshake packets the handshake role dropped or answered with a
+/// cookie, by reason, since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeCounters {
+    pub malformed: u64,
+    pub bad_mac1: u64,
+    pub cookie_replies_sent: u64,
+    pub rate_limited: u64,
+    pub unknown_index: u64,
+    pub rejected: u64,
+    pub replayed_timestamp: u64,
+    pub initiation_flood: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandshakeToParent {
-    Status(Vec<HandshakeStatus>),
+    Status {
+        peers: Vec<HandshakeStatus>,
+        counters: HandshakeCounters,
+    },
     Done,
 }
 
@@ -422,11 +439,17 @@ mod tests {
         round_trip(ParentToHandshake::RemovePeer(pk(2)));
         round_trip(ParentToHandshake::RemoveAllPeers);
         round_trip(ParentToHandshake::GetStatus);
-        round_trip(HandshakeToParent::Status(vec![HandshakeStatus {
-            peer: pk(4),
-            last_handshake: Some((1_700_000_000, 5)),
-            persistent_keepalive: None,
-        }]));
+        round_trip(HandshakeToParent::Status {
+            peers: vec![HandshakeStatus {
+                peer: pk(4),
+                last_handshake: Some((1_700_000_000, 5)),
+                persistent_keepalive: None,
+            }],
+            counters: HandshakeCounters {
+                bad_mac1: 3,
+                ..Default::default()
+            },
+        });
         round_trip(HandshakeToParent::Done);
     }
 

@@ -239,3 +239,53 @@ fn bulk_transfer_costs_few_ipc_messages() {
     );
     assert!(ipc * 50 < packets, "{ipc} messages for {packets} packets");
 }
+
+#[test]
+fn malformed_packets_are_dropped_and_counted() {
+    let net = net();
+    let setup = Setup::new(Kind::Wgd, Kind::Go);
+    let (a, _b) = pair(&net, &setup);
+    assert!(
+        ping(&net.ns_a, ip(INNER_B4), 2),
+        "tunnel works\n{}",
+        a.report()
+    );
+    let wgd = a.wgd();
+    let before = wgd.wgd_get().expect("wgd_get");
+    let n = |m: &std::collections::HashMap<String, String>, k: &str| -> u64 {
+        m.get(k).and_then(|v| v.parse().ok()).expect("counter")
+    };
+    // From the other namespace, straight at wgd's UDP port: an unknown
+    // type, a short data message, a data message for no session, and
+    // initiations whose MAC1 is garbage.
+    let to = sa(OUTER_A4, PORT_A);
+    net.ns_b
+        .enter(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.send_to(&[9, 0, 0, 0, 1, 2, 3], to).expect("send");
+            s.send_to(&[4, 0, 0, 0, 1, 2], to).expect("send");
+            let mut data = vec![0u8; 64];
+            data[0] = 4;
+            data[4..8].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
+            s.send_to(&data, to).expect("send");
+            for i in 0..5u8 {
+                let mut init = vec![i; 148];
+                init[..4].copy_from_slice(&[1, 0, 0, 0]);
+                s.send_to(&init, to).expect("send");
+            }
+        })
+        .expect("enter B");
+    wait_until(Duration::from_secs(5), "drops counted", || {
+        wgd.wgd_get()
+            .map(|m| {
+                n(&m, "drop_malformed") >= n(&before, "drop_malformed") + 2
+                    && n(&m, "drop_unknown_index") > n(&before, "drop_unknown_index")
+                    && n(&m, "handshake_bad_mac1") >= n(&before, "handshake_bad_mac1") + 5
+            })
+            .unwrap_or(false)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", wgd.wgd_get()));
+    // Nothing broke.
+    assert!(ping(&net.ns_a, ip(INNER_B4), 2));
+    assert!(wgd.child().is_running());
+}

@@ -124,7 +124,20 @@ pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config)
                     HandshakeToParent::Done
                 }
                 ParentToHandshake::GetStatus => {
-                    HandshakeToParent::Status(core.status(now, SystemTime::now()))
+                    let c = core.counters();
+                    HandshakeToParent::Status {
+                        peers: core.status(now, SystemTime::now()),
+                        counters: proto::ipc::HandshakeCounters {
+                            malformed: c.malformed,
+                            bad_mac1: c.bad_mac1,
+                            cookie_replies_sent: c.cookie_replies_sent,
+                            rate_limited: c.rate_limited,
+                            unknown_index: c.unknown_index,
+                            rejected: c.rejected_by_crypto,
+                            replayed_timestamp: c.replayed_timestamp,
+                            initiation_flood: c.initiation_flood,
+                        },
+                    }
                 }
             };
             if let Err(e) = parent.send(&reply) {

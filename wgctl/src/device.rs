@@ -43,6 +43,7 @@ pub struct Device {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WgdStats {
     pub drops: DropCounters,
+    pub handshake: proto::ipc::HandshakeCounters,
     pub ipc_to_handshake: u64,
 }
 

@@ -181,6 +181,24 @@ pub fn pretty(dev: &Device, color: bool, now: u64) -> String {
         if !drops.is_empty() {
             let _ = writeln!(s, "  {b}dropped packets{r}: {}", drops.join(", "));
         }
+        let h = &stats.handshake;
+        let hs: Vec<String> = [
+            (h.malformed, "malformed"),
+            (h.bad_mac1, "bad mac1"),
+            (h.rate_limited, "rate limited"),
+            (h.unknown_index, "unknown index"),
+            (h.rejected, "rejected"),
+            (h.replayed_timestamp, "replayed timestamp"),
+            (h.initiation_flood, "initiation flood"),
+            (h.cookie_replies_sent, "answered with a cookie"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n != 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !hs.is_empty() {
+            let _ = writeln!(s, "  {b}dropped handshakes{r}: {}", hs.join(", "));
+        }
     }
     let peers = sorted_peers(dev);
     if !peers.is_empty() {
@@ -385,6 +403,9 @@ pub struct JsonInterface {
     pub fwmark: Option<u32>,
     /// Packets the data plane dropped, by reason (wgd only).
     pub drops: Option<JsonDrops>,
+    /// Handshake packets the handshake role dropped or answered with a
+    /// cookie, by reason (wgd only).
+    pub handshake_drops: Option<proto::ipc::HandshakeCounters>,
     /// Messages from the transport to the handshake role (wgd only).
     pub ipc_to_handshake: Option<u64>,
     pub peers: Vec<JsonPeer>,
@@ -444,6 +465,7 @@ pub fn json(dev: &Device) -> JsonInterface {
             no_route: s.drops.no_route,
             send_failed: s.drops.send_failed,
         }),
+        handshake_drops: dev.stats.as_ref().map(|s| s.handshake.clone()),
         ipc_to_handshake: dev.stats.as_ref().map(|s| s.ipc_to_handshake),
         peers: dev
             .peers
@@ -665,6 +687,11 @@ mod tests {
                 "drops": {
                     "malformed": 0, "unknown_index": 0, "replay": 0,
                     "auth_failed": 0, "source_not_allowed": 0, "no_route": 0, "send_failed": 0
+                },
+                "handshake_drops": {
+                    "malformed": 0, "bad_mac1": 0, "cookie_replies_sent": 0, "rate_limited": 0,
+                    "unknown_index": 0, "rejected": 0, "replayed_timestamp": 0,
+                    "initiation_flood": 0
                 },
                 "ipc_to_handshake": 0,
                 "peers": [

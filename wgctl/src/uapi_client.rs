@@ -357,7 +357,10 @@ impl DeviceParser {
             }
             "listen_port" => self.dev.listen_port = number(key, value)?,
             "fwmark" => self.dev.fwmark = number(key, value)?,
-            _ if key.starts_with("drop_") || key == "ipc_to_handshake" => {
+            _ if key.starts_with("drop_")
+                || key.starts_with("handshake_")
+                || key == "ipc_to_handshake" =>
+            {
                 self.header = false;
                 let n: u64 = number(key, value)?;
                 let stats = self.dev.stats.get_or_insert_with(WgdStats::default);
@@ -371,6 +374,14 @@ impl DeviceParser {
                     "drop_no_route" => d.no_route = n,
                     "drop_send_failed" => d.send_failed = n,
                     "ipc_to_handshake" => stats.ipc_to_handshake = n,
+                    "handshake_malformed" => stats.handshake.malformed = n,
+                    "handshake_bad_mac1" => stats.handshake.bad_mac1 = n,
+                    "handshake_cookie_replies" => stats.handshake.cookie_replies_sent = n,
+                    "handshake_rate_limited" => stats.handshake.rate_limited = n,
+                    "handshake_unknown_index" => stats.handshake.unknown_index = n,
+                    "handshake_rejected" => stats.handshake.rejected = n,
+                    "handshake_replayed_timestamp" => stats.handshake.replayed_timestamp = n,
+                    "handshake_initiation_flood" => stats.handshake.initiation_flood = n,
                     // A counter this version does not know.
                     _ => {}
                 }
@@ -668,6 +679,10 @@ mod tests {
                 no_route: 4,
                 ..Default::default()
             },
+            handshake_drops: proto::ipc::HandshakeCounters {
+                bad_mac1: 5,
+                ..Default::default()
+            },
             ipc_to_handshake: 9,
         };
         let dev = parse_reply_text(&format_wgd_get(&info, &extra), true)
@@ -678,6 +693,7 @@ mod tests {
         assert_eq!(dev.private_key_file, Some("/etc/wgd/key".into()));
         assert_eq!((dev.listen_port, dev.fwmark), (51820, 7));
         let stats = dev.stats.unwrap();
+        assert_eq!(stats.handshake.bad_mac1, 5);
         assert_eq!((stats.drops.replay, stats.drops.no_route), (3, 4));
         assert_eq!(stats.ipc_to_handshake, 9);
         assert_eq!(dev.peers.len(), 2);

@@ -404,7 +404,10 @@ impl Control {
         else {
             return Err(libc::EIO);
         };
-        let HandshakeToParent::Status(hpeers) = self.handshake(ParentToHandshake::GetStatus)?
+        let HandshakeToParent::Status {
+            peers: hpeers,
+            counters: handshake_drops,
+        } = self.handshake(ParentToHandshake::GetStatus)?
         else {
             return Err(libc::EIO);
         };
@@ -434,6 +437,7 @@ impl Control {
         let extra = WgdExtra {
             public_key: self.state.public_key,
             private_key_file: self.state.private_key_file.clone(),
+            handshake_drops,
             drops,
             ipc_to_handshake,
         };

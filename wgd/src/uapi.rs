@@ -1282,6 +1282,9 @@ pub struct WgdExtra {
     /// it can never read back.
     pub private_key_file: Option<std::path::PathBuf>,
     pub drops: proto::ipc::DropCounters,
+    /// Handshake packets dropped (or answered with a cookie) by the
+    /// handshake role.
+    pub handshake_drops: proto::ipc::HandshakeCounters,
     /// Messages the transport sent the handshake role since start.
     pub ipc_to_handshake: u64,
 }
@@ -1307,6 +1310,19 @@ pub fn format_wgd_get(info: &DeviceInfo, extra: &WgdExtra) -> String {
         ("drop_no_route", d.no_route),
         ("drop_send_failed", d.send_failed),
         ("ipc_to_handshake", extra.ipc_to_handshake),
+    ] {
+        let _ = writeln!(s, "{k}={v}");
+    }
+    let h = &extra.handshake_drops;
+    for (k, v) in [
+        ("handshake_malformed", h.malformed),
+        ("handshake_bad_mac1", h.bad_mac1),
+        ("handshake_cookie_replies", h.cookie_replies_sent),
+        ("handshake_rate_limited", h.rate_limited),
+        ("handshake_unknown_index", h.unknown_index),
+        ("handshake_rejected", h.rejected),
+        ("handshake_replayed_timestamp", h.replayed_timestamp),
+        ("handshake_initiation_flood", h.initiation_flood),
     ] {
         let _ = writeln!(s, "{k}={v}");
     }
