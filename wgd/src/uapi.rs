@@ -54,9 +54,9 @@
 //!   longer than [`MAX_REQUEST`] bytes is `EMSGSIZE` (wireguard-go has no
 //!   limit), and a line cut off by end of input is `EPROTO` (wireguard-go
 //!   would apply the fragment).
-//! - An endpoint with a named IPv6 zone (`[fe80::1%eth0]:51820`) is
-//!   refused; a numeric zone (`%2`) is accepted and printed numerically,
-//!   where wireguard-go prints the interface name.
+//! - An endpoint's IPv6 zone may be a name (`[fe80::1%eth0]:51820`, as
+//!   wg(8) sends it) or a number; it is printed as a number, where
+//!   wireguard-go prints the interface name.
 //! - `replace_peers=true` keeps (with its session) every peer that a later
 //!   section of the same request configures, applying that section as to
 //!   a new peer (unset PSK, persistent keepalive and allowed IPs take a
@@ -494,7 +494,7 @@ fn peer_line(p: &mut PeerOp, key: &str, value: &str) -> Result<(), UapiError> {
         }
         "preshared_key" => p.preshared_key = Some(secret(key, value)?),
         "endpoint" => {
-            let ep = value.parse::<SocketAddr>().map_err(|_| {
+            let ep = endpoint(value).ok_or_else(|| {
                 UapiError::invalid(format!("endpoint: invalid {}", printable(value.as_bytes())))
             })?;
             p.endpoint = Some(ep);
@@ -632,6 +632,30 @@ fn printable(b: &[u8]) -> String {
         s.push('…');
     }
     format!("\"{s}\"")
+}
+
+/// An endpoint: `a.b.c.d:port` or `[v6]:port`, the IPv6 zone by number or
+/// by interface name (wg(8) sends names; the name is looked up in the
+/// parent's network namespace, which is the interface's).
+fn endpoint(value: &str) -> Option<SocketAddr> {
+    if let Ok(ep) = value.parse::<SocketAddr>() {
+        return Some(ep);
+    }
+    let rest = value.strip_prefix('[')?;
+    let (inside, port) = rest.split_once("]:")?;
+    let (addr, zone) = inside.split_once('%')?;
+    if zone.is_empty() || zone.len() > 15 {
+        return None;
+    }
+    let addr: std::net::Ipv6Addr = addr.parse().ok()?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    let index = nix::net::if_::if_nametoindex(zone).ok()?;
+    Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+        addr, port, 0, index,
+    )))
 }
 
 #[cfg(test)]
@@ -973,11 +997,26 @@ mod tests {
             "2001:db8::1:51820",
             "[2001:db8::1]",
             "[2001:db8::1]:",
-            "[fe80::1%eth0]:1",
+            "[fe80::1%nosuchif0]:1",
+            "[fe80::1%]:1",
+            "[fe80::1%lo]:+1",
             "example.com:51820",
         ] {
             assert_eq!(peer_err(&format!("endpoint={v}")).errno, EINVAL, "{v:?}");
         }
+    }
+
+    #[test]
+    fn named_ipv6_zone_is_looked_up() {
+        let ep = endpoint("[fe80::1%lo]:51820").expect("lo exists");
+        let SocketAddr::V6(v6) = ep else {
+            panic!("not IPv6: {ep}");
+        };
+        assert_eq!(v6.port(), 51820);
+        assert_eq!(
+            v6.scope_id(),
+            nix::net::if_::if_nametoindex("lo").expect("lo index")
+        );
     }
 
     #[test]
