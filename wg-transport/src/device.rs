@@ -396,8 +396,12 @@ impl Device {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(io::Error::from(e)),
             };
-            let pkt = self.tun_buf[HEADROOM..HEADROOM + n].to_vec();
-            if let Err(e) = self.send_packet(pkt, handshake) {
+            // Borrow the buffer out of `self` for the call; a packet is
+            // copied only if it has to wait for a handshake.
+            let buf = std::mem::take(&mut self.tun_buf);
+            let r = self.send_packet(&buf[HEADROOM..HEADROOM + n], handshake);
+            self.tun_buf = buf;
+            if let Err(e) = r {
                 tracing::debug!("handshake channel failed while staging: {e}");
             }
             if self.send.len() >= crate::udp::BATCH {
@@ -408,8 +412,8 @@ impl Device {
     }
 
     /// Routes one IP packet from the tun device.
-    fn send_packet(&mut self, pkt: Vec<u8>, handshake: &Channel) -> Result<(), ChannelError> {
-        let dst = match inner_packet(&pkt) {
+    fn send_packet(&mut self, pkt: &[u8], handshake: &Channel) -> Result<(), ChannelError> {
+        let dst = match inner_packet(pkt) {
             Ok(p) => p.dst,
             Err(_) => {
                 self.stats.drops.malformed += 1;
@@ -429,13 +433,13 @@ impl Device {
             return Ok(());
         }
         if p.slots.can_send(now) && p.staged.is_empty() {
-            self.encrypt_and_queue(id, &pkt, now);
+            self.encrypt_and_queue(id, pkt, now);
             return Ok(());
         }
         if p.staged.len() >= MAX_STAGED {
             p.staged.pop_front();
         }
-        p.staged.push_back(pkt);
+        p.staged.push_back(pkt.to_vec());
         self.ask_for_handshake(id, now, handshake)
     }
 
