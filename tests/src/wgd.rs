@@ -11,9 +11,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::netns::{add_addr, Netns};
 use crate::proc::{pid_exists, Child};
-use crate::wait::wait_until;
 use crate::wg::{self, keypair, socket_path, Dump, InterfaceConfig};
-use crate::wggo::fresh_ifname;
+use crate::wggo::{fresh_ifname, wait_for_socket};
 
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,21 +77,7 @@ impl<'ns> Wgd<'ns> {
         let mut all_env = vec![("LOG_LEVEL", "debug")];
         all_env.extend_from_slice(env);
         let child = ns.spawn_env(&bin, ["-f", "-c", path.as_str(), ifname.as_str()], &all_env)?;
-        let sock = socket_path(&ifname);
-        let waited = wait_until(
-            START_TIMEOUT,
-            &format!("wgd socket {}", sock.display()),
-            || sock.exists() || !child.is_running(),
-        );
-        if let Err(e) = waited.and_then(|()| {
-            if child.is_running() {
-                Ok(())
-            } else {
-                Err(Error::other("wgd exited during start"))
-            }
-        }) {
-            return Err(Error::other(format!("{e}\n{}", child.report())));
-        }
+        wait_for_socket(&child, &ifname, "wgd", START_TIMEOUT)?;
         Ok(Wgd {
             ns,
             ifname,

@@ -47,21 +47,7 @@ impl<'ns> WgGo<'ns> {
             [ifname.as_str()],
             &[("WG_PROCESS_FOREGROUND", "1"), ("LOG_LEVEL", "verbose")],
         )?;
-        let sock = socket_path(&ifname);
-        let waited = wait_until(
-            START_TIMEOUT,
-            &format!("wireguard-go socket {}", sock.display()),
-            || sock.exists() || !child.is_running(),
-        );
-        if let Err(e) = waited.and_then(|()| {
-            if child.is_running() {
-                Ok(())
-            } else {
-                Err(Error::other("wireguard-go exited during start"))
-            }
-        }) {
-            return Err(Error::other(format!("{e}\n{}", child.report())));
-        }
+        wait_for_socket(&child, &ifname, "wireguard-go", START_TIMEOUT)?;
         let (private_key, public_key) = keypair();
         Ok(WgGo {
             ns,
@@ -175,6 +161,32 @@ impl std::fmt::Debug for WgGo<'_> {
             .field("pid", &self.pid())
             .finish()
     }
+}
+
+/// Waits until `child` (a userspace WireGuard implementation, named `what`)
+/// serves the UAPI socket of `ifname`; an error, with the child's output,
+/// if it exits first or the time runs out.
+pub fn wait_for_socket(
+    child: &Child,
+    ifname: &str,
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let sock = socket_path(ifname);
+    let waited = wait_until(
+        timeout,
+        &format!("{what} socket {}", sock.display()),
+        || sock.exists() || !child.is_running(),
+    );
+    waited
+        .and_then(|()| {
+            if child.is_running() {
+                Ok(())
+            } else {
+                Err(Error::other(format!("{what} exited during start")))
+            }
+        })
+        .map_err(|e| Error::other(format!("{e}\n{}", child.report())))
 }
 
 /// An interface name unused machine-wide (no UAPI socket of that name).
