@@ -50,6 +50,35 @@ pub const COOKIE_NONCE_LEN: usize = 24;
 /// A 16-byte cookie sealed with a 16-byte tag.
 pub const COOKIE_SEALED_LEN: usize = 32;
 
+/// The whitepaper's protocol constants (§6.1), the one definition every
+/// role uses. Tests may scale the timers through `TimerConfig` in the
+/// handshake role; these are the protocol's values.
+pub mod constants {
+    use std::time::Duration;
+
+    /// After this many messages sent under one keypair, a new handshake is
+    /// due.
+    pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+    /// A keypair never sends, and never accepts, a counter at or beyond
+    /// this: 2^64 - 2^13 - 1, which keeps the nonce away from wrapping even
+    /// with a full replay window of reordering in flight.
+    pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+    /// The initiator of a session starts a new handshake when sending on a
+    /// keypair this old.
+    pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+    /// A keypair this old is unusable for sending and receiving.
+    pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
+    /// Handshake retries stop after this long.
+    pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
+    /// How long an initiation waits for its response before a retry.
+    pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Upper bound of the random extra added to each retry.
+    pub const REKEY_TIMEOUT_JITTER: Duration = Duration::from_millis(333);
+    /// A peer that received data and sent nothing for this long sends a
+    /// keepalive.
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum WireError {
     #[error("packet too short for a message type ({0} bytes)")]

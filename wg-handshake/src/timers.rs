@@ -24,18 +24,16 @@ pub struct TimerConfig {
     pub keepalive_timeout: Duration,
 }
 
-pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
-pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
-
 impl Default for TimerConfig {
     fn default() -> Self {
+        use proto::wire::constants::*;
         TimerConfig {
-            rekey_after_time: Duration::from_secs(120),
-            reject_after_time: Duration::from_secs(180),
-            rekey_attempt_time: Duration::from_secs(90),
-            rekey_timeout: Duration::from_secs(5),
-            rekey_timeout_jitter: Duration::from_millis(333),
-            keepalive_timeout: Duration::from_secs(10),
+            rekey_after_time: REKEY_AFTER_TIME,
+            reject_after_time: REJECT_AFTER_TIME,
+            rekey_attempt_time: REKEY_ATTEMPT_TIME,
+            rekey_timeout: REKEY_TIMEOUT,
+            rekey_timeout_jitter: REKEY_TIMEOUT_JITTER,
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
         }
     }
 }

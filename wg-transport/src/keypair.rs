@@ -22,22 +22,10 @@ use std::time::{Duration, Instant};
 use crate::aead::DataKey;
 use crate::replay::ReplayWindow;
 
-/// After this many messages sent under one keypair, a new handshake is due.
-pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
-/// A keypair never sends, and never accepts, a counter at or beyond this:
-/// 2^64 - 2^13 - 1, which keeps the nonce away from wrapping even with a
-/// full replay window of reordering in flight.
-pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
-/// The initiator of a session starts a new handshake when sending on a
-/// keypair this old.
-pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
-/// A keypair this old is unusable for sending and receiving.
-pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
-/// A peer that received data and has sent nothing for this long sends a
-/// keepalive.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a handshake initiation waits for its response before a retry.
-pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+pub use proto::wire::constants::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME, REKEY_TIMEOUT,
+};
 
 /// The keys, counters and replay state of one finished handshake.
 ///
