@@ -5,7 +5,7 @@
 //! per-client loop. Used by the parent only; every method runs with the
 //! parent's lock held, one request at a time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
@@ -32,10 +32,6 @@ pub(crate) const CLIENT_IDLE: Duration = Duration::from_secs(10);
 /// API.
 type Errno = i32;
 
-struct PeerState {
-    psk: bool,
-}
-
 /// The parent's view of the configuration. Secrets are not here: they
 /// went to the crypto role and the parent's copies were zeroized.
 struct State {
@@ -44,7 +40,8 @@ struct State {
     listen_port: u16,
     configured_port: u16,
     fwmark: u32,
-    peers: BTreeMap<PublicKey, PeerState>,
+    /// The configured peers, in key order (the order `get` lists them).
+    peers: BTreeSet<PublicKey>,
     allowed: AllowedOrder,
 }
 
@@ -174,7 +171,7 @@ impl Control {
         // (say, a section with the interface's own key, which is ignored,
         // or the request failed half-way): remove it, as the replace asked.
         for key in fresh {
-            if self.state.peers.contains_key(&key) {
+            if self.state.peers.contains(&key) {
                 let removed = self.remove_peer(key);
                 if r.is_ok() {
                     removed?;
@@ -201,7 +198,7 @@ impl Control {
                         // A peer with our own public key is meaningless
                         // (wireguard-go and Linux drop it too).
                         if let Some(own) = public {
-                            if self.state.peers.contains_key(&own) {
+                            if self.state.peers.contains(&own) {
                                 self.remove_peer(own)?;
                             }
                         }
@@ -237,7 +234,7 @@ impl Control {
                         })
                         .collect();
                     let (keep, gone): (Vec<PublicKey>, Vec<PublicKey>) =
-                        self.state.peers.keys().partition(|k| again.contains(k));
+                        self.state.peers.iter().partition(|k| again.contains(k));
                     if keep.is_empty() {
                         self.crypto(ParentToCrypto::RemoveAllPeers)?;
                         self.handshake(ParentToHandshake::RemoveAllPeers)?;
@@ -301,7 +298,7 @@ impl Control {
         if Some(key) == self.state.public_key {
             return Ok(());
         }
-        let exists = self.state.peers.contains_key(&key);
+        let exists = self.state.peers.contains(&key);
         // Kept across `replace_peers`, but not configured again yet: for
         // this request it does not exist.
         let was_replaced = fresh.contains(&key);
@@ -336,7 +333,7 @@ impl Control {
                 peer: key,
                 persistent_keepalive: None,
             })?;
-            self.state.peers.insert(key, PeerState { psk: false });
+            self.state.peers.insert(key);
         }
         // The data plane first (endpoint, routes), then the handshake
         // role: turning on persistent keepalive sends a packet at once.
@@ -378,11 +375,7 @@ impl Control {
             }
         }
         if let Some(psk) = p.preshared_key {
-            let has = psk.as_ref().is_some_and(|k| !k.is_zero());
             self.crypto(ParentToCrypto::SetPeer { peer: key, psk })?;
-            if let Some(s) = self.state.peers.get_mut(&key) {
-                s.psk = has;
-            }
         }
         if let Some(interval) = p.persistent_keepalive {
             self.handshake(ParentToHandshake::SetPeer {
@@ -412,7 +405,7 @@ impl Control {
             return Err(libc::EIO);
         };
         let mut peers = Vec::new();
-        for key in self.state.peers.keys() {
+        for key in &self.state.peers {
             let t = tpeers.iter().find(|t| t.peer == *key);
             let h = hpeers.iter().find(|h| h.peer == *key);
             let mut allowed_ips = t.map(|t| t.allowed_ips.clone()).unwrap_or_default();
@@ -505,7 +498,7 @@ impl Control {
                 listen_port,
                 configured_port: listen_port,
                 fwmark,
-                peers: BTreeMap::new(),
+                peers: BTreeSet::new(),
                 allowed: AllowedOrder::default(),
             },
             broken: false,
