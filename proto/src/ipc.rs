@@ -198,7 +198,13 @@ pub enum ParentToTransport {
     ClearAllowedIps {
         peer: PublicKey,
     },
-    /// New UDP sockets follow as SCM_RIGHTS fds (IPv4 first if present).
+    /// The first message: the tun device, then the UDP sockets (IPv4
+    /// first if present), as SCM_RIGHTS fds.
+    Start {
+        v4: bool,
+        v6: bool,
+    },
+    /// Replacement UDP sockets (a new listen port), IPv4 first if present.
     NewSockets {
         v4: bool,
         v6: bool,
@@ -471,6 +477,7 @@ mod tests {
             ip: ip(),
         });
         round_trip(ParentToTransport::ClearAllowedIps { peer: pk(1) });
+        round_trip(ParentToTransport::Start { v4: true, v6: true });
         round_trip(ParentToTransport::NewSockets {
             v4: true,
             v6: false,

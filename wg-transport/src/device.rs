@@ -121,31 +121,37 @@ fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// UDP sockets received as fds, IPv4 first if present, made non-blocking.
+fn adopt_sockets(
+    mut fds: impl Iterator<Item = OwnedFd>,
+    v4: bool,
+    v6: bool,
+) -> io::Result<(Option<UdpSocket>, Option<UdpSocket>)> {
+    let mut take = |wanted: bool| -> io::Result<Option<UdpSocket>> {
+        if !wanted {
+            return Ok(None);
+        }
+        let s = UdpSocket::from(fds.next().ok_or(io::ErrorKind::NotFound)?);
+        s.set_nonblocking(true)?;
+        Ok(Some(s))
+    };
+    let s4 = take(v4)?;
+    let s6 = take(v6)?;
+    Ok((s4, s6))
+}
+
 /// Waits for the parent's first message: the tun device and UDP sockets.
 pub fn receive_device(parent: &Channel) -> Result<Device, TransportExit> {
     let (msg, fds) = parent
         .recv_with_fds::<ParentToTransport>()
         .map_err(TransportExit::Parent)?;
-    let ParentToTransport::NewSockets { v4, v6 } = msg else {
+    let ParentToTransport::Start { v4, v6 } = msg else {
         return Err(TransportExit::NoDevice);
     };
-    // Order: tun first, then IPv4 and IPv6 sockets as announced.
     let mut fds = fds.into_iter();
     let tun = fds.next().ok_or(TransportExit::NoDevice)?;
-    let udp4 = if v4 {
-        fds.next().map(UdpSocket::from)
-    } else {
-        None
-    };
-    let udp6 = if v6 {
-        fds.next().map(UdpSocket::from)
-    } else {
-        None
-    };
     set_nonblocking(&tun).map_err(TransportExit::Tun)?;
-    for s in [&udp4, &udp6].into_iter().flatten() {
-        s.set_nonblocking(true).map_err(TransportExit::Tun)?;
-    }
+    let (udp4, udp6) = adopt_sockets(fds, v4, v6).map_err(TransportExit::Tun)?;
     parent
         .send(&TransportToParent::Done)
         .map_err(TransportExit::Parent)?;
@@ -334,23 +340,17 @@ impl Device {
                 }
             }
             ParentToTransport::NewSockets { v4, v6 } => {
-                let mut it = fds.into_iter();
-                let s4 = if v4 {
-                    it.next().map(UdpSocket::from)
-                } else {
-                    None
-                };
-                let s6 = if v6 {
-                    it.next().map(UdpSocket::from)
-                } else {
-                    None
-                };
-                for s in [&s4, &s6].into_iter().flatten() {
-                    let _ = s.set_nonblocking(true);
+                match adopt_sockets(fds.into_iter(), v4, v6) {
+                    Ok((s4, s6)) => {
+                        self.udp4 = s4;
+                        self.udp6 = s6;
+                    }
+                    // Keep serving on the old sockets.
+                    Err(e) => tracing::error!("new sockets unusable: {e}"),
                 }
-                self.udp4 = s4;
-                self.udp6 = s6;
             }
+            // Only valid as the first message, which `receive_device` took.
+            ParentToTransport::Start { .. } => tracing::error!("parent sent Start twice"),
             ParentToTransport::GetStatus => return self.status(),
         }
         TransportToParent::Done

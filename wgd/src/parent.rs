@@ -189,7 +189,7 @@ fn start(
     {
         let mut fds: Vec<BorrowedFd<'_>> = vec![tun.as_fd()];
         fds.extend([&udp.v4, &udp.v6].into_iter().flatten().map(|s| s.as_fd()));
-        let msg = ParentToTransport::NewSockets {
+        let msg = ParentToTransport::Start {
             v4: udp.v4.is_some(),
             v6: udp.v6.is_some(),
         };
