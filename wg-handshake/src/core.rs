@@ -86,21 +86,11 @@ impl Default for Config {
     }
 }
 
-/// Packets dropped, by reason. None of these is an error of ours; all are
-/// counted so an operator can see an attack or a misconfiguration.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counters {
-    pub malformed: u64,
-    pub bad_mac1: u64,
-    pub cookie_replies_sent: u64,
-    pub rate_limited: u64,
-    pub unknown_index: u64,
-    pub rejected_by_crypto: u64,
-    pub replayed_timestamp: u64,
-    pub initiation_flood: u64,
-    pub cookies_accepted: u64,
-    pub handshakes_completed: u64,
-}
+/// Packets dropped (or answered with a cookie), by reason: the counters
+/// the parent reports, so the core keeps them in their IPC form. None of
+/// these is an error of ours; all are counted so an operator can see an
+/// attack or a misconfiguration.
+pub type Counters = proto::ipc::HandshakeCounters;
 
 /// What [`Core::handle_packet`] made of one packet (also visible through
 /// the actions and counters; this is for logging and tests).
@@ -575,7 +565,7 @@ impl Core {
                 DropReason::BadMac1 => c.bad_mac1 += 1,
                 DropReason::RateLimited => c.rate_limited += 1,
                 DropReason::UnknownIndex => c.unknown_index += 1,
-                DropReason::Rejected(_) | DropReason::BadCookie => c.rejected_by_crypto += 1,
+                DropReason::Rejected(_) | DropReason::BadCookie => c.rejected += 1,
                 DropReason::ReplayedTimestamp => c.replayed_timestamp += 1,
                 DropReason::InitiationFlood => c.initiation_flood += 1,
             }
@@ -655,7 +645,6 @@ impl Core {
             return PacketOutcome::Dropped(DropReason::UnknownIndex);
         };
         if p.cookies.consume_reply(now, &reply) {
-            self.counters.cookies_accepted += 1;
             tracing::debug!(peer = %entry.peer, "received cookie");
             PacketOutcome::CookieAccepted
         } else {
@@ -832,7 +821,6 @@ impl Core {
         initiator: bool,
         out: &mut Out,
     ) {
-        self.counters.handshakes_completed += 1;
         if let Some(p) = self.peers.get_mut(peer) {
             p.keypairs.push_back(local_index);
             while p.keypairs.len() > KEYPAIRS_PER_PEER {

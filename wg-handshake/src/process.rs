@@ -123,22 +123,10 @@ pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config)
                     core.remove_all_peers(&mut crypto);
                     HandshakeToParent::Done
                 }
-                ParentToHandshake::GetStatus => {
-                    let c = core.counters();
-                    HandshakeToParent::Status {
-                        peers: core.status(now, SystemTime::now()),
-                        counters: proto::ipc::HandshakeCounters {
-                            malformed: c.malformed,
-                            bad_mac1: c.bad_mac1,
-                            cookie_replies_sent: c.cookie_replies_sent,
-                            rate_limited: c.rate_limited,
-                            unknown_index: c.unknown_index,
-                            rejected: c.rejected_by_crypto,
-                            replayed_timestamp: c.replayed_timestamp,
-                            initiation_flood: c.initiation_flood,
-                        },
-                    }
-                }
+                ParentToHandshake::GetStatus => HandshakeToParent::Status {
+                    peers: core.status(now, SystemTime::now()),
+                    counters: core.counters().clone(),
+                },
             };
             if let Err(e) = parent.send(&reply) {
                 return HandshakeExit::Parent(e);
