@@ -37,7 +37,7 @@ use proto::wire::{self, MessageType};
 
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
-use crate::keypair::{Keypair, KeypairSlots, REKEY_AFTER_MESSAGES};
+use crate::keypair::{Keypair, KeypairSlots};
 use crate::udp::{RecvBatch, SendBatch, Unsent};
 
 /// How often coalesced activity goes to the handshake role.
@@ -548,10 +548,7 @@ impl Device {
             if p.activity != 0 {
                 reports.push((p.key, std::mem::take(&mut p.activity)));
             }
-            if p.slots
-                .current()
-                .is_some_and(|k| k.send_counter() >= REKEY_AFTER_MESSAGES)
-            {
+            if p.slots.needs_rekey_by_count() {
                 rekeys.push(p.key);
             }
             for i in p.slots.drop_expired(now) {

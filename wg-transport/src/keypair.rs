@@ -261,26 +261,15 @@ impl KeypairSlots {
         self.current.as_ref().is_some_and(|k| !k.is_expired(now))
     }
 
-    /// Send-side rekey hint: a new handshake is due because the current
-    /// keypair has sent [`REKEY_AFTER_MESSAGES`], or because we initiated
-    /// it and it is [`REKEY_AFTER_TIME`] old. Only the initiator rekeys on
-    /// time, so that both ends do not start handshakes at once; the message
-    /// count applies to both roles, as in Linux and wireguard-go, since
-    /// either end can be the one sending.
-    pub fn needs_rekey_on_send(&self, now: Instant) -> bool {
-        self.current.as_ref().is_some_and(|k| {
-            k.send_counter >= REKEY_AFTER_MESSAGES
-                || (k.initiator && k.age(now) >= REKEY_AFTER_TIME)
-        })
-    }
-
-    /// Receive-side rekey hint: we initiated the current keypair and it is
-    /// so old that, if nothing is sent, it would expire before a handshake
-    /// started on the next send could finish.
-    pub fn needs_rekey_on_receive(&self, now: Instant) -> bool {
-        self.current.as_ref().is_some_and(|k| {
-            k.initiator && k.age(now) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
-        })
+    /// A new handshake is due because the current keypair has sent
+    /// [`REKEY_AFTER_MESSAGES`]; for either role, as in Linux and
+    /// wireguard-go. Only the transport sees the counter, so only this rule
+    /// lives here; the rekeys by age are the handshake role's timers
+    /// (`wg-handshake/src/core.rs`), which know when each session began.
+    pub fn needs_rekey_by_count(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|k| k.send_counter >= REKEY_AFTER_MESSAGES)
     }
 }
 
@@ -416,29 +405,31 @@ mod tests {
     }
 
     #[test]
-    fn rekey_hints() {
+    fn rekey_by_count_for_both_roles() {
         let t = Instant::now();
         let mut s = KeypairSlots::new();
-        assert!(!s.needs_rekey_on_send(t));
-        assert!(!s.needs_rekey_on_receive(t));
+        assert!(!s.needs_rekey_by_count());
         s.install(kp(1, true, t));
-        assert!(!s.needs_rekey_on_send(t + REKEY_AFTER_TIME - Duration::from_millis(1)));
-        assert!(s.needs_rekey_on_send(t + REKEY_AFTER_TIME));
-        let rx_age = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
-        assert_eq!(rx_age.as_secs(), 165);
-        assert!(!s.needs_rekey_on_receive(t + rx_age - Duration::from_millis(1)));
-        assert!(s.needs_rekey_on_receive(t + rx_age));
+        assert!(!s.needs_rekey_by_count());
+        if let Some(k) = s.get_mut(Slot::Current) {
+            k.send_counter = REKEY_AFTER_MESSAGES - 1;
+        }
+        assert!(!s.needs_rekey_by_count());
+        if let Some(k) = s.get_mut(Slot::Current) {
+            k.send_counter = REKEY_AFTER_MESSAGES;
+        }
+        assert!(s.needs_rekey_by_count());
 
-        // The responder never rekeys on time, only on the message count.
+        // The responder rekeys on the message count too (never on time:
+        // that is the handshake role's rule, tested in its timers).
         let mut r = KeypairSlots::new();
         r.install(kp(2, false, t));
         r.confirm_next();
-        assert!(!r.needs_rekey_on_send(t + Duration::from_secs(170)));
-        assert!(!r.needs_rekey_on_receive(t + Duration::from_secs(170)));
+        assert!(!r.needs_rekey_by_count());
         if let Some(k) = r.get_mut(Slot::Current) {
             k.send_counter = REKEY_AFTER_MESSAGES;
         }
-        assert!(r.needs_rekey_on_send(t));
+        assert!(r.needs_rekey_by_count());
     }
 
     #[test]
