@@ -30,6 +30,35 @@ pub struct AllowedIp {
     pub cidr: u8,
 }
 
+/// The local side of a peer's endpoint: the address a peer's packet
+/// arrived at and the interface it came in on (`IP_PKTINFO` /
+/// `IPV6_PKTINFO`). Replies to the peer go out from this address, as
+/// Linux's per-peer source cache and wireguard-go's sticky sockets do, so
+/// a multihomed host answers from the address the peer used (a NAT or a
+/// stateful firewall in between drops anything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceAddr {
+    pub ip: IpAddr,
+    /// The interface the packet came in on; used on send only for an
+    /// IPv6 link-local source, whose address means nothing without it.
+    pub ifindex: u32,
+}
+
+/// Where a peer is: its address, and the local address to reply from
+/// (`None`: let routing choose, as for a configured endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub src: Option<SourceAddr>,
+}
+
+impl Endpoint {
+    /// An endpoint with no remembered source (configured by the user).
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint { addr, src: None }
+    }
+}
+
 /// Why the crypto role refused a request. Deliberately coarse: the
 /// handshake role needs to know only that a handshake failed, not which
 /// step of the Noise computation did.
