@@ -300,10 +300,11 @@ impl Activity {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransportToHandshake {
-    /// A type 1, 2 or 3 datagram, untouched, with its source.
+    /// A type 1, 2 or 3 datagram, untouched, with where it came from
+    /// and the local address it arrived at.
     HandshakePacket {
         bytes: Vec<u8>,
-        from: SocketAddr,
+        from: Endpoint,
     },
     Activity {
         peer: PublicKey,
@@ -321,8 +322,9 @@ pub enum TransportToHandshake {
 pub enum Destination {
     /// To the peer's current endpoint, which the transport owns.
     Peer(PublicKey),
-    /// To this address (a response or cookie reply to a packet's source).
-    Addr(SocketAddr),
+    /// To this address, from the local address the packet we answer
+    /// arrived at (a cookie reply, which belongs to no peer).
+    Addr(Endpoint),
 }
 
 /// The handshake role's orders to the data plane. The sans-IO handshake
@@ -340,10 +342,20 @@ pub enum HandshakeToTransport {
         keys: SessionKeys,
         initiator: bool,
     },
-    /// The peer's latest authenticated handshake came from here.
-    SetEndpoint {
+    /// An authenticated handshake message of `len` bytes from the peer
+    /// arrived from `from`: the endpoint follows it, and its bytes count
+    /// in the peer's received total (as Linux and wireguard-go count
+    /// every datagram of a peer, not only data).
+    HandshakeReceived {
         peer: PublicKey,
-        endpoint: SocketAddr,
+        from: Endpoint,
+        len: u32,
+    },
+    /// Forget the local address replies to the peer go out from: a
+    /// handshake went unanswered, and a stale source may be why (Linux
+    /// and wireguard-go clear it on every retransmission).
+    ClearEndpointSource {
+        peer: PublicKey,
     },
     /// Send an empty data packet on the current session.
     SendKeepalive {
@@ -389,6 +401,16 @@ mod tests {
 
     fn sa() -> SocketAddr {
         "[fd00::1]:51820".parse().expect("literal")
+    }
+
+    fn ep() -> Endpoint {
+        Endpoint {
+            addr: sa(),
+            src: Some(SourceAddr {
+                ip: "fe80::1".parse().expect("literal"),
+                ifindex: 3,
+            }),
+        }
     }
 
     fn ip() -> AllowedIp {
@@ -533,7 +555,11 @@ mod tests {
     fn transport_handshake_round_trip() {
         round_trip(TransportToHandshake::HandshakePacket {
             bytes: vec![1, 0, 0, 0, 5],
-            from: "192.0.2.1:4500".parse().expect("literal"),
+            from: Endpoint::new("192.0.2.1:4500".parse().expect("literal")),
+        });
+        round_trip(TransportToHandshake::HandshakePacket {
+            bytes: vec![1, 0, 0, 0, 5],
+            from: ep(),
         });
         round_trip(TransportToHandshake::Activity {
             peer: pk(1),
@@ -545,7 +571,7 @@ mod tests {
             bytes: vec![2; 92],
         });
         round_trip(HandshakeToTransport::Send {
-            to: Destination::Addr(sa()),
+            to: Destination::Addr(ep()),
             bytes: vec![3; 64],
         });
         round_trip(HandshakeToTransport::InstallKeypair {
@@ -555,10 +581,12 @@ mod tests {
             keys: keys(),
             initiator: true,
         });
-        round_trip(HandshakeToTransport::SetEndpoint {
+        round_trip(HandshakeToTransport::HandshakeReceived {
             peer: pk(1),
-            endpoint: sa(),
+            from: ep(),
+            len: 148,
         });
+        round_trip(HandshakeToTransport::ClearEndpointSource { peer: pk(1) });
         round_trip(HandshakeToTransport::SendKeepalive { peer: pk(1) });
         round_trip(HandshakeToTransport::ExpireKeypairs { peer: pk(1) });
         round_trip(HandshakeToTransport::DropStaged { peer: pk(1) });

@@ -8,7 +8,7 @@
 //! (median 610 µs), boringtun 520–524 µs (median 522 µs), both sides of
 //! one handshake each.
 
-use std::net::SocketAddr;
+use proto::ipc::Endpoint;
 use std::time::Instant;
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -56,8 +56,8 @@ fn bench(c: &mut Criterion) {
     b.store.set_peer(pa, None);
     a.core.set_peer(t0, pb, None, &mut a.out);
     b.core.set_peer(t0, pa, None, &mut b.out);
-    let from_a: SocketAddr = "192.0.2.1:1".parse().expect("literal");
-    let from_b: SocketAddr = "192.0.2.2:1".parse().expect("literal");
+    let from_a = Endpoint::new("192.0.2.1:1".parse().expect("literal"));
+    let from_b = Endpoint::new("192.0.2.2:1".parse().expect("literal"));
     let mut step = 0u64;
     c.bench_function("wgd handshake (both sides)", |bench| {
         bench.iter(|| {

@@ -21,12 +21,11 @@
 //! | configuration | [`Core::set_interface`], [`Core::set_peer`], [`Core::remove_peer`] |
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use proto::ipc::{
-    Activity, CryptoError, CryptoToHandshake, Destination, HandshakeStatus, HandshakeToCrypto,
-    HandshakeToTransport,
+    Activity, CryptoError, CryptoToHandshake, Destination, Endpoint, HandshakeStatus,
+    HandshakeToCrypto, HandshakeToTransport,
 };
 use proto::keys::{HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SessionKeys, Tai64N};
 use proto::wire::{
@@ -233,6 +232,16 @@ impl Core {
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         for k in keys {
             self.expire_peer(&k, out);
+            // The crypto role dropped its half-done handshakes with the
+            // old key. Forget ours too, and let the next packet start a
+            // handshake at once rather than after REKEY_TIMEOUT (Linux and
+            // wireguard-go reset the last-sent time here).
+            if let Some(p) = self.peers.get_mut(&k) {
+                if let Some(pending) = p.pending.take() {
+                    self.indices.free(pending.local_index);
+                }
+                p.last_initiation_sent = None;
+            }
         }
     }
 
@@ -349,6 +358,10 @@ impl Core {
                 } else {
                     p.handshake_attempts += 1;
                     tracing::debug!(peer = %key, attempt = p.handshake_attempts, "retrying handshake");
+                    // The source address we reply from may be why no
+                    // answer came (it left the host, or the route moved):
+                    // let routing choose again, as Linux does.
+                    out.push(HandshakeToTransport::ClearEndpointSource { peer: *key });
                     self.send_initiation(now, key, true, crypto, out);
                 }
             }
@@ -553,7 +566,7 @@ impl Core {
         &mut self,
         now: Instant,
         bytes: &[u8],
-        from: SocketAddr,
+        from: Endpoint,
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
@@ -569,7 +582,7 @@ impl Core {
                 DropReason::ReplayedTimestamp => c.replayed_timestamp += 1,
                 DropReason::InitiationFlood => c.initiation_flood += 1,
             }
-            tracing::debug!(%from, ?reason, "dropped handshake packet");
+            tracing::debug!(from = %from.addr, ?reason, "dropped handshake packet");
         }
         outcome
     }
@@ -578,7 +591,7 @@ impl Core {
         &mut self,
         now: Instant,
         bytes: &[u8],
-        from: SocketAddr,
+        from: Endpoint,
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
@@ -596,7 +609,7 @@ impl Core {
         let Some(checker) = self.checker.as_mut() else {
             return PacketOutcome::Dropped(DropReason::NoInterfaceKey);
         };
-        match checker.check(now, bytes, mac1_at, &from, under_load) {
+        match checker.check(now, bytes, mac1_at, &from.addr, under_load) {
             MacCheck::BadMac1 => return PacketOutcome::Dropped(DropReason::BadMac1),
             MacCheck::NeedCookie => {
                 let (sender, mac1) = match kind {
@@ -609,7 +622,7 @@ impl Core {
                         Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
                     },
                 };
-                let reply = checker.make_reply(now, sender, &mac1, &from);
+                let reply = checker.make_reply(now, sender, &mac1, &from.addr);
                 self.counters.cookie_replies_sent += 1;
                 out.push(HandshakeToTransport::Send {
                     to: Destination::Addr(from),
@@ -619,7 +632,7 @@ impl Core {
             }
             MacCheck::Ok => {}
         }
-        if under_load && !self.limiter.allow(now, from.ip()) {
+        if under_load && !self.limiter.allow(now, from.addr.ip()) {
             return PacketOutcome::Dropped(DropReason::RateLimited);
         }
         match kind {
@@ -656,7 +669,7 @@ impl Core {
         &mut self,
         now: Instant,
         msg: Initiation,
-        from: SocketAddr,
+        from: Endpoint,
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
@@ -724,12 +737,16 @@ impl Core {
             return PacketOutcome::Dropped(DropReason::UnknownIndex);
         };
         p.cookies.stamp(now, &mut bytes, RESPONSE_MAC1_OFFSET);
-        out.push(HandshakeToTransport::SetEndpoint {
+        // The endpoint first, then the response to the peer: like Linux,
+        // the response goes where the initiation came from, from the
+        // address it came to, and counts in the peer's transfer.
+        out.push(HandshakeToTransport::HandshakeReceived {
             peer,
-            endpoint: from,
+            from,
+            len: wire::INITIATION_LEN as u32,
         });
         out.push(HandshakeToTransport::Send {
-            to: Destination::Addr(from),
+            to: Destination::Peer(peer),
             bytes: bytes.to_vec(),
         });
         self.install(now, &peer, local_index, msg.sender, keys, false, out);
@@ -748,7 +765,7 @@ impl Core {
         &mut self,
         now: Instant,
         msg: Response,
-        from: SocketAddr,
+        from: Endpoint,
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
@@ -798,9 +815,10 @@ impl Core {
                 what: IndexUse::Keypair,
             },
         );
-        out.push(HandshakeToTransport::SetEndpoint {
+        out.push(HandshakeToTransport::HandshakeReceived {
             peer,
-            endpoint: from,
+            from,
+            len: wire::RESPONSE_LEN as u32,
         });
         self.install(now, &peer, msg.receiver, msg.sender, keys, true, out);
         // Confirm the session to the responder at once (the transport

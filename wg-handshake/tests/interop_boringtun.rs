@@ -227,9 +227,10 @@ fn our_initiator_with_boringtun_responder(psk: Option<[u8; 32]>) {
     let actions = us.drain();
     let mut slots = KeypairSlots::new();
     assert!(install(&mut slots, &actions, t0));
-    assert!(actions.contains(&HandshakeToTransport::SetEndpoint {
+    assert!(actions.contains(&HandshakeToTransport::HandshakeReceived {
         peer: bt.public,
-        endpoint: bt_addr()
+        from: proto::ipc::Endpoint::new(bt_addr()),
+        len: 92,
     }));
     // Our confirming keepalive is what boringtun waits for.
     let mut ka = vec![0u8; 64];

@@ -364,3 +364,87 @@ fn garbage_is_dropped_and_counted() {
     assert_eq!((c.bad_mac1, c.malformed, c.unknown_index), (1, 1, 1));
     assert!(b.drain().is_empty());
 }
+
+#[test]
+fn handshake_messages_are_accounted_to_the_peer_where_linux_counts_them() {
+    // Linux counts every datagram of a peer: the responder's answer is
+    // sent to the peer (not to a bare address) after its endpoint is set
+    // from the initiation, and each side's received handshake message is
+    // reported with its size for the peer's rx counter.
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0, cfg());
+    let (a_actions, b_actions) = handshake(t0, &mut a, &mut b);
+    let received = |actions: &[HandshakeToTransport], peer| {
+        actions.iter().position(|x| {
+            matches!(x, HandshakeToTransport::HandshakeReceived { peer: p, len, .. }
+                if *p == peer && *len as usize == proto::wire::INITIATION_LEN)
+        })
+    };
+    let got_init = received(&b_actions, a.public).expect("b reports a's initiation");
+    let response_at = b_actions
+        .iter()
+        .position(|x| {
+            matches!(x, HandshakeToTransport::Send { to: proto::ipc::Destination::Peer(p), bytes }
+                if *p == a.public && bytes.len() == proto::wire::RESPONSE_LEN)
+        })
+        .expect("b sends its response to the peer a");
+    assert!(
+        got_init < response_at,
+        "the endpoint is set before the reply"
+    );
+    assert!(a_actions.iter().any(|x| matches!(x,
+        HandshakeToTransport::HandshakeReceived { peer, len, from }
+            if *peer == b.public && *len as usize == proto::wire::RESPONSE_LEN && from.addr == b.addr)));
+}
+
+#[test]
+fn a_retransmission_clears_the_cached_source_address() {
+    let t0 = Instant::now();
+    let (mut a, b) = pair(t0, cfg());
+    a.need_handshake(t0, &b.public);
+    let first = a.drain();
+    assert_eq!(initiations(&first), 1);
+    assert!(!first
+        .iter()
+        .any(|x| matches!(x, HandshakeToTransport::ClearEndpointSource { .. })));
+    // No answer: the retry (5 s + jitter) first forgets the source.
+    a.on_timers(t0 + secs(5.4));
+    let retry = a.drain();
+    assert_eq!(initiations(&retry), 1, "retried: {retry:?}");
+    let clear = retry
+        .iter()
+        .position(|x| matches!(x, HandshakeToTransport::ClearEndpointSource { peer } if *peer == b.public))
+        .expect("source cleared on retransmission");
+    let init = retry
+        .iter()
+        .position(|x| matches!(x, HandshakeToTransport::Send { .. }))
+        .expect("initiation");
+    assert!(clear < init);
+}
+
+#[test]
+fn a_new_private_key_allows_an_immediate_handshake() {
+    // Linux and wireguard-go expire the sessions on a key change and
+    // reset the last-sent time, so the next packet starts a handshake at
+    // once instead of waiting out REKEY_TIMEOUT.
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0, cfg());
+    handshake(t0, &mut a, &mut b);
+    let new_key = wg_crypto::generate_private_key();
+    let new_public = wg_crypto::public_key(&new_key);
+    a.store.set_private_key(Some(new_key));
+    let mut out = Vec::new();
+    a.core.set_interface(Some(new_public), &mut out);
+    assert_eq!(expiries(&out), 1, "the session with b expired: {out:?}");
+    a.need_handshake(t0 + secs(1.0), &b.public);
+    assert_eq!(
+        initiations(&a.drain()),
+        1,
+        "handshake 1 s after the last one, because the key changed"
+    );
+    // Without a key change the one-per-REKEY_TIMEOUT rule holds.
+    let (mut c, mut d) = pair(t0, cfg());
+    handshake(t0, &mut c, &mut d);
+    c.need_handshake(t0 + secs(1.0), &d.public);
+    assert_eq!(initiations(&c.drain()), 0);
+}

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    Activity, Destination, DropCounters, HandshakeToTransport, ParentToTransport, TransportStatus,
-    TransportToHandshake, TransportToParent,
+    Activity, Destination, DropCounters, Endpoint, HandshakeToTransport, ParentToTransport,
+    TransportStatus, TransportToHandshake, TransportToParent,
 };
 use proto::keys::PublicKey;
 use proto::wire::{self, MessageType};
@@ -38,7 +38,7 @@ use proto::wire::{self, MessageType};
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
 use crate::keypair::{Keypair, KeypairSlots};
-use crate::udp::{RecvBatch, SendBatch, Unsent};
+use crate::udp::{RecvBatch, SendBatch, SendReport};
 
 /// How often coalesced activity goes to the handshake role.
 pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
@@ -60,7 +60,8 @@ const NO_PEER: PeerId = u32::MAX;
 
 struct Peer {
     key: PublicKey,
-    endpoint: Option<SocketAddr>,
+    /// Where the peer is, and the local address to answer it from.
+    endpoint: Option<Endpoint>,
     slots: KeypairSlots,
     staged: VecDeque<Vec<u8>>,
     rx_bytes: u64,
@@ -108,7 +109,7 @@ pub struct Device {
     recv4: RecvBatch,
     recv6: RecvBatch,
     send: SendBatch,
-    unsent: Vec<Unsent>,
+    report: SendReport,
     tun_buf: Vec<u8>,
     last_activity_flush: Instant,
 }
@@ -172,7 +173,7 @@ impl Device {
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
             send: SendBatch::default(),
-            unsent: Vec::new(),
+            report: SendReport::default(),
             tun_buf: vec![0u8; HEADROOM + 65_536 + TAILROOM],
             last_activity_flush: Instant::now(),
         }
@@ -318,8 +319,10 @@ impl Device {
                 }
             }
             ParentToTransport::SetEndpoint { peer, endpoint } => {
+                // A configured endpoint has no remembered source, even if
+                // it is the address we already had (as in Linux).
                 if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
-                    p.endpoint = Some(endpoint);
+                    p.endpoint = Some(Endpoint::new(endpoint));
                 }
             }
             ParentToTransport::AddAllowedIp { peer, ip } => {
@@ -364,7 +367,7 @@ impl Device {
             .filter_map(|(id, p)| p.as_ref().map(|p| (id as PeerId, p)))
             .map(|(id, p)| TransportStatus {
                 peer: p.key,
-                endpoint: p.endpoint,
+                endpoint: p.endpoint.map(|e| e.addr),
                 allowed_ips: self
                     .allowed
                     .entries_for_peer(id)
@@ -497,7 +500,7 @@ impl Device {
                 if !plaintext.is_empty() {
                     p.activity |= Activity::DATA_SENT;
                 }
-                self.send.push(buf, to, id);
+                self.send.push(buf, to.addr, to.src, id);
             }
             Err(e) => {
                 tracing::debug!(peer = %p.key, "cannot send: {e}");
@@ -524,18 +527,26 @@ impl Device {
         if self.send.is_empty() {
             return;
         }
-        let mut unsent = std::mem::take(&mut self.unsent);
+        let mut report = std::mem::take(&mut self.report);
         self.send
-            .flush(self.udp4.as_ref(), self.udp6.as_ref(), &mut unsent);
+            .flush(self.udp4.as_ref(), self.udp6.as_ref(), &mut report);
         // Bytes count as sent only once the kernel took them, as in
         // wireguard-go.
-        for u in unsent.drain(..) {
+        for u in report.unsent.drain(..) {
             self.stats.drops.send_failed += 1;
             if let Some(p) = self.peer_mut(u.tag) {
                 p.tx_bytes = p.tx_bytes.saturating_sub(u.len as u64);
             }
         }
-        self.unsent = unsent;
+        // The kernel refused a remembered source address (it is no longer
+        // ours); the datagram went from the routed one, and so will the
+        // next ones.
+        for tag in report.stale_src.drain(..) {
+            if let Some(e) = self.peer_mut(tag).and_then(|p| p.endpoint.as_mut()) {
+                e.src = None;
+            }
+        }
+        self.report = report;
     }
 
     fn flush_activity(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
@@ -595,9 +606,13 @@ impl Device {
         };
         for i in 0..n {
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
-            let (len, from) = batch.got[i];
+            let got = batch.got[i];
+            let from = Endpoint {
+                addr: got.from,
+                src: got.local,
+            };
             let mut dgram = std::mem::take(&mut batch.bufs[i]);
-            let r = self.receive_datagram(&mut dgram[..len], from, handshake);
+            let r = self.receive_datagram(&mut dgram[..got.len], from, handshake);
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
             batch.bufs[i] = dgram;
             r?;
@@ -608,7 +623,7 @@ impl Device {
     fn receive_datagram(
         &mut self,
         dgram: &mut [u8],
-        from: SocketAddr,
+        from: Endpoint,
         handshake: &Channel,
     ) -> Result<(), ChannelError> {
         match wire::classify(dgram) {
@@ -630,7 +645,7 @@ impl Device {
         }
     }
 
-    fn receive_data(&mut self, dgram: &mut [u8], from: SocketAddr) {
+    fn receive_data(&mut self, dgram: &mut [u8], from: Endpoint) {
         let Ok(header) = wire::DataHeader::parse(dgram) else {
             self.stats.drops.malformed += 1;
             return;
@@ -656,18 +671,25 @@ impl Device {
                 return;
             }
         };
-        // Roaming: the endpoint follows the latest authenticated packet.
+        // Roaming: the endpoint, and the local address it used, follow
+        // the latest authenticated packet.
         p.endpoint = Some(from);
-        p.rx_bytes += dgram.len() as u64;
         p.activity |= Activity::AUTH_RECEIVED;
         let confirmed = d.confirmed_next;
         if let Some(i) = d.released_index {
             self.by_index.remove(&i);
         }
+        // Like Linux, the whole datagram counts in rx if it is a
+        // keepalive or an inner packet the peer may send; one dropped for
+        // its inner source or shape does not count.
+        let wire_len = dgram.len() as u64;
         let plain = &dgram[d.plaintext.clone()];
-        if !plain.is_empty() {
+        if plain.is_empty() {
+            p.rx_bytes += wire_len;
+        } else {
             match inner_packet(plain) {
                 Ok(inner) if self.allowed.lookup(inner.src) == Some(id) => {
+                    p.rx_bytes += wire_len;
                     p.activity |= Activity::DATA_RECEIVED;
                     let pkt = &plain[..inner.len];
                     if let Err(e) = nix::unistd::write(&self.tun, pkt) {
@@ -706,7 +728,7 @@ impl Device {
         match msg {
             HandshakeToTransport::Send { to, bytes } => {
                 let dest = match to {
-                    Destination::Addr(a) => Some(a),
+                    Destination::Addr(e) => Some(e),
                     Destination::Peer(k) => self
                         .peer_id(&k)
                         .and_then(|id| self.peer_mut(id))
@@ -719,11 +741,11 @@ impl Device {
                     Destination::Addr(_) => NO_PEER,
                 };
                 match dest {
-                    Some(a) => {
+                    Some(e) => {
                         if let Some(p) = self.peer_mut(tag) {
                             p.tx_bytes += bytes.len() as u64;
                         }
-                        self.send.push(bytes, a, tag);
+                        self.send.push(bytes, e.addr, e.src, tag);
                     }
                     None => self.stats.drops.no_route += 1,
                 }
@@ -755,9 +777,24 @@ impl Device {
                     self.flush_staged(id, now);
                 }
             }
-            HandshakeToTransport::SetEndpoint { peer, endpoint } => {
+            HandshakeToTransport::HandshakeReceived { peer, from, len } => {
                 if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
-                    p.endpoint = Some(endpoint);
+                    p.endpoint = Some(from);
+                    // Only a handshake message's size is believed: the
+                    // handshake role cannot inflate a peer's counters.
+                    let len = len as usize;
+                    if len == wire::INITIATION_LEN || len == wire::RESPONSE_LEN {
+                        p.rx_bytes += len as u64;
+                    }
+                }
+            }
+            HandshakeToTransport::ClearEndpointSource { peer } => {
+                if let Some(e) = self
+                    .peer_id(&peer)
+                    .and_then(|id| self.peer_mut(id))
+                    .and_then(|p| p.endpoint.as_mut())
+                {
+                    e.src = None;
                 }
             }
             HandshakeToTransport::SendKeepalive { peer } => {

@@ -7,6 +7,8 @@
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+
+use proto::ipc::SourceAddr;
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
@@ -40,13 +42,32 @@ fn from_std(a: &SocketAddr) -> SockaddrStorage {
     SockaddrStorage::from(*a)
 }
 
+/// One received datagram: `len` bytes from `from`, which arrived at the
+/// local address `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    pub local: Option<SourceAddr>,
+}
+
+/// What a flush could not do as asked.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    /// Datagrams the kernel did not take.
+    pub unsent: Vec<Unsent>,
+    /// Tags of datagrams whose source address the kernel refused; each
+    /// was sent again without one.
+    pub stale_src: Vec<u32>,
+}
+
 /// Receive side: preallocated buffers and headers, reused for every call.
 pub struct RecvBatch {
     headers: MultiHeaders<SockaddrStorage>,
     pub bufs: Vec<Vec<u8>>,
     /// `(length, source)` of each datagram of the last call, in order;
     /// datagram `i` is `bufs[i][..len]`.
-    pub got: Vec<(usize, SocketAddr)>,
+    pub got: Vec<Received>,
 }
 
 impl Default for RecvBatch {
@@ -79,7 +100,11 @@ impl RecvBatch {
             Ok(msgs) => {
                 for m in msgs {
                     if let Some(from) = m.address.as_ref().and_then(to_std) {
-                        self.got.push((m.bytes, from));
+                        self.got.push(Received {
+                            len: m.bytes,
+                            from,
+                            local: None,
+                        });
                     }
                 }
                 Ok(self.got.len())
@@ -124,7 +149,7 @@ impl SendBatch {
         b
     }
 
-    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr, tag: u32) {
+    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr, _src: Option<SourceAddr>, tag: u32) {
         self.queue.push((datagram, to, tag));
     }
 
@@ -144,8 +169,9 @@ impl SendBatch {
         &mut self,
         v4: Option<&UdpSocket>,
         v6: Option<&UdpSocket>,
-        unsent: &mut Vec<Unsent>,
+        report: &mut SendReport,
     ) {
+        let unsent = &mut report.unsent;
         let queue = std::mem::take(&mut self.queue);
         for (want_v4, sock) in [(true, v4), (false, v6)] {
             let group: Vec<&(Vec<u8>, SocketAddr, u32)> = queue
@@ -243,18 +269,18 @@ mod tests {
         for i in 0..40u8 {
             let mut d = s.buffer();
             d.extend_from_slice(&[i; 100]);
-            s.push(d, to, 7);
+            s.push(d, to, None, 7);
         }
-        let mut unsent = Vec::new();
-        s.flush(Some(&a), None, &mut unsent);
-        assert!(unsent.is_empty());
+        let mut report = SendReport::default();
+        s.flush(Some(&a), None, &mut report);
+        assert!(report.unsent.is_empty());
         let mut r = RecvBatch::default();
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while seen.len() < 40 && std::time::Instant::now() < deadline {
             let n = r.recv(&b).expect("recv");
             for i in 0..n {
-                let (len, from) = r.got[i];
+                let crate::udp::Received { len, from, .. } = r.got[i];
                 assert_eq!(len, 100);
                 assert_eq!(from, a.local_addr().expect("addr"));
                 seen.push(r.bufs[i][0]);
@@ -271,13 +297,13 @@ mod tests {
         let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let to = b.local_addr().expect("addr");
         let mut s = SendBatch::default();
-        s.push(vec![1; 10], to, 1);
-        s.push(vec![2; 70_000], to, 2);
-        s.push(vec![3; 10], to, 3);
-        let mut unsent = Vec::new();
-        s.flush(Some(&a), None, &mut unsent);
+        s.push(vec![1; 10], to, None, 1);
+        s.push(vec![2; 70_000], to, None, 2);
+        s.push(vec![3; 10], to, None, 3);
+        let mut report = SendReport::default();
+        s.flush(Some(&a), None, &mut report);
         assert_eq!(
-            unsent,
+            report.unsent,
             vec![Unsent {
                 tag: 2,
                 len: 70_000
@@ -296,10 +322,10 @@ mod tests {
     #[test]
     fn missing_family_socket_drops() {
         let mut s = SendBatch::default();
-        s.push(vec![1, 2], "[::1]:9".parse().expect("literal"), 3);
-        let mut unsent = Vec::new();
-        s.flush(None, None, &mut unsent);
-        assert_eq!(unsent, vec![Unsent { tag: 3, len: 2 }]);
+        s.push(vec![1, 2], "[::1]:9".parse().expect("literal"), None, 3);
+        let mut report = SendReport::default();
+        s.flush(None, None, &mut report);
+        assert_eq!(report.unsent, vec![Unsent { tag: 3, len: 2 }]);
         assert!(s.is_empty());
     }
 }

@@ -162,28 +162,7 @@ impl Control {
 
     /// Applies a list of operations in order, as one `set` request.
     pub(crate) fn apply(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
-        // Peers that a `replace_peers=true` kept because a later section
-        // of this request configures them again (see `SetOp::ReplacePeers`
-        // below): until that section is applied they count as removed.
-        let mut fresh = HashSet::new();
-        let r = self.apply_ops(ops, &mut fresh);
-        // One still pending here was never configured again after all
-        // (say, a section with the interface's own key, which is ignored,
-        // or the request failed half-way): remove it, as the replace asked.
-        for key in fresh {
-            if self.state.peers.contains(&key) {
-                let removed = self.remove_peer(key);
-                if r.is_ok() {
-                    removed?;
-                }
-            }
-        }
-        r
-    }
-
-    fn apply_ops(&mut self, ops: Vec<SetOp>, fresh: &mut HashSet<PublicKey>) -> Result<(), Errno> {
-        let mut ops = ops.into_iter();
-        while let Some(op) = ops.next() {
+        for op in ops {
             match op {
                 SetOp::PrivateKey(key) => {
                     self.state.private_key_file = None;
@@ -215,40 +194,18 @@ impl Control {
                     }
                 }
                 SetOp::ReplacePeers => {
-                    // wireguard-go and Linux remove every peer here and
-                    // create anew those the request goes on to configure,
-                    // which resets their sessions: `wg setconf` sends
-                    // `replace_peers=true` every time, so re-applying an
-                    // unchanged configuration would interrupt every tunnel.
-                    // wgd keeps a peer that a later section of this request
-                    // configures (one without `remove` or `update_only`)
-                    // with its session, and applies that section as to a
-                    // new peer: what it leaves unset takes a new peer's
-                    // default (see `apply_peer`). All other peers go.
-                    let again: HashSet<PublicKey> = ops
-                        .as_slice()
-                        .iter()
-                        .filter_map(|op| match op {
-                            SetOp::Peer(p) if !p.remove && !p.update_only => Some(p.public_key),
-                            _ => None,
-                        })
-                        .collect();
-                    let (keep, gone): (Vec<PublicKey>, Vec<PublicKey>) =
-                        self.state.peers.iter().partition(|k| again.contains(k));
-                    if keep.is_empty() {
-                        self.crypto(ParentToCrypto::RemoveAllPeers)?;
-                        self.handshake(ParentToHandshake::RemoveAllPeers)?;
-                        self.transport(ParentToTransport::RemoveAllPeers)?;
-                        self.state.peers.clear();
-                        self.state.allowed.clear();
-                    } else {
-                        for key in gone {
-                            self.remove_peer(key)?;
-                        }
-                    }
-                    *fresh = keep.into_iter().collect();
+                    // As in Linux and wireguard-go: every peer goes, with
+                    // its sessions, handshake state and timers, and the
+                    // sections that follow create peers anew. `wg setconf`
+                    // is the command that starts over; `wg syncconf` and
+                    // `wg addconf` are the ones that keep sessions.
+                    self.crypto(ParentToCrypto::RemoveAllPeers)?;
+                    self.handshake(ParentToHandshake::RemoveAllPeers)?;
+                    self.transport(ParentToTransport::RemoveAllPeers)?;
+                    self.state.peers.clear();
+                    self.state.allowed.clear();
                 }
-                SetOp::Peer(p) => self.apply_peer(p, fresh)?,
+                SetOp::Peer(p) => self.apply_peer(p)?,
             }
         }
         Ok(())
@@ -293,35 +250,20 @@ impl Control {
         Ok(())
     }
 
-    fn apply_peer(&mut self, mut p: PeerOp, fresh: &mut HashSet<PublicKey>) -> Result<(), Errno> {
+    fn apply_peer(&mut self, p: PeerOp) -> Result<(), Errno> {
         let key = p.public_key;
         if Some(key) == self.state.public_key {
             return Ok(());
         }
         let exists = self.state.peers.contains(&key);
-        // Kept across `replace_peers`, but not configured again yet: for
-        // this request it does not exist.
-        let was_replaced = fresh.contains(&key);
         if p.remove {
             if exists {
-                fresh.remove(&key);
                 self.remove_peer(key)?;
             }
             return Ok(());
         }
-        if p.update_only && (!exists || was_replaced) {
+        if p.update_only && !exists {
             return Ok(());
-        }
-        if was_replaced {
-            fresh.remove(&key);
-            // As a new peer: no PSK, no persistent keepalive, only the
-            // allowed IPs of this section unless it says otherwise. The
-            // endpoint is the exception: it cannot be unset, and the
-            // session kept goes on using it (a section with `endpoint=`
-            // sets it as usual).
-            p.preshared_key.get_or_insert(None);
-            p.persistent_keepalive.get_or_insert(0);
-            p.replace_allowed_ips = true;
         }
         if !exists {
             self.crypto(ParentToCrypto::SetPeer {

@@ -72,7 +72,7 @@ impl Node {
         self.core.handle_packet(
             now,
             bytes,
-            from,
+            proto::ipc::Endpoint::new(from),
             &mut |q| store.handle_handshake(q),
             &mut self.out,
         )
