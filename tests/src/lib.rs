@@ -39,6 +39,8 @@
 //! threads that entered the namespaces ([`Netns::enter`]) and compares
 //! SHA-256 and byte counts at both ends.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod kernel;
 pub mod names;

@@ -235,7 +235,10 @@ impl KeyStore {
 
     /// A TAI64N timestamp of now, whitened, and strictly greater than any
     /// this store produced before, so that a peer never rejects our
-    /// initiation as a replay of our own previous one.
+    /// initiation as a replay of our own previous one. Hand-written rather
+    /// than taken from the `tai64` crate: the encoding is two big-endian
+    /// integers, and what matters here — the whitening of the low bits and
+    /// the strict increase — is ours either way.
     fn timestamp(&mut self) -> Tai64N {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

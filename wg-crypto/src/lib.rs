@@ -13,6 +13,8 @@
 //! - [`process`]: the crypto process's main loop over its two channels.
 //! - `dh`: the X25519 primitive that refuses non-contributory results.
 
+#![forbid(unsafe_code)]
+
 mod dh;
 pub mod keystore;
 pub mod process;

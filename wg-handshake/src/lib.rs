@@ -19,6 +19,8 @@
 //! - [`index`]: random session indices.
 //! - [`process`]: the handshake process's main loop over its channels.
 
+#![forbid(unsafe_code)]
+
 pub mod cookie;
 pub mod core;
 pub mod index;

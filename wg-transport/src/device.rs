@@ -38,7 +38,7 @@ use proto::wire::{self, MessageType};
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
 use crate::keypair::{Keypair, KeypairSlots};
-use crate::udp::{RecvBatch, SendBatch, SendReport};
+use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
 
 /// How often coalesced activity goes to the handshake role.
 pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
@@ -103,9 +103,8 @@ pub struct Device {
     by_index: HashMap<u32, PeerId>,
     allowed: AllowedIps<PeerId>,
     stats: Stats,
-    /// One receive batch per socket: nix keeps each header's address
-    /// length from the previous call, so a batch must not alternate
-    /// between families (an IPv6 source would be cut to IPv4's length).
+    /// One receive batch per socket, so that a wake-up of both sockets
+    /// never has one socket's datagrams overwrite the other's.
     recv4: RecvBatch,
     recv6: RecvBatch,
     send: SendBatch,
@@ -128,16 +127,18 @@ fn adopt_sockets(
     v4: bool,
     v6: bool,
 ) -> io::Result<(Option<UdpSocket>, Option<UdpSocket>)> {
-    let mut take = |wanted: bool| -> io::Result<Option<UdpSocket>> {
+    let mut take = |wanted: bool, is_v6: bool| -> io::Result<Option<UdpSocket>> {
         if !wanted {
             return Ok(None);
         }
         let s = UdpSocket::from(fds.next().ok_or(io::ErrorKind::NotFound)?);
         s.set_nonblocking(true)?;
+        // Each datagram's local address, to answer the peer from it.
+        enable_pktinfo(&s, is_v6)?;
         Ok(Some(s))
     };
-    let s4 = take(v4)?;
-    let s6 = take(v6)?;
+    let s4 = take(v4, false)?;
+    let s6 = take(v6, true)?;
     Ok((s4, s6))
 }
 

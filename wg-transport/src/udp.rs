@@ -1,18 +1,39 @@
 //! Batched UDP I/O for the data plane: `recvmmsg` and `sendmmsg`, so a
-//! burst of packets costs one system call each way, not one per packet.
+//! burst of packets costs one system call each way, not one per packet —
+//! with each datagram's local address, for "sticky" source addresses.
 //!
 //! Used only by the transport process's loop (`device`). The sockets are
-//! opened and bound by the parent and handed over as file descriptors.
+//! opened and bound by the parent and handed over as file descriptors;
+//! `device` calls [`enable_pktinfo`] on each when it adopts them.
+//!
+//! Sticky sources: every received datagram carries the local address it
+//! was sent to and the interface it came in on ([`Received::local`], from
+//! `IP_PKTINFO` / `IPV6_PKTINFO`). The caller remembers it per peer and
+//! passes it back with each datagram to that peer, which then leaves from
+//! that address — as Linux's per-peer source cache and wireguard-go's
+//! sticky sockets do — so a multihomed host answers from the address the
+//! peer used rather than the route's preferred source (which a NAT or a
+//! stateful firewall in between would drop). When the address is no longer
+//! local the kernel refuses it; the datagram then goes again at once
+//! without a source and its tag is reported in [`SendReport::stale_src`],
+//! so the caller forgets that peer's source.
+//!
+//! The two system calls are made on `libc` directly, not through nix: in
+//! nix 0.29 `sendmmsg` gives every datagram of a batch the same control
+//! messages (here each one has its own source), and neither call resets
+//! the address and control lengths the kernel overwrote on the previous
+//! call. Headers and iovecs are rebuilt on the stack for every call from
+//! buffers preallocated here, so nothing is allocated per datagram. The
+//! module's unsafe code is the two calls, the `CMSG_*` arithmetic, and the
+//! copies between raw bytes and plain C structs (`Pod`, `get`, `put`).
 
 use std::io;
-use std::io::{IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
-
-use proto::ipc::SourceAddr;
+use std::mem::{align_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{setsockopt, sockopt};
+use proto::ipc::SourceAddr;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -21,124 +42,448 @@ pub const BATCH: usize = 32;
 /// lets an oversized datagram be counted as malformed, not truncated.
 pub const MAX_DATAGRAM: usize = 65_536;
 
-fn to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(a) = s.as_sockaddr_in() {
-        return Some(SocketAddr::V4(std::net::SocketAddrV4::new(
-            a.ip(),
-            a.port(),
-        )));
+/// Turns on `IP_PKTINFO` (IPv4 socket) or `IPV6_RECVPKTINFO` (IPv6
+/// socket), so the datagrams [`RecvBatch::recv`] reads carry their local
+/// address. Sending from a chosen source needs no option.
+pub fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt(sock, sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(sock, sockopt::Ipv4PacketInfo, &true)
     }
-    s.as_sockaddr_in6().map(|a| {
-        SocketAddr::V6(std::net::SocketAddrV6::new(
-            a.ip(),
-            a.port(),
-            a.flowinfo(),
-            a.scope_id(),
-        ))
-    })
+    .map_err(io::Error::from)
 }
 
-fn from_std(a: &SocketAddr) -> SockaddrStorage {
-    SockaddrStorage::from(*a)
+// ------------------------------------------------------- raw C layouts
+
+/// Plain C structs the kernel reads and writes, copied to and from byte
+/// buffers so that no reference to kernel-written memory is ever typed as
+/// anything but bytes.
+///
+/// # Safety
+///
+/// Only for `repr(C)` types made of integers and byte arrays with no
+/// padding bytes: every bit pattern is then a valid value, and writing one
+/// leaves no uninitialised byte in the buffer.
+unsafe trait Pod: Copy {}
+
+// SAFETY: each is the kernel's struct of integers and byte arrays, laid
+// out without padding on Linux (cmsghdr: size_t, int, int; in_pktinfo:
+// int, two in_addr; in6_pktinfo: in6_addr, unsigned int; sockaddr_in and
+// sockaddr_in6: their fixed fields).
+unsafe impl Pod for libc::cmsghdr {}
+// SAFETY: as above.
+unsafe impl Pod for libc::in_pktinfo {}
+// SAFETY: as above.
+unsafe impl Pod for libc::in6_pktinfo {}
+// SAFETY: as above.
+unsafe impl Pod for libc::sockaddr_in {}
+// SAFETY: as above.
+unsafe impl Pod for libc::sockaddr_in6 {}
+// SAFETY: an integer.
+unsafe impl Pod for libc::sa_family_t {}
+
+// No padding: each size is the sum of its fields'.
+const _: () = assert!(size_of::<libc::cmsghdr>() == size_of::<libc::size_t>() + 8);
+const _: () = assert!(size_of::<libc::in_pktinfo>() == 12);
+const _: () = assert!(size_of::<libc::in6_pktinfo>() == 20);
+const _: () = assert!(size_of::<libc::sockaddr_in>() == 16);
+const _: () = assert!(size_of::<libc::sockaddr_in6>() == 28);
+
+/// A `T` from `bytes[at..]`, or `None` if it does not fit.
+fn get<T: Pod>(bytes: &[u8], at: usize) -> Option<T> {
+    let src = bytes.get(at..at.checked_add(size_of::<T>())?)?;
+    // SAFETY: `src` is `size_of::<T>()` initialised bytes, read_unaligned
+    // needs no alignment, and any bit pattern is a valid `T` (Pod).
+    Some(unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<T>()) })
 }
 
-/// One received datagram: `len` bytes from `from`, which arrived at the
-/// local address `local`.
+/// Writes `v` at `bytes[at..]`; `None` (nothing written) if it does not fit.
+fn put<T: Pod>(bytes: &mut [u8], at: usize, v: T) -> Option<()> {
+    let dst = bytes.get_mut(at..at.checked_add(size_of::<T>())?)?;
+    // SAFETY: `dst` is `size_of::<T>()` writable bytes, write_unaligned
+    // needs no alignment, and a Pod value has no padding, so every byte of
+    // the buffer stays initialised.
+    unsafe { std::ptr::write_unaligned(dst.as_mut_ptr().cast::<T>(), v) };
+    Some(())
+}
+
+/// `CMSG_LEN`: a control message's length with `data` bytes of payload.
+const fn cmsg_len(data: usize) -> usize {
+    // SAFETY: CMSG_LEN is arithmetic on its argument; it reads no memory.
+    unsafe { libc::CMSG_LEN(data as libc::c_uint) as usize }
+}
+
+/// `CMSG_SPACE`: room a control message with `data` bytes of payload
+/// takes, up to where the next one starts.
+const fn cmsg_space(data: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+    unsafe { libc::CMSG_SPACE(data as libc::c_uint) as usize }
+}
+
+/// Where a control message's payload starts.
+const CMSG_HDR: usize = cmsg_len(0);
+const PKTINFO4: usize = size_of::<libc::in_pktinfo>();
+const PKTINFO6: usize = size_of::<libc::in6_pktinfo>();
+
+/// Control buffer of one datagram: the pktinfo message, with room to spare
+/// for others a socket option might add one day (the kernel drops what
+/// does not fit and sets `MSG_CTRUNC`; we would lose only the source).
+const CONTROL_LEN: usize = 128;
+
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Control([u8; CONTROL_LEN]);
+
+const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
+
+/// Room for a peer's address, either family.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Name([u8; NAME_LEN]);
+
+// The kernel expects control messages aligned for `cmsghdr`.
+const _: () = assert!(align_of::<Control>() >= align_of::<libc::cmsghdr>());
+const _: () = assert!(cmsg_space(PKTINFO4) <= CONTROL_LEN);
+const _: () = assert!(cmsg_space(PKTINFO6) <= CONTROL_LEN);
+const _: () = assert!(align_of::<Name>() >= align_of::<libc::sockaddr_in6>());
+const _: () = assert!(size_of::<libc::sockaddr_in>() <= NAME_LEN);
+
+const EMPTY_HEADER: libc::mmsghdr = libc::mmsghdr {
+    msg_hdr: libc::msghdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: std::ptr::null_mut(),
+        msg_iovlen: 0,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: 0,
+    },
+    msg_len: 0,
+};
+
+/// Writes `a` into `name` as the kernel's `sockaddr_in` / `sockaddr_in6`
+/// and returns its length.
+fn encode_addr(a: &SocketAddr, name: &mut Name) -> libc::socklen_t {
+    let written = match a {
+        SocketAddr::V4(a) => {
+            let s = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            put(&mut name.0, 0, s).map(|()| size_of::<libc::sockaddr_in>())
+        }
+        SocketAddr::V6(a) => {
+            // As std does, flowinfo and scope id pass through unconverted.
+            let s = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            put(&mut name.0, 0, s).map(|()| size_of::<libc::sockaddr_in6>())
+        }
+    };
+    // Both fit (asserted above); 0 would make the kernel refuse the datagram.
+    written.unwrap_or(0) as libc::socklen_t
+}
+
+/// The address the kernel wrote into a received datagram's name, if it is
+/// a whole `sockaddr_in` / `sockaddr_in6`.
+fn decode_addr(name: &[u8]) -> Option<SocketAddr> {
+    let family: libc::sa_family_t = get(name, 0)?;
+    match libc::c_int::from(family) {
+        libc::AF_INET => {
+            let s: libc::sockaddr_in = get(name, 0)?;
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(s.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(s.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            let s: libc::sockaddr_in6 = get(name, 0)?;
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(s.sin6_addr.s6_addr),
+                u16::from_be(s.sin6_port),
+                s.sin6_flowinfo,
+                s.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Writes into `ctl` the control message that makes the kernel send from
+/// `src`, and returns its length; `None` if `src` is not of the socket's
+/// family (`v4`), so it cannot be the source of this datagram.
+fn encode_src(src: &SourceAddr, v4: bool, ctl: &mut Control) -> Option<usize> {
+    match (src.ip, v4) {
+        (IpAddr::V4(ip), true) => {
+            // spec_dst is the source; ifindex 0 leaves the interface to
+            // routing, as Linux WireGuard does. A spec_dst that is not a
+            // local address is refused (ENETUNREACH; EINVAL on older
+            // kernels).
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(ip.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let hdr = libc::cmsghdr {
+                cmsg_len: cmsg_len(PKTINFO4) as _,
+                cmsg_level: libc::IPPROTO_IP,
+                cmsg_type: libc::IP_PKTINFO,
+            };
+            put(&mut ctl.0, 0, hdr)?;
+            put(&mut ctl.0, CMSG_HDR, info)?;
+            Some(cmsg_space(PKTINFO4))
+        }
+        (IpAddr::V6(ip), false) => {
+            // A link-local address is ambiguous without its link; any
+            // other source leaves the interface to routing, as for IPv4.
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: if is_link_local(&ip) { src.ifindex } else { 0 },
+            };
+            let hdr = libc::cmsghdr {
+                cmsg_len: cmsg_len(PKTINFO6) as _,
+                cmsg_level: libc::IPPROTO_IPV6,
+                cmsg_type: libc::IPV6_PKTINFO,
+            };
+            put(&mut ctl.0, 0, hdr)?;
+            put(&mut ctl.0, CMSG_HDR, info)?;
+            Some(cmsg_space(PKTINFO6))
+        }
+        _ => None,
+    }
+}
+
+/// The pktinfo among a received datagram's control messages: the address
+/// the peer sent to and the interface the datagram came in on. Any length
+/// the kernel could write is checked, so malformed input yields `None`.
+fn parse_pktinfo(ctl: &[u8]) -> Option<SourceAddr> {
+    let mut at = 0;
+    // Each step moves on by at least CMSG_HDR bytes, so this ends.
+    while let Some(hdr) = get::<libc::cmsghdr>(ctl, at) {
+        let len = hdr.cmsg_len;
+        if len < CMSG_HDR || len > ctl.len() - at {
+            return None;
+        }
+        let data = &ctl[at + CMSG_HDR..at + len];
+        match (hdr.cmsg_level, hdr.cmsg_type) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                // ipi_addr is the destination the peer used, which Linux
+                // WireGuard also remembers (ip_hdr(skb)->daddr).
+                let info: libc::in_pktinfo = get(data, 0)?;
+                return Some(SourceAddr {
+                    ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
+                    ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                });
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                // A v4-mapped address (possible only on a dual-stack
+                // socket, which the parent does not open) is kept as is.
+                let info: libc::in6_pktinfo = get(data, 0)?;
+                return Some(SourceAddr {
+                    ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                    ifindex: info.ipi6_ifindex,
+                });
+            }
+            _ => {}
+        }
+        // CMSG_SPACE of the payload is CMSG_ALIGN of the whole message
+        // (the header is aligned); `len` is at most CONTROL_LEN here.
+        at += cmsg_space(len - CMSG_HDR);
+    }
+    None
+}
+
+// -------------------------------------------------------------- receive
+
+/// One datagram of the last [`RecvBatch::recv`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
     pub len: usize,
+    /// The peer.
     pub from: SocketAddr,
+    /// The local address the peer sent to and the interface the datagram
+    /// came in on; `None` if the socket did not say ([`enable_pktinfo`]
+    /// not called, or the control message was cut).
     pub local: Option<SourceAddr>,
 }
 
-/// What a flush could not do as asked.
-#[derive(Debug, Default)]
-pub struct SendReport {
-    /// Datagrams the kernel did not take.
-    pub unsent: Vec<Unsent>,
-    /// Tags of datagrams whose source address the kernel refused; each
-    /// was sent again without one.
-    pub stale_src: Vec<u32>,
-}
-
-/// Receive side: preallocated buffers and headers, reused for every call.
+/// Receive side: preallocated buffers, addresses and control buffers,
+/// reused for every call.
 pub struct RecvBatch {
-    headers: MultiHeaders<SockaddrStorage>,
+    /// Datagram `i` of the last call is `bufs[i][..got[i].len]`. The caller
+    /// may take a buffer out and put it back; a missing or shortened one
+    /// is replaced at the next call.
     pub bufs: Vec<Vec<u8>>,
-    /// `(length, source)` of each datagram of the last call, in order;
-    /// datagram `i` is `bufs[i][..len]`.
     pub got: Vec<Received>,
+    names: Box<[Name; BATCH]>,
+    control: Box<[Control; BATCH]>,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            headers: MultiHeaders::preallocate(BATCH, None),
             bufs: (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
             got: Vec::with_capacity(BATCH),
+            names: Box::new([Name([0; NAME_LEN]); BATCH]),
+            control: Box::new([Control([0; CONTROL_LEN]); BATCH]),
         }
     }
 }
 
 impl RecvBatch {
-    /// Reads up to [`BATCH`] datagrams without blocking. Returns how many.
+    /// Reads up to [`BATCH`] datagrams without blocking. Returns how many
+    /// are in `got` (a datagram without a usable source address is
+    /// skipped).
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         self.got.clear();
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .bufs
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(&mut b[..])])
-            .collect();
-        let res = recvmmsg(
-            sock.as_raw_fd(),
-            &mut self.headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        );
-        match res {
-            Ok(msgs) => {
-                for m in msgs {
-                    if let Some(from) = m.address.as_ref().and_then(to_std) {
-                        self.got.push(Received {
-                            len: m.bytes,
-                            from,
-                            local: None,
-                        });
-                    }
-                }
-                Ok(self.got.len())
+        self.bufs.resize_with(BATCH, Vec::new);
+        for b in &mut self.bufs {
+            if b.len() < MAX_DATAGRAM {
+                b.resize(MAX_DATAGRAM, 0);
             }
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(0),
-            Err(e) => Err(io::Error::from(e)),
         }
+        let mut iovs = [libc::iovec::default(); BATCH];
+        for (iov, b) in iovs.iter_mut().zip(&mut self.bufs) {
+            iov.iov_base = b.as_mut_ptr().cast();
+            iov.iov_len = b.len();
+        }
+        let iov = iovs.as_mut_ptr();
+        let names = self.names.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        // Every length is set afresh: the kernel overwrote the last ones.
+        let mut hdrs = [EMPTY_HEADER; BATCH];
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = names.wrapping_add(i).cast();
+            h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+            h.msg_hdr.msg_iov = iov.wrapping_add(i);
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = control.wrapping_add(i).cast();
+            h.msg_hdr.msg_controllen = CONTROL_LEN as _;
+        }
+        // SAFETY: the BATCH headers point at BATCH iovecs, names and
+        // control buffers (all BATCH long), and the iovecs at the BATCH
+        // buffers; each with its true length, so the kernel writes only
+        // inside them. None of them is moved or touched until the call
+        // returns, and all outlive it.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(n) = usize::try_from(r) else {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        };
+        for (i, h) in hdrs.iter().enumerate().take(n.min(BATCH)) {
+            let m = &h.msg_hdr;
+            let name_len = (m.msg_namelen as usize).min(NAME_LEN);
+            let Some(from) = decode_addr(&self.names[i].0[..name_len]) else {
+                continue;
+            };
+            let ctl_len = m.msg_controllen.min(CONTROL_LEN);
+            let local = parse_pktinfo(&self.control[i].0[..ctl_len]);
+            // Keep datagram k in bufs[k] when one before it was skipped.
+            let k = self.got.len();
+            self.bufs.swap(k, i);
+            self.got.push(Received {
+                len: (h.msg_len as usize).min(MAX_DATAGRAM),
+                from,
+                local,
+            });
+        }
+        Ok(self.got.len())
     }
 }
 
-/// Send side: datagrams queued with their destination and a caller's tag
-/// (the transport uses its peer id), flushed with one `sendmmsg` per
-/// socket and batch.
-pub struct SendBatch {
-    headers: MultiHeaders<SockaddrStorage>,
-    queue: Vec<(Vec<u8>, SocketAddr, u32)>,
-    spare: Vec<Vec<u8>>,
-}
-
-impl Default for SendBatch {
-    fn default() -> Self {
-        SendBatch {
-            headers: MultiHeaders::preallocate(BATCH, None),
-            queue: Vec::with_capacity(BATCH),
-            spare: Vec::new(),
-        }
-    }
-}
+// ----------------------------------------------------------------- send
 
 /// A datagram the kernel did not take: whose (the tag) and how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsent {
     pub tag: u32,
     pub len: usize,
+}
+
+/// What a [`SendBatch::flush`] could not do as asked. `flush` appends;
+/// the caller drains or [`clear`](SendReport::clear)s it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    /// Datagrams dropped — no socket of their family, or the kernel
+    /// refused them (unreachable, too big): UDP is lossy, and the caller
+    /// counts only what left.
+    pub unsent: Vec<Unsent>,
+    /// Tags whose source address was refused: no longer a local address
+    /// (or of the wrong family). Their datagrams went again without a
+    /// source; the caller forgets the peer's source until its next packet
+    /// teaches a new one. Each tag at most once.
+    pub stale_src: Vec<u32>,
+}
+
+impl SendReport {
+    pub fn clear(&mut self) {
+        self.unsent.clear();
+        self.stale_src.clear();
+    }
+
+    fn stale(&mut self, tag: u32) {
+        if !self.stale_src.contains(&tag) {
+            self.stale_src.push(tag);
+        }
+    }
+}
+
+struct Queued {
+    buf: Vec<u8>,
+    to: SocketAddr,
+    src: Option<SourceAddr>,
+    tag: u32,
+}
+
+/// Send side: datagrams queued with their destination, the source to send
+/// from and a caller's tag (the transport uses its peer id), flushed with
+/// one `sendmmsg` per socket and batch.
+pub struct SendBatch {
+    queue: Vec<Queued>,
+    spare: Vec<Vec<u8>>,
+    names: Box<[Name; BATCH]>,
+    control: Box<[Control; BATCH]>,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            queue: Vec::with_capacity(BATCH),
+            spare: Vec::new(),
+            names: Box::new([Name([0; NAME_LEN]); BATCH]),
+            control: Box::new([Control([0; CONTROL_LEN]); BATCH]),
+        }
+    }
 }
 
 impl SendBatch {
@@ -149,8 +494,15 @@ impl SendBatch {
         b
     }
 
-    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr, _src: Option<SourceAddr>, tag: u32) {
-        self.queue.push((datagram, to, tag));
+    /// Queues `datagram` for `to`, sent from `src` if given (else routing
+    /// picks the source).
+    pub fn push(&mut self, datagram: Vec<u8>, to: SocketAddr, src: Option<SourceAddr>, tag: u32) {
+        self.queue.push(Queued {
+            buf: datagram,
+            to,
+            src,
+            tag,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -161,96 +513,170 @@ impl SendBatch {
         self.queue.is_empty()
     }
 
-    /// Sends everything queued: IPv4 destinations on `v4`, IPv6 on `v6`.
-    /// Datagrams for a family without a socket, and ones the kernel
-    /// refuses (unreachable, too big), are dropped — UDP is lossy — and
-    /// reported in `unsent` so the caller counts only what left.
+    /// Sends everything queued, in order per family: IPv4 destinations on
+    /// `v4`, IPv6 on `v6`. Datagrams for a family without a socket, and
+    /// ones the kernel refuses, are dropped and reported in
+    /// `report.unsent`. A datagram whose source the kernel refuses goes
+    /// again at once without one, and its tag is reported in
+    /// `report.stale_src`.
     pub fn flush(
         &mut self,
         v4: Option<&UdpSocket>,
         v6: Option<&UdpSocket>,
         report: &mut SendReport,
     ) {
-        let unsent = &mut report.unsent;
-        let queue = std::mem::take(&mut self.queue);
+        let mut queue = std::mem::take(&mut self.queue);
         for (want_v4, sock) in [(true, v4), (false, v6)] {
-            let group: Vec<&(Vec<u8>, SocketAddr, u32)> = queue
-                .iter()
-                .filter(|(_, a, _)| a.is_ipv4() == want_v4)
-                .collect();
-            if group.is_empty() {
-                continue;
+            let mut idx = [0usize; BATCH];
+            let mut n = 0;
+            for i in 0..queue.len() {
+                if queue[i].to.is_ipv4() != want_v4 {
+                    continue;
+                }
+                let Some(sock) = sock else {
+                    report.unsent.push(Unsent {
+                        tag: queue[i].tag,
+                        len: queue[i].buf.len(),
+                    });
+                    continue;
+                };
+                idx[n] = i;
+                n += 1;
+                if n == BATCH {
+                    self.send_chunk(sock, want_v4, &mut queue, &idx[..n], report);
+                    n = 0;
+                }
             }
-            let Some(sock) = sock else {
-                unsent.extend(group.iter().map(|(b, _, t)| Unsent {
-                    tag: *t,
-                    len: b.len(),
-                }));
-                continue;
-            };
-            for chunk in group.chunks(BATCH) {
-                self.send_chunk(sock, chunk, unsent);
+            if let (Some(sock), true) = (sock, n > 0) {
+                self.send_chunk(sock, want_v4, &mut queue, &idx[..n], report);
             }
         }
-        for (buf, _, _) in queue {
+        for q in queue.drain(..) {
             if self.spare.len() < BATCH * 2 {
-                self.spare.push(buf);
+                self.spare.push(q.buf);
             }
         }
+        // Keep the queue's capacity for the next round.
+        self.queue = queue;
     }
 
+    /// Sends `queue[idx[..]]` (at most BATCH, all of the socket's family).
     fn send_chunk(
         &mut self,
         sock: &UdpSocket,
-        chunk: &[&(Vec<u8>, SocketAddr, u32)],
-        unsent: &mut Vec<Unsent>,
+        v4: bool,
+        queue: &mut [Queued],
+        idx: &[usize],
+        report: &mut SendReport,
     ) {
-        let mut done = 0;
-        // Each failure consumes a datagram, so this ends; the bound only
-        // guards against a kernel that keeps saying EINTR.
-        for _ in 0..chunk.len() * 2 + 4 {
-            if done >= chunk.len() {
-                return;
-            }
-            let rest = &chunk[done..];
-            let iovs: Vec<[IoSlice<'_>; 1]> = rest
-                .iter()
-                .map(|(b, _, _)| [IoSlice::new(&b[..])])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> =
-                rest.iter().map(|(_, a, _)| Some(from_std(a))).collect();
-            match sendmmsg(
-                sock.as_raw_fd(),
-                &mut self.headers,
-                iovs.iter(),
-                &addrs,
-                [],
-                MsgFlags::empty(),
-            ) {
-                Ok(res) => {
-                    let n = res.count();
-                    if n == 0 {
-                        break;
+        let n = idx.len().min(BATCH);
+        let mut name_len = [0 as libc::socklen_t; BATCH];
+        let mut ctl_len = [0usize; BATCH];
+        for (j, &qi) in idx[..n].iter().enumerate() {
+            let q = &mut queue[qi];
+            name_len[j] = encode_addr(&q.to, &mut self.names[j]);
+            if let Some(src) = q.src {
+                match encode_src(&src, v4, &mut self.control[j]) {
+                    Some(len) => ctl_len[j] = len,
+                    None => {
+                        q.src = None;
+                        report.stale(q.tag);
                     }
-                    done += n;
-                }
-                Err(Errno::EINTR) => {}
-                // sendmmsg reports an error only when the first datagram
-                // of the rest failed: drop that one, go on with the others.
-                Err(_) => {
-                    let (b, _, t) = chunk[done];
-                    unsent.push(Unsent {
-                        tag: *t,
-                        len: b.len(),
-                    });
-                    done += 1;
                 }
             }
         }
-        for (b, _, t) in &chunk[done.min(chunk.len())..] {
-            unsent.push(Unsent {
-                tag: *t,
-                len: b.len(),
+        let mut done = 0;
+        // Each round sends at least one datagram, drops one, or takes the
+        // source off one (which happens once per datagram), so this ends;
+        // the bound only guards against a kernel that keeps saying EINTR.
+        for _ in 0..n * 3 + 4 {
+            if done >= n {
+                return;
+            }
+            let rest = n - done;
+            let mut iovs = [libc::iovec::default(); BATCH];
+            for (iov, &qi) in iovs.iter_mut().zip(&idx[done..n]) {
+                let b = &queue[qi].buf;
+                // The kernel only reads a datagram it sends.
+                iov.iov_base = b.as_ptr().cast_mut().cast();
+                iov.iov_len = b.len();
+            }
+            let iov = iovs.as_mut_ptr();
+            let names = self.names.as_mut_ptr();
+            let control = self.control.as_mut_ptr();
+            let mut hdrs = [EMPTY_HEADER; BATCH];
+            for (k, h) in hdrs.iter_mut().take(rest).enumerate() {
+                let j = done + k;
+                h.msg_hdr.msg_name = names.wrapping_add(j).cast();
+                h.msg_hdr.msg_namelen = name_len[j];
+                h.msg_hdr.msg_iov = iov.wrapping_add(k);
+                h.msg_hdr.msg_iovlen = 1;
+                if ctl_len[j] > 0 {
+                    h.msg_hdr.msg_control = control.wrapping_add(j).cast();
+                    h.msg_hdr.msg_controllen = ctl_len[j] as _;
+                }
+            }
+            // SAFETY: the first `rest` headers point at iovecs, names and
+            // control buffers indexed below BATCH (their lengths), with
+            // lengths within them; the iovecs point at queued datagrams.
+            // Nothing they point at is moved or touched until the call
+            // returns, and all of it outlives the call.
+            let r = unsafe {
+                libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), rest as libc::c_uint, 0)
+            };
+            match usize::try_from(r) {
+                Ok(0) => break,
+                Ok(sent) => done += sent.min(rest),
+                // sendmmsg reports an error only when the first datagram
+                // of the rest failed.
+                Err(_) => {
+                    let err = io::Error::last_os_error().raw_os_error();
+                    let q = &queue[idx[done]];
+                    match err {
+                        Some(libc::EINTR) => {}
+                        // The source is no longer local (IPv6 and older
+                        // kernels: EINVAL; IPv4 on current kernels:
+                        // ENETUNREACH), or its link is gone (ENODEV, IPv6
+                        // link-local): send again without it, and spare
+                        // the peer's other queued datagrams the same
+                        // failure. Only this peer's: the error may be
+                        // about its destination, and other peers sharing
+                        // the source keep it. Such a destination fails
+                        // again below and is dropped; the peer's source
+                        // is then forgotten needlessly, but it is relearnt
+                        // from the peer's next packet.
+                        Some(libc::EINVAL | libc::ENETUNREACH | libc::ENODEV)
+                            if ctl_len[done] > 0 =>
+                        {
+                            let (tag, src) = (q.tag, q.src);
+                            report.stale(tag);
+                            for (j, &qi) in idx[..n].iter().enumerate().skip(done) {
+                                if queue[qi].tag == tag && queue[qi].src == src {
+                                    ctl_len[j] = 0;
+                                }
+                            }
+                            for other in queue.iter_mut() {
+                                if other.tag == tag && other.src == src {
+                                    other.src = None;
+                                }
+                            }
+                            ctl_len[done] = 0;
+                        }
+                        _ => {
+                            report.unsent.push(Unsent {
+                                tag: q.tag,
+                                len: q.buf.len(),
+                            });
+                            done += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for &qi in &idx[done.min(n)..n] {
+            report.unsent.push(Unsent {
+                tag: queue[qi].tag,
+                len: queue[qi].buf.len(),
             });
         }
     }
@@ -259,11 +685,53 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    fn lo_index() -> u32 {
+        nix::net::if_::if_nametoindex("lo").expect("lo has an index")
+    }
+
+    fn v4(ip: &str) -> IpAddr {
+        IpAddr::V4(ip.parse().expect("literal"))
+    }
+
+    fn src(ip: IpAddr) -> Option<SourceAddr> {
+        Some(SourceAddr { ip, ifindex: 0 })
+    }
+
+    /// Reads until `want` datagrams arrived (or 5 s passed): each as its
+    /// first byte and where it came from.
+    fn receive(sock: &UdpSocket, want: usize) -> Vec<(u8, SocketAddr, Option<SourceAddr>)> {
+        let mut r = RecvBatch::default();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.len() < want && Instant::now() < deadline {
+            let n = r.recv(sock).expect("recv");
+            for (g, b) in r.got[..n].iter().zip(&r.bufs) {
+                seen.push((b[0], g.from, g.local));
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        seen
+    }
+
+    fn bound(addr: &str) -> UdpSocket {
+        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    }
+
+    /// IPv6 loopback is required: a machine without it fails here rather
+    /// than skipping the IPv6 tests silently.
+    fn bound6(addr: &str) -> UdpSocket {
+        UdpSocket::bind(addr)
+            .unwrap_or_else(|e| panic!("bind {addr}: {e} (these tests need IPv6 on lo: ::1)"))
+    }
 
     #[test]
     fn batch_round_trip_on_loopback() {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let a = bound("127.0.0.1:0");
+        let b = bound("127.0.0.1:0");
         let to = b.local_addr().expect("addr");
         let mut s = SendBatch::default();
         for i in 0..40u8 {
@@ -273,16 +741,18 @@ mod tests {
         }
         let mut report = SendReport::default();
         s.flush(Some(&a), None, &mut report);
-        assert!(report.unsent.is_empty());
+        assert_eq!(report, SendReport::default());
         let mut r = RecvBatch::default();
         let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while seen.len() < 40 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.len() < 40 && Instant::now() < deadline {
             let n = r.recv(&b).expect("recv");
             for i in 0..n {
-                let crate::udp::Received { len, from, .. } = r.got[i];
-                assert_eq!(len, 100);
-                assert_eq!(from, a.local_addr().expect("addr"));
+                let g = r.got[i];
+                assert_eq!(g.len, 100);
+                assert_eq!(g.from, a.local_addr().expect("addr"));
+                // pktinfo is off on this socket.
+                assert_eq!(g.local, None);
                 seen.push(r.bufs[i][0]);
             }
         }
@@ -293,8 +763,8 @@ mod tests {
     fn refused_datagrams_are_reported_with_their_tag() {
         // A datagram larger than UDP allows is refused (EMSGSIZE); the
         // ones around it still go.
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let a = bound("127.0.0.1:0");
+        let b = bound("127.0.0.1:0");
         let to = b.local_addr().expect("addr");
         let mut s = SendBatch::default();
         s.push(vec![1; 10], to, None, 1);
@@ -309,13 +779,8 @@ mod tests {
                 len: 70_000
             }]
         );
-        let mut r = RecvBatch::default();
-        let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while got.len() < 2 && std::time::Instant::now() < deadline {
-            let n = r.recv(&b).expect("recv");
-            got.extend((0..n).map(|i| r.bufs[i][0]));
-        }
+        assert!(report.stale_src.is_empty());
+        let got: Vec<u8> = receive(&b, 2).into_iter().map(|g| g.0).collect();
         assert_eq!(got, vec![1, 3]);
     }
 
@@ -327,5 +792,263 @@ mod tests {
         s.flush(None, None, &mut report);
         assert_eq!(report.unsent, vec![Unsent { tag: 3, len: 2 }]);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn receive_reports_the_local_address_the_peer_used() {
+        let r = bound("0.0.0.0:0");
+        enable_pktinfo(&r, false).expect("IP_PKTINFO");
+        let port = r.local_addr().expect("addr").port();
+        let tx = bound("127.0.0.1:0");
+        for (i, dst) in ["127.0.0.2", "127.0.0.1"].iter().enumerate() {
+            tx.send_to(&[i as u8], (*dst, port)).expect("send");
+            let got = receive(&r, 1);
+            assert_eq!(got.len(), 1, "datagram to {dst}");
+            assert_eq!(got[0].1, tx.local_addr().expect("addr"));
+            assert_eq!(
+                got[0].2,
+                Some(SourceAddr {
+                    ip: v4(dst),
+                    ifindex: lo_index()
+                }),
+                "datagram to {dst}"
+            );
+        }
+    }
+
+    #[test]
+    fn send_from_the_given_source() {
+        let rx = bound("127.0.0.1:0");
+        let to = rx.local_addr().expect("addr");
+        let tx = bound("0.0.0.0:0");
+        let port = tx.local_addr().expect("addr").port();
+        let mut s = SendBatch::default();
+        s.push(vec![1], to, src(v4("127.0.0.3")), 1);
+        s.push(vec![2], to, None, 2);
+        let mut report = SendReport::default();
+        s.flush(Some(&tx), None, &mut report);
+        assert_eq!(report, SendReport::default());
+        let got: Vec<(u8, SocketAddr)> = receive(&rx, 2).iter().map(|g| (g.0, g.1)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, SocketAddr::new(v4("127.0.0.3"), port)),
+                (2, SocketAddr::new(v4("127.0.0.1"), port)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_that_is_not_local_is_reported_and_the_datagram_still_goes() {
+        let rx = bound("127.0.0.1:0");
+        let to = rx.local_addr().expect("addr");
+        let tx = bound("0.0.0.0:0");
+        let port = tx.local_addr().expect("addr").port();
+        let mut s = SendBatch::default();
+        s.push(vec![1], to, src(v4("192.0.2.77")), 9);
+        let mut report = SendReport::default();
+        s.flush(Some(&tx), None, &mut report);
+        assert_eq!(report.stale_src, vec![9]);
+        assert!(report.unsent.is_empty());
+        let got: Vec<(u8, SocketAddr)> = receive(&rx, 1).iter().map(|g| (g.0, g.1)).collect();
+        assert_eq!(got, vec![(1, SocketAddr::new(v4("127.0.0.1"), port))]);
+    }
+
+    #[test]
+    fn one_batch_mixes_sources() {
+        let rx = bound("127.0.0.1:0");
+        let to = rx.local_addr().expect("addr");
+        let tx = bound("0.0.0.0:0");
+        let port = tx.local_addr().expect("addr").port();
+        // Tag = which source; 70 datagrams span three system calls, and the
+        // stale source is met in each.
+        let sources = [
+            (None, "127.0.0.1"),
+            (src(v4("127.0.0.2")), "127.0.0.2"),
+            (src(v4("127.0.0.3")), "127.0.0.3"),
+            (src(v4("192.0.2.77")), "127.0.0.1"),
+        ];
+        let mut s = SendBatch::default();
+        let mut want: Vec<Vec<u8>> = vec![Vec::new(); sources.len()];
+        for i in 0..70u8 {
+            let k = (i as usize * 7) % sources.len();
+            s.push(vec![i], to, sources[k].0, k as u32);
+            want[k].push(i);
+        }
+        let mut report = SendReport::default();
+        s.flush(Some(&tx), None, &mut report);
+        assert_eq!(report.stale_src, vec![3]);
+        assert!(report.unsent.is_empty());
+        let got = receive(&rx, 70);
+        assert_eq!(got.len(), 70);
+        let mut per_source: Vec<Vec<u8>> = vec![Vec::new(); sources.len()];
+        for (byte, from, _) in got {
+            let k = (byte as usize * 7) % sources.len();
+            assert_eq!(
+                from,
+                SocketAddr::new(v4(sources[k].1), port),
+                "datagram {byte}"
+            );
+            per_source[k].push(byte);
+        }
+        assert_eq!(per_source, want);
+    }
+
+    #[test]
+    fn a_source_of_the_other_family_is_stale() {
+        let rx = bound("127.0.0.1:0");
+        let to = rx.local_addr().expect("addr");
+        let tx = bound("0.0.0.0:0");
+        let mut s = SendBatch::default();
+        s.push(vec![1], to, src("::1".parse().expect("literal")), 4);
+        let mut report = SendReport::default();
+        s.flush(Some(&tx), None, &mut report);
+        assert_eq!(report.stale_src, vec![4]);
+        assert!(report.unsent.is_empty());
+        assert_eq!(receive(&rx, 1).len(), 1);
+    }
+
+    #[test]
+    fn ipv6_sources_on_loopback() {
+        let one: IpAddr = "::1".parse().expect("literal");
+        let r = bound6("[::]:0");
+        enable_pktinfo(&r, true).expect("IPV6_RECVPKTINFO");
+        let r_port = r.local_addr().expect("addr").port();
+        let peer = bound6("[::1]:0");
+        peer.send_to(&[5], ("::1", r_port)).expect("send");
+        let got = receive(&r, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, peer.local_addr().expect("addr"));
+        assert_eq!(
+            got[0].2,
+            Some(SourceAddr {
+                ip: one,
+                ifindex: lo_index()
+            })
+        );
+
+        // Back from the socket that received it, to `peer`.
+        let to = peer.local_addr().expect("addr");
+        let mut s = SendBatch::default();
+        s.push(vec![1], to, got[0].2, 1);
+        s.push(
+            vec![2],
+            to,
+            src("fd00::dead:1".parse().expect("literal")),
+            2,
+        );
+        let mut report = SendReport::default();
+        s.flush(None, Some(&r), &mut report);
+        assert_eq!(report.stale_src, vec![2]);
+        assert!(report.unsent.is_empty());
+        let back: Vec<(u8, SocketAddr)> = receive(&peer, 2).iter().map(|g| (g.0, g.1)).collect();
+        let from = SocketAddr::new(one, r_port);
+        assert_eq!(back, vec![(1, from), (2, from)]);
+    }
+
+    #[test]
+    fn one_receive_batch_serves_both_families() {
+        // The address and control lengths are reset for every call: an
+        // IPv6 source after an IPv4 one must not be cut to IPv4's length.
+        let r4 = bound("127.0.0.1:0");
+        let r6 = bound6("[::1]:0");
+        enable_pktinfo(&r6, true).expect("IPV6_RECVPKTINFO");
+        let t4 = bound("127.0.0.1:0");
+        let t6 = bound6("[::1]:0");
+        let mut r = RecvBatch::default();
+        for round in 0..2u8 {
+            for (rx, tx) in [(&r4, &t4), (&r6, &t6), (&r4, &t4)] {
+                tx.send_to(&[round], rx.local_addr().expect("addr"))
+                    .expect("send");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut n = 0;
+                while n == 0 && Instant::now() < deadline {
+                    n = r.recv(rx).expect("recv");
+                }
+                assert_eq!(n, 1);
+                assert_eq!(r.got[0].from, tx.local_addr().expect("addr"));
+                assert_eq!(
+                    r.got[0].local.is_some(),
+                    rx.local_addr().expect("addr").is_ipv6()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn source_control_messages() {
+        let mut ctl = Control([0; CONTROL_LEN]);
+        let len = encode_src(
+            &SourceAddr {
+                ip: v4("10.1.2.3"),
+                ifindex: 7,
+            },
+            true,
+            &mut ctl,
+        )
+        .expect("v4 on v4");
+        assert_eq!(len, cmsg_space(PKTINFO4));
+        let hdr: libc::cmsghdr = get(&ctl.0, 0).expect("header");
+        assert_eq!(hdr.cmsg_len, cmsg_len(PKTINFO4));
+        assert_eq!(
+            (hdr.cmsg_level, hdr.cmsg_type),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO)
+        );
+        let info: libc::in_pktinfo = get(&ctl.0, CMSG_HDR).expect("payload");
+        assert_eq!(info.ipi_ifindex, 0, "routing picks the interface");
+        assert_eq!(info.ipi_spec_dst.s_addr.to_ne_bytes(), [10, 1, 2, 3]);
+
+        for (ip, ifindex) in [("fe80::1", 7), ("2001:db8::1", 0)] {
+            let ip: Ipv6Addr = ip.parse().expect("literal");
+            let len = encode_src(
+                &SourceAddr {
+                    ip: IpAddr::V6(ip),
+                    ifindex: 7,
+                },
+                false,
+                &mut ctl,
+            )
+            .expect("v6 on v6");
+            assert_eq!(len, cmsg_space(PKTINFO6));
+            let hdr: libc::cmsghdr = get(&ctl.0, 0).expect("header");
+            assert_eq!(
+                (hdr.cmsg_level, hdr.cmsg_type),
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+            );
+            let info: libc::in6_pktinfo = get(&ctl.0, CMSG_HDR).expect("payload");
+            assert_eq!(info.ipi6_addr.s6_addr, ip.octets());
+            assert_eq!(info.ipi6_ifindex, ifindex, "{ip}");
+        }
+        assert_eq!(
+            encode_src(
+                &SourceAddr {
+                    ip: v4("10.0.0.1"),
+                    ifindex: 0
+                },
+                false,
+                &mut ctl
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn addresses_round_trip_through_the_kernel_layout() {
+        for a in ["192.0.2.1:51820", "[2001:db8::1]:443", "[fe80::1%3]:9"] {
+            let a: SocketAddr = a.parse().expect("literal");
+            let mut name = Name([0; NAME_LEN]);
+            let len = encode_addr(&a, &mut name) as usize;
+            assert_eq!(decode_addr(&name.0[..len]), Some(a));
+            // Cut short, it is no address.
+            assert_eq!(decode_addr(&name.0[..len - 1]), None);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn control_parsing_takes_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..CONTROL_LEN)) {
+            let _ = parse_pktinfo(&bytes);
+            let _ = decode_addr(&bytes);
+        }
     }
 }

@@ -18,6 +18,9 @@ pub(crate) struct Spawned {
     pub(crate) child: Child,
 }
 
+/// Most channels a role is given (each role has two today).
+const MAX_ROLE_CHANNELS: usize = 4;
+
 /// Re-executes this binary as one role, with its channels at fds 3.. and
 /// all signals unblocked.
 pub(crate) fn spawn_role(
@@ -26,7 +29,17 @@ pub(crate) fn spawn_role(
     id: &privdrop::Identity,
     root: &std::path::Path,
 ) -> std::io::Result<Child> {
-    let raw: Vec<i32> = channels.iter().map(|c| c.as_raw_fd()).collect();
+    // The child side of fork must not allocate (another thread of the
+    // parent may have held the allocator's lock at the fork), so the
+    // descriptors are laid out in fixed arrays here, before the fork.
+    let mut raw = [-1i32; MAX_ROLE_CHANNELS];
+    if channels.len() > raw.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (slot, c) in raw.iter_mut().zip(channels) {
+        *slot = c.as_raw_fd();
+    }
+    let count = channels.len();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("--role")
         .arg(name)
@@ -45,23 +58,25 @@ pub(crate) fn spawn_role(
             cmd.env(var, v);
         }
     }
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (dup, dup2, sigprocmask).
+    // SAFETY: the closure runs in the forked child before exec. It
+    // allocates nothing (fixed arrays; `last_os_error` and
+    // `from_raw_os_error` build an error without a heap value) and calls
+    // only fcntl, dup2, close_range and pthread_sigmask, which are
+    // async-signal-safe system-call wrappers.
     unsafe {
         cmd.pre_exec(move || {
             // Move every channel out of the 3.. range first, so that
             // placing one cannot clobber another still to be placed.
             // The temporary copies are close-on-exec, so only the final
             // ones at 3.. survive the exec.
-            let mut high = Vec::with_capacity(raw.len());
-            for &fd in &raw {
-                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
-                if h < 0 {
+            let mut high = [-1i32; MAX_ROLE_CHANNELS];
+            for (h, &fd) in high.iter_mut().zip(&raw[..count]) {
+                *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                if *h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                high.push(h);
             }
-            for (i, &h) in high.iter().enumerate() {
+            for (i, &h) in high[..count].iter().enumerate() {
                 // dup2 clears close-on-exec on the new descriptor.
                 if libc::dup2(h, FIRST_CHANNEL_FD + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -71,7 +86,7 @@ pub(crate) fn spawn_role(
             // wgd (a descriptor left open on a key file, say) must not
             // reach an unprivileged role: mark every other descriptor
             // close-on-exec.
-            let first_free = FIRST_CHANNEL_FD as libc::c_uint + raw.len() as libc::c_uint;
+            let first_free = FIRST_CHANNEL_FD as libc::c_uint + count as libc::c_uint;
             let r = libc::syscall(
                 libc::SYS_close_range,
                 first_free,
