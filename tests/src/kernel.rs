@@ -16,11 +16,14 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::netns::Netns;
 use crate::proc::run_command;
+use crate::wg::Dump;
 
 /// Our own state and cache directory for the script (not its default, so
 /// the image fix-up below touches only our copy).
 const KPEER_ROOT: &str = "/tmp/kpeer-wgd";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Bound on one command run in the guest.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Path of kernel-peer.sh: `$KERNEL_PEER` or `shared/tools/` beside the
 /// repository.
@@ -87,6 +90,8 @@ pub struct KernelPeer {
     /// The guest's WireGuard endpoint, 198.51.100.2:51820.
     pub endpoint: SocketAddr,
     pub kernel: String,
+    /// The namespace side of the guest's link (a tap holding 198.51.100.1/24).
+    pub tap: String,
 }
 
 impl KernelPeer {
@@ -146,15 +151,39 @@ impl KernelPeer {
             public_key: get("KPEER_PUBKEY")?,
             endpoint,
             kernel: get("KPEER_KERNEL").unwrap_or_default(),
+            tap: get("KPEER_TAP")?,
         })
     }
 
     /// Runs a shell command inside the guest and returns its output.
     pub fn exec(&self, cmd: &str) -> Result<String> {
+        self.exec_status(cmd).map(|(_, out)| out)
+    }
+
+    /// Runs a shell command inside the guest: whether it exited 0, and its
+    /// output (stdout and stderr).
+    pub fn exec_status(&self, cmd: &str) -> Result<(bool, String)> {
         let c = command(&["exec", "-s", &self.state, cmd])?;
-        let out = run_command(c, Duration::from_secs(60))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr))
+        let out = run_command(c, EXEC_TIMEOUT)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ))
+    }
+
+    /// Like [`KernelPeer::exec`], but a non-zero exit is an error that
+    /// carries the output.
+    pub fn run(&self, cmd: &str) -> Result<String> {
+        match self.exec_status(cmd)? {
+            (true, out) => Ok(out),
+            (false, out) => Err(Error::other(format!("`{cmd}` failed in the guest: {out}"))),
+        }
+    }
+
+    /// `wg show wg0 dump` in the guest, parsed.
+    pub fn dump(&self) -> Result<Dump> {
+        Dump::parse(&self.run("wg show wg0 dump")?)
     }
 }
 
@@ -162,6 +191,12 @@ impl Drop for KernelPeer {
     fn drop(&mut self) {
         if let Ok(c) = command(&["stop", &self.state]) {
             let _ = run_command(c, Duration::from_secs(30));
+        }
+        // `stop` leaves the state directory (console log, settings); it is
+        // ours, so remove it, unless a failing test may want the log.
+        let state = PathBuf::from(&self.state);
+        if !std::thread::panicking() && state.starts_with(KPEER_ROOT) {
+            let _ = std::fs::remove_dir_all(&state);
         }
     }
 }

@@ -35,7 +35,7 @@
 //! `/work/shared/tools/kernel-peer.sh` would plug in beside [`WgGo`]; see
 //! the note at the top of [`wggo`].
 //!
-//! Traffic: [`ping`] and [`tcp_transfer`], which opens its sockets from
+//! Traffic: [`ping`], [`ping_once`] and [`tcp_transfer`], which opens its sockets from
 //! threads that entered the namespaces ([`Netns::enter`]) and compares
 //! SHA-256 and byte counts at both ends.
 
@@ -55,7 +55,7 @@ pub mod wggo;
 pub use error::{Error, Result};
 pub use netns::{add_addr, link, link_with, netns_exists, Netns, Veth};
 pub use proc::{pid_exists, Child};
-pub use traffic::{ping, tcp_transfer, Transfer, MIB};
+pub use traffic::{ping, ping_once, tcp_transfer, Transfer, MIB};
 pub use wait::{wait_for, wait_until};
 pub use wg::{keypair, preshared_key, public_key, socket_path, InterfaceConfig, PeerConfig};
 pub use wgd::Wgd;

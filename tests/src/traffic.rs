@@ -54,6 +54,20 @@ pub fn ping(ns: &Netns, addr: IpAddr, count: u32) -> bool {
     }
 }
 
+/// `ping -c 1 -W WAIT ADDR` inside `ns` (`WAIT` in whole seconds, at
+/// least 1): true if the one reply came back. Quiet, for probes whose
+/// failure is an outcome to record rather than an error.
+pub fn ping_once(ns: &Netns, addr: IpAddr, wait: Duration) -> bool {
+    let wait = wait.as_secs().max(1).to_string();
+    let addr = addr.to_string();
+    ns.exec(
+        "ping",
+        ["-n", "-c", "1", "-W", wait.as_str(), addr.as_str()],
+    )
+    .map(|out| out.status.success())
+    .unwrap_or(false)
+}
+
 /// What a [`tcp_transfer`] sent and received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {

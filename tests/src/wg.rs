@@ -140,6 +140,17 @@ pub fn set(ns: &Netns, ifname: &str, args: &[&str]) -> Result<()> {
     ns.run("wg", ["set", ifname].iter().chain(args)).map(drop)
 }
 
+/// `wg set IFNAME private-key FILE` inside `ns`, the key written to a
+/// private temp file (what `wg set` reads it from).
+pub fn set_private_key(ns: &Netns, ifname: &str, private_key: &str) -> Result<()> {
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| Error::io("key temp file", e))?;
+    writeln!(file, "{private_key}")
+        .and_then(|()| file.flush())
+        .map_err(|e| Error::io("write key file", e))?;
+    let path = file.path().to_string_lossy().into_owned();
+    set(ns, ifname, &["private-key", path.as_str()])
+}
+
 /// The interface line of `wg show IFNAME dump`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpInterface {
