@@ -1,11 +1,10 @@
-//! A channel between two of wgd's processes: one IPC message per
-//! `SOCK_SEQPACKET` datagram, with file descriptors passed by `SCM_RIGHTS`.
+//! The byte level of a channel: one encoded message per `SOCK_SEQPACKET`
+//! datagram, with file descriptors passed by `SCM_RIGHTS`.
 //!
-//! The parent creates one [`Channel::pair`] per pair of processes that talk,
-//! keeps one end and hands the other to the child on a fixed fd, which the
-//! child wraps with [`Channel::from_fd`]. Every role then sends and receives
-//! its channel's message enums from [`crate::ipc`] through this type; the
-//! bytes are produced and checked by [`crate::codec`].
+//! Internal to [`crate::channel`]: its send and receive take any
+//! serializable type, so nothing outside this crate may reach it. The typed
+//! [`super::Channel`] decides which types go through it and adds the
+//! request ids; this module only moves bytes and descriptors safely.
 //!
 //! `SOCK_SEQPACKET` preserves message boundaries, so no framing is needed:
 //! a datagram is a message. A receive error of any kind (garbage, an
@@ -27,10 +26,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zeroize::Zeroize;
 
-use crate::codec::{self, CodecError, MAX_MESSAGE};
-
-/// Most file descriptors that one message may carry.
-pub const MAX_FDS: usize = 8;
+use super::{ChannelError, MAX_FDS};
+use crate::codec::{self, MAX_MESSAGE};
 
 /// Linux's limit on fds per `SCM_RIGHTS` message (`SCM_MAX_FD`). The control
 /// buffer is sized for this many, not for [`MAX_FDS`], so that a peer sending
@@ -39,73 +36,44 @@ pub const MAX_FDS: usize = 8;
 /// which would leave the fds that did arrive open and unowned.
 const SCM_MAX_FD: usize = 253;
 
-/// Why a channel operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ChannelError {
-    /// The peer hung up (end of file on receive, `EPIPE` on send).
-    #[error("peer closed the channel")]
-    Closed,
-    /// The datagram or its control data was larger than our buffers.
-    #[error("datagram or its control data was truncated")]
-    Truncated,
-    /// More fds than allowed: over [`MAX_FDS`] on send or receive, or any at
-    /// all on a plain [`Channel::recv`]. Received ones have been closed.
-    #[error("too many file descriptors on the channel")]
-    TooManyFds,
-    /// The message encodes to zero bytes, which on `SOCK_SEQPACKET` cannot
-    /// be told apart from the peer hanging up (e.g. `()`); IPC enums always
-    /// encode to at least their variant tag.
-    #[error("refusing to send an empty message")]
-    EmptyMessage,
-    /// The channel is non-blocking and the operation would block.
-    #[error("operation would block")]
-    WouldBlock,
-    /// The message could not be encoded, or the received bytes did not decode.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// Any other system call failure.
-    #[error("channel I/O error: {0}")]
-    Io(#[from] Errno),
-}
-
-/// One end of a `SOCK_SEQPACKET` socketpair carrying IPC messages.
+/// One end of a `SOCK_SEQPACKET` socketpair, untyped.
 #[derive(Debug)]
-pub struct Channel {
+pub(super) struct RawChannel {
     fd: OwnedFd,
 }
 
-impl Channel {
+impl RawChannel {
     /// Creates a connected pair of channel ends (close-on-exec; the parent
     /// clears that flag only on the end it hands to a child).
-    pub fn pair() -> Result<(Channel, Channel), ChannelError> {
+    pub(super) fn pair() -> Result<(RawChannel, RawChannel), ChannelError> {
         let (a, b) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
+        Ok((RawChannel { fd: a }, RawChannel { fd: b }))
     }
 
     /// Wraps an inherited fd, which must be one end of a `SOCK_SEQPACKET`
     /// socketpair.
-    pub fn from_fd(fd: OwnedFd) -> Self {
-        Channel { fd }
+    pub(super) fn from_fd(fd: OwnedFd) -> Self {
+        RawChannel { fd }
     }
 
     /// Gives back the underlying socket, e.g. to pass it to a child process.
-    pub fn into_fd(self) -> OwnedFd {
+    pub(super) fn into_fd(self) -> OwnedFd {
         self.fd
     }
 
     /// Sends one message.
-    pub fn send<T: Serialize>(&self, msg: &T) -> Result<(), ChannelError> {
+    pub(super) fn send<T: Serialize>(&self, msg: &T) -> Result<(), ChannelError> {
         self.send_with_fds(msg, &[])
     }
 
     /// Sends one message together with up to [`MAX_FDS`] file descriptors.
     /// The receiver gets duplicates; the caller still owns `fds`.
-    pub fn send_with_fds<T: Serialize>(
+    pub(super) fn send_with_fds<T: Serialize>(
         &self,
         msg: &T,
         fds: &[BorrowedFd<'_>],
@@ -144,14 +112,16 @@ impl Channel {
 
     /// Receives one message. A message that carries file descriptors is an
     /// error ([`ChannelError::TooManyFds`]) and the fds are closed.
-    pub fn recv<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+    pub(super) fn recv<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
         self.recv_inner(0).map(|(msg, _)| msg)
     }
 
     /// Receives one message and the up to [`MAX_FDS`] file descriptors sent
     /// with it (close-on-exec). More than that is an error and all of them
     /// are closed.
-    pub fn recv_with_fds<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
+    pub(super) fn recv_with_fds<T: DeserializeOwned>(
+        &self,
+    ) -> Result<(T, Vec<OwnedFd>), ChannelError> {
         self.recv_inner(MAX_FDS)
     }
 
@@ -215,7 +185,7 @@ impl Channel {
     /// Switches the socket between blocking and non-blocking mode; in
     /// non-blocking mode, operations that would wait return
     /// [`ChannelError::WouldBlock`].
-    pub fn set_nonblocking(&self, on: bool) -> Result<(), ChannelError> {
+    pub(super) fn set_nonblocking(&self, on: bool) -> Result<(), ChannelError> {
         let raw = self.fd.as_raw_fd();
         let mut flags = OFlag::from_bits_retain(fcntl(raw, FcntlArg::F_GETFL)?);
         flags.set(OFlag::O_NONBLOCK, on);
@@ -224,13 +194,13 @@ impl Channel {
     }
 }
 
-impl AsFd for Channel {
+impl AsFd for RawChannel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
-impl AsRawFd for Channel {
+impl AsRawFd for RawChannel {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -271,6 +241,7 @@ impl Drop for RecvBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::CodecError;
     use nix::fcntl::FdFlag;
     use nix::sys::socket::send;
     use nix::unistd::{pipe, read, write};
@@ -284,14 +255,14 @@ mod tests {
         Stop,
     }
 
-    fn send_raw(ch: &Channel, bytes: &[u8]) {
+    fn send_raw(ch: &RawChannel, bytes: &[u8]) {
         let n = send(ch.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).unwrap();
         assert_eq!(n, bytes.len());
     }
 
     #[test]
     fn channel_round_trip() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         let msgs = [
             Msg::Ping(1),
             Msg::Key {
@@ -314,7 +285,7 @@ mod tests {
 
     #[test]
     fn channel_round_trip_across_threads() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         let t = std::thread::spawn(move || {
             let mut sum = 0u64;
             while let Msg::Ping(n) = b.recv::<Msg>().unwrap() {
@@ -331,7 +302,7 @@ mod tests {
 
     #[test]
     fn channel_fd_passing() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         let (rd, wr) = pipe().unwrap();
         a.send_with_fds(&Msg::Ping(5), &[wr.as_fd()]).unwrap();
         drop(wr);
@@ -354,7 +325,7 @@ mod tests {
 
     #[test]
     fn channel_recv_with_fds_without_fds() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         a.send(&Msg::Stop).unwrap();
         let (msg, fds) = b.recv_with_fds::<Msg>().unwrap();
         assert_eq!(msg, Msg::Stop);
@@ -363,7 +334,7 @@ mod tests {
 
     #[test]
     fn channel_eof_after_peer_drop() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         a.send(&Msg::Ping(1)).unwrap();
         drop(a);
         // Queued messages are still delivered, then end of file.
@@ -375,7 +346,7 @@ mod tests {
 
     #[test]
     fn channel_oversized_datagram() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         // Bigger than the receive buffer: the kernel truncates.
         send_raw(&a, &vec![1u8; MAX_MESSAGE + 100]);
         assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Truncated)));
@@ -392,7 +363,7 @@ mod tests {
 
     #[test]
     fn channel_send_too_large() {
-        let (a, _b) = Channel::pair().unwrap();
+        let (a, _b) = RawChannel::pair().unwrap();
         assert!(matches!(
             a.send(&Msg::Blob(vec![0; MAX_MESSAGE])),
             Err(ChannelError::Codec(CodecError::TooLarge { .. }))
@@ -401,7 +372,7 @@ mod tests {
 
     #[test]
     fn channel_garbage_datagram() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         send_raw(&a, &[0xff, 0xff, 0xff, 0xff, 0xff]);
         assert!(matches!(
             b.recv::<Msg>(),
@@ -421,7 +392,7 @@ mod tests {
 
     #[test]
     fn channel_empty_datagram_reads_as_closed() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         send_raw(&a, &[]);
         assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Closed)));
         assert!(matches!(a.send(&()), Err(ChannelError::EmptyMessage)));
@@ -429,7 +400,7 @@ mod tests {
 
     #[test]
     fn channel_unexpected_fds_closed() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         let (rd, wr) = pipe().unwrap();
         a.send_with_fds(&Msg::Ping(6), &[wr.as_fd()]).unwrap();
         drop(wr);
@@ -444,7 +415,7 @@ mod tests {
 
     #[test]
     fn channel_too_many_fds() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         let (rd, wr) = pipe().unwrap();
         let many = vec![wr.as_fd(); MAX_FDS + 1];
         assert!(matches!(
@@ -475,7 +446,7 @@ mod tests {
 
     #[test]
     fn channel_nonblocking_empty() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = RawChannel::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         assert!(matches!(b.recv::<Msg>(), Err(ChannelError::WouldBlock)));
         a.send(&Msg::Ping(8)).unwrap();
@@ -488,8 +459,8 @@ mod tests {
 
     #[test]
     fn channel_into_fd_from_fd() {
-        let (a, b) = Channel::pair().unwrap();
-        let b = Channel::from_fd(b.into_fd());
+        let (a, b) = RawChannel::pair().unwrap();
+        let b = RawChannel::from_fd(b.into_fd());
         a.send(&Msg::Ping(9)).unwrap();
         assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(9));
     }
