@@ -1,43 +1,91 @@
-//! A channel between two of wgd's processes: one IPC message per
-//! `SOCK_SEQPACKET` datagram, with file descriptors passed by `SCM_RIGHTS`.
+//! A channel between two of wgd's processes, typed by direction: a
+//! [`Channel<Out, In>`] sends only `Out` and receives only `In`, so a
+//! message of another channel's enum is a compile error, not a bug found
+//! at run time.
 //!
-//! The parent creates one [`Channel::pair`] per pair of processes that talk,
-//! keeps one end and hands the other to the child on a fixed fd, which the
-//! child wraps with [`Channel::from_fd`]. Every role then sends and receives
-//! its channel's message enums from [`crate::ipc`] through this type; the
-//! bytes are produced and checked by [`crate::codec`].
+//! Who may call what: the roles table in `wgd` (`wgd/src/roles.rs`) is the
+//! only code that creates channel ends ([`Channel::pair`] in the parent,
+//! [`Channel::from_fd`] in a re-executed child) and so the only place that
+//! says which enums each socketpair carries. Every role's loop receives its
+//! ends already typed and uses the methods below.
 //!
-//! `SOCK_SEQPACKET` preserves message boundaries, so no framing is needed:
-//! a datagram is a message. A receive error of any kind (garbage, an
-//! oversized datagram, unexpected fds) means the peer process is broken or
-//! compromised; callers treat it as a dead peer and fail closed. Receiving
-//! never panics and never leaks a received fd: each one is owned by an
-//! [`OwnedFd`] from the moment the call returns, so error paths close them.
+//! Two kinds of traffic, chosen by the message enums of [`crate::ipc`]:
+//!
+//! - **Requests and replies** ([`Request`]): each request travels with an
+//!   id, and its reply must echo that id. The asking side calls
+//!   [`Channel::ask`] (or [`Channel::ask_with_fds`]); the answering side
+//!   [`Channel::recv_request`] and then [`Channel::reply`] with the
+//!   [`ReplyTo`] it got. A reply carrying any other id is
+//!   [`ChannelError::OutOfStep`]: the peer is answering something else
+//!   than what was asked, which is treated like any garbage (a dead peer).
+//! - **Events** ([`Event`]): one-way orders and reports, with
+//!   [`Channel::send`] and [`Channel::recv`]; no ids, no replies.
+//!
+//! The bytes (one message per `SOCK_SEQPACKET` datagram, fds by
+//! `SCM_RIGHTS`, size-limited decode, fds owned from the moment they
+//! arrive) are the untyped core's job, private to this module.
+//!
+//! Sending a message on the wrong channel does not compile:
+//!
+//! ```compile_fail,E0308
+//! use proto::channel::Channel;
+//! use proto::ipc::{CryptoToParent, ParentToCrypto, ParentToHandshake};
+//!
+//! let (parent, _crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
+//! let _ = parent.ask(&ParentToHandshake::GetStatus);
+//! ```
+//!
+//! while the same code with the channel's own request does (so the example
+//! above fails for the reason it shows, not another):
+//!
+//! ```
+//! use proto::channel::Channel;
+//! use proto::ipc::{CryptoToParent, ParentToCrypto, ParentToHandshake};
+//!
+//! let (parent, _crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
+//! // Nobody answers here, so don't wait for it.
+//! parent.set_nonblocking(true).unwrap();
+//! let _ = parent.ask(&ParentToCrypto::RemoveAllPeers);
+//! # let _ = ParentToHandshake::GetStatus;
+//! ```
+//!
+//! Nor does receiving another channel's enum:
+//!
+//! ```compile_fail,E0308
+//! use proto::channel::Channel;
+//! use proto::ipc::{CryptoToParent, ParentToCrypto, ParentToHandshake};
+//!
+//! let (_parent, crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
+//! let (_to, _msg): (_, ParentToHandshake) = crypto.recv_request().unwrap();
+//! ```
+//!
+//! ```
+//! use proto::channel::Channel;
+//! use proto::ipc::{CryptoToParent, ParentToCrypto, ParentToHandshake};
+//!
+//! let (parent, crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
+//! parent.set_nonblocking(true).unwrap();
+//! let _ = parent.ask(&ParentToCrypto::RemoveAllPeers);
+//! let (to, _msg): (_, ParentToCrypto) = crypto.recv_request().unwrap();
+//! crypto.reply(to, &CryptoToParent::Done).unwrap();
+//! # let _ = ParentToHandshake::GetStatus;
+//! ```
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+mod raw;
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use zeroize::Zeroize;
+use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError, MAX_MESSAGE};
+use crate::codec::CodecError;
+use raw::RawChannel;
 
 /// Most file descriptors that one message may carry.
 pub const MAX_FDS: usize = 8;
-
-/// Linux's limit on fds per `SCM_RIGHTS` message (`SCM_MAX_FD`). The control
-/// buffer is sized for this many, not for [`MAX_FDS`], so that a peer sending
-/// too many cannot make the kernel truncate the control data
-/// (`MSG_CTRUNC`): on truncation nix refuses to parse the control buffer,
-/// which would leave the fds that did arrive open and unowned.
-const SCM_MAX_FD: usize = 253;
 
 /// Why a channel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +97,21 @@ pub enum ChannelError {
     #[error("datagram or its control data was truncated")]
     Truncated,
     /// More fds than allowed: over [`MAX_FDS`] on send or receive, or any at
-    /// all on a plain [`Channel::recv`]. Received ones have been closed.
+    /// all where the message takes none. Received ones have been closed.
     #[error("too many file descriptors on the channel")]
     TooManyFds,
     /// The message encodes to zero bytes, which on `SOCK_SEQPACKET` cannot
-    /// be told apart from the peer hanging up (e.g. `()`); IPC enums always
-    /// encode to at least their variant tag.
+    /// be told apart from the peer hanging up; IPC enums always encode to
+    /// at least their variant tag.
     #[error("refusing to send an empty message")]
     EmptyMessage,
-    /// The channel is non-blocking and the operation would block.
+    /// The channel is non-blocking (or has a receive timeout) and the
+    /// operation would block.
     #[error("operation would block")]
     WouldBlock,
+    /// A reply answered another request than the one just asked.
+    #[error("reply to request {got} where request {expected} was asked")]
+    OutOfStep { expected: u64, got: u64 },
     /// The message could not be encoded, or the received bytes did not decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -68,429 +120,399 @@ pub enum ChannelError {
     Io(#[from] Errno),
 }
 
-/// One end of a `SOCK_SEQPACKET` socketpair carrying IPC messages.
-#[derive(Debug)]
-pub struct Channel {
-    fd: OwnedFd,
+pub(crate) mod sealed {
+    /// Only the enums of [`crate::ipc`] travel on channels: the untyped
+    /// core must not be reachable from outside this crate with a type of
+    /// the caller's choosing.
+    pub trait Sealed {}
 }
 
-impl Channel {
-    /// Creates a connected pair of channel ends (close-on-exec; the parent
-    /// clears that flag only on the end it hands to a child).
-    pub fn pair() -> Result<(Channel, Channel), ChannelError> {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
+/// Anything that travels on a channel: the enums of [`crate::ipc`].
+pub trait Message: Serialize + DeserializeOwned + sealed::Sealed {}
+
+impl<T: Serialize + DeserializeOwned + sealed::Sealed> Message for T {}
+
+/// A message that asks for exactly one answer, of type `Reply`.
+pub trait Request: Message {
+    type Reply: Message;
+}
+
+/// A one-way message: sent, never answered.
+pub trait Event: Message {}
+
+/// How a request or a reply travels: the message with the request's id.
+/// Serialized by reference on send (`Tagged<&T>`) and owned on receive;
+/// both encode the same.
+#[derive(Serialize, Deserialize)]
+struct Tagged<T> {
+    id: u64,
+    body: T,
+}
+
+/// The id of a received request, to be handed back with its one reply.
+/// Neither `Clone` nor `Copy`: answering twice does not type-check.
+#[derive(Debug)]
+#[must_use = "a request must be answered, or the asking side waits until it gives up"]
+pub struct ReplyTo {
+    id: u64,
+}
+
+/// Both ends of one channel: this one sends `Out`, its mirror sends `In`.
+pub type Pair<Out, In> = (Channel<Out, In>, Channel<In, Out>);
+
+/// One end of a channel: sends `Out`, receives `In`.
+///
+/// Which methods exist depends on the enums: [`Channel::ask`] when `Out`
+/// is a [`Request`] answered by `In`, [`Channel::recv_request`] and
+/// [`Channel::reply`] when `In` is a [`Request`] answered by `Out`,
+/// [`Channel::send`] when `Out` is an [`Event`], [`Channel::recv`] when
+/// `In` is one.
+#[derive(Debug)]
+pub struct Channel<Out, In> {
+    raw: RawChannel,
+    /// Id of the next request this end asks. A `Cell`: a channel end asks
+    /// one thing at a time, and is not shared between threads.
+    next_id: Cell<u64>,
+    // `fn(Out) -> In` rather than `(Out, In)`: the end owns no message, and
+    // should be `Send` whatever the enums are.
+    _dir: PhantomData<fn(Out) -> In>,
+}
+
+impl<Out, In> Channel<Out, In> {
+    fn wrap(raw: RawChannel) -> Self {
+        Channel {
+            raw,
+            next_id: Cell::new(1),
+            _dir: PhantomData,
+        }
     }
 
-    /// Wraps an inherited fd, which must be one end of a `SOCK_SEQPACKET`
-    /// socketpair.
+    /// Creates a connected pair: this end, and its mirror that sends `In`
+    /// and receives `Out` (both close-on-exec; the parent clears that
+    /// flag only on the end it hands to a child). Only the roles table
+    /// calls this.
+    pub fn pair() -> Result<Pair<Out, In>, ChannelError> {
+        let (a, b) = RawChannel::pair()?;
+        Ok((Channel::wrap(a), Channel::wrap(b)))
+    }
+
+    /// Wraps an inherited fd, which must be the mirror end of a channel
+    /// created by [`Channel::pair`] with the same two enums swapped.
+    /// Nothing can check that here, which is why only the roles table,
+    /// which made the pair, calls this.
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Channel { fd }
+        Channel::wrap(RawChannel::from_fd(fd))
     }
 
-    /// Gives back the underlying socket, e.g. to pass it to a child process.
+    /// Gives back the underlying socket, to pass it to a child process.
     pub fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-
-    /// Sends one message.
-    pub fn send<T: Serialize>(&self, msg: &T) -> Result<(), ChannelError> {
-        self.send_with_fds(msg, &[])
-    }
-
-    /// Sends one message together with up to [`MAX_FDS`] file descriptors.
-    /// The receiver gets duplicates; the caller still owns `fds`.
-    pub fn send_with_fds<T: Serialize>(
-        &self,
-        msg: &T,
-        fds: &[BorrowedFd<'_>],
-    ) -> Result<(), ChannelError> {
-        if fds.len() > MAX_FDS {
-            return Err(ChannelError::TooManyFds);
-        }
-        // Wiped when dropped, whichever way this returns.
-        let bytes = codec::encode(msg)?;
-        if bytes.is_empty() {
-            return Err(ChannelError::EmptyMessage);
-        }
-        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-        let rights = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-        let iov = [IoSlice::new(&bytes)];
-        loop {
-            // MSG_NOSIGNAL: a dead peer must be an error we can report,
-            // not a SIGPIPE that kills this process without a word.
-            match sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                // SOCK_SEQPACKET sends are atomic; a short count would mean
-                // the peer got a truncated message.
-                Ok(_) => return Err(ChannelError::Io(Errno::EMSGSIZE)),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(map_errno(e)),
-            }
-        }
-    }
-
-    /// Receives one message. A message that carries file descriptors is an
-    /// error ([`ChannelError::TooManyFds`]) and the fds are closed.
-    pub fn recv<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        self.recv_inner(0).map(|(msg, _)| msg)
-    }
-
-    /// Receives one message and the up to [`MAX_FDS`] file descriptors sent
-    /// with it (close-on-exec). More than that is an error and all of them
-    /// are closed.
-    pub fn recv_with_fds<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        self.recv_inner(MAX_FDS)
-    }
-
-    fn recv_inner<T: DeserializeOwned>(
-        &self,
-        max_fds: usize,
-    ) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        // One byte more than the largest message, so that an oversized
-        // datagram shows up (as MSG_TRUNC, or as too long to decode) rather
-        // than being silently cut to a size that might still decode.
-        let mut buf = RecvBuf::new(MAX_MESSAGE + 1);
-        let (len, fds, flags) = loop {
-            // Room for credentials too, in case SO_PASSCRED is ever set on
-            // this socket: they would come first and squeeze out fds.
-            let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD], nix::libc::ucred);
-            let mut iov = [IoSliceMut::new(&mut buf.buf)];
-            let msg = match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => msg,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(map_errno(e)),
-            };
-            let mut fds = Vec::new();
-            // On MSG_CTRUNC nix will not parse the control data (see
-            // SCM_MAX_FD for why that cannot happen with SCM_RIGHTS alone).
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for cmsg in cmsgs {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        fds.extend(raw.into_iter().map(|fd| {
-                            // SAFETY: the kernel has just installed `fd` in
-                            // our table for this message; nothing else
-                            // knows it, so this is its only owner.
-                            unsafe { OwnedFd::from_raw_fd(fd) }
-                        }));
-                    }
-                }
-            }
-            break (msg.bytes, fds, msg.flags);
-        };
-        buf.used = len.min(buf.buf.len());
-
-        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
-            return Err(ChannelError::Truncated);
-        }
-        if fds.len() > max_fds {
-            return Err(ChannelError::TooManyFds);
-        }
-        if len == 0 && fds.is_empty() {
-            // End of file. A zero-length datagram reads the same; we never
-            // send one, so either way the peer is gone or broken.
-            return Err(ChannelError::Closed);
-        }
-        let msg = codec::decode(&buf.buf[..buf.used])?;
-        Ok((msg, fds))
+        self.raw.into_fd()
     }
 
     /// Switches the socket between blocking and non-blocking mode; in
     /// non-blocking mode, operations that would wait return
     /// [`ChannelError::WouldBlock`].
     pub fn set_nonblocking(&self, on: bool) -> Result<(), ChannelError> {
-        let raw = self.fd.as_raw_fd();
-        let mut flags = OFlag::from_bits_retain(fcntl(raw, FcntlArg::F_GETFL)?);
-        flags.set(OFlag::O_NONBLOCK, on);
-        fcntl(raw, FcntlArg::F_SETFL(flags))?;
-        Ok(())
+        self.raw.set_nonblocking(on)
     }
-}
 
-impl AsFd for Channel {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        id
     }
-}
 
-impl AsRawFd for Channel {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-fn map_errno(e: Errno) -> ChannelError {
-    match e {
-        Errno::EAGAIN => ChannelError::WouldBlock,
-        Errno::EPIPE | Errno::ECONNRESET => ChannelError::Closed,
-        e => ChannelError::Io(e),
-    }
-}
-
-/// Receive buffer that wipes what was received into it when dropped, since
-/// messages may carry keys.
-struct RecvBuf {
-    buf: Vec<u8>,
-    used: usize,
-}
-
-impl RecvBuf {
-    fn new(len: usize) -> Self {
-        RecvBuf {
-            buf: vec![0; len],
-            used: 0,
+    /// Waits for the reply to request `id`.
+    fn reply_to(&self, id: u64) -> Result<In, ChannelError>
+    where
+        In: Message,
+    {
+        let reply: Tagged<In> = self.raw.recv()?;
+        if reply.id != id {
+            return Err(ChannelError::OutOfStep {
+                expected: id,
+                got: reply.id,
+            });
         }
+        Ok(reply.body)
     }
 }
 
-impl Drop for RecvBuf {
-    fn drop(&mut self) {
-        // Only the received prefix can hold anything; wiping all 64 KiB on
-        // every message would be wasted work.
-        self.buf[..self.used].zeroize();
+impl<Out: Request<Reply = In>, In: Message> Channel<Out, In> {
+    /// Sends a request and waits for its reply. A reply that answers any
+    /// other request is [`ChannelError::OutOfStep`].
+    pub fn ask(&self, req: &Out) -> Result<In, ChannelError> {
+        self.ask_with_fds(req, &[])
+    }
+
+    /// As [`Channel::ask`], with up to [`MAX_FDS`] file descriptors sent
+    /// along. The receiver gets duplicates; the caller still owns `fds`.
+    pub fn ask_with_fds(&self, req: &Out, fds: &[BorrowedFd<'_>]) -> Result<In, ChannelError> {
+        let id = self.next_id();
+        self.raw.send_with_fds(&Tagged { id, body: req }, fds)?;
+        self.reply_to(id)
+    }
+}
+
+impl<Out: Message, In: Request<Reply = Out>> Channel<Out, In> {
+    /// Receives one request; answer it with [`Channel::reply`]. A request
+    /// that carries file descriptors is an error
+    /// ([`ChannelError::TooManyFds`]) and the fds are closed.
+    pub fn recv_request(&self) -> Result<(ReplyTo, In), ChannelError> {
+        let req: Tagged<In> = self.raw.recv()?;
+        Ok((ReplyTo { id: req.id }, req.body))
+    }
+
+    /// Receives one request and the up to [`MAX_FDS`] file descriptors
+    /// sent with it (close-on-exec). More than that is an error and all of
+    /// them are closed.
+    pub fn recv_request_with_fds(&self) -> Result<(ReplyTo, In, Vec<OwnedFd>), ChannelError> {
+        let (req, fds): (Tagged<In>, _) = self.raw.recv_with_fds()?;
+        Ok((ReplyTo { id: req.id }, req.body, fds))
+    }
+
+    /// Answers the request `to` came with.
+    pub fn reply(&self, to: ReplyTo, reply: &Out) -> Result<(), ChannelError> {
+        self.raw.send(&Tagged {
+            id: to.id,
+            body: reply,
+        })
+    }
+}
+
+impl<Out: Event, In> Channel<Out, In> {
+    /// Sends one message.
+    pub fn send(&self, msg: &Out) -> Result<(), ChannelError> {
+        self.raw.send(msg)
+    }
+}
+
+impl<Out, In: Event> Channel<Out, In> {
+    /// Receives one message. A message that carries file descriptors is an
+    /// error ([`ChannelError::TooManyFds`]) and the fds are closed.
+    pub fn recv(&self) -> Result<In, ChannelError> {
+        self.raw.recv()
+    }
+}
+
+impl<Out, In> AsFd for Channel<Out, In> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.raw.as_fd()
+    }
+}
+
+impl<Out, In> AsRawFd for Channel<Out, In> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw.as_raw_fd()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::fcntl::FdFlag;
-    use nix::sys::socket::send;
+    use nix::sys::socket::{send, MsgFlags};
     use nix::unistd::{pipe, read, write};
-    use serde::Deserialize;
+
+    use crate::codec;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    enum Msg {
-        Ping(u32),
-        Key { index: u32, key: [u8; 32] },
-        Blob(Vec<u8>),
+    enum Question {
+        Add(u32, u32),
         Stop,
     }
 
-    fn send_raw(ch: &Channel, bytes: &[u8]) {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Answer {
+        Sum(u32),
+        Done,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Note {
+        Ping(u32),
+    }
+
+    impl sealed::Sealed for Question {}
+    impl sealed::Sealed for Answer {}
+    impl sealed::Sealed for Note {}
+    impl Request for Question {
+        type Reply = Answer;
+    }
+    impl Event for Note {}
+
+    type Asker = Channel<Question, Answer>;
+
+    fn send_raw<O, I>(ch: &Channel<O, I>, bytes: &[u8]) {
         let n = send(ch.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).unwrap();
         assert_eq!(n, bytes.len());
     }
 
-    #[test]
-    fn channel_round_trip() {
-        let (a, b) = Channel::pair().unwrap();
-        let msgs = [
-            Msg::Ping(1),
-            Msg::Key {
-                index: 7,
-                key: [0x42; 32],
-            },
-            Msg::Blob(vec![9; 60_000]),
-            Msg::Stop,
-        ];
-        for m in &msgs {
-            a.send(m).unwrap();
-        }
-        for m in &msgs {
-            assert_eq!(&b.recv::<Msg>().unwrap(), m);
-        }
-        // And the other way.
-        b.send(&Msg::Ping(2)).unwrap();
-        assert_eq!(a.recv::<Msg>().unwrap(), Msg::Ping(2));
+    fn tagged<T: Serialize>(id: u64, body: T) -> Vec<u8> {
+        codec::encode(&Tagged { id, body }).unwrap().to_vec()
+    }
+
+    fn serve_one(server: &Channel<Answer, Question>) {
+        let (to, q) = server.recv_request().unwrap();
+        let a = match q {
+            Question::Add(x, y) => Answer::Sum(x + y),
+            Question::Stop => Answer::Done,
+        };
+        server.reply(to, &a).unwrap();
     }
 
     #[test]
-    fn channel_round_trip_across_threads() {
-        let (a, b) = Channel::pair().unwrap();
+    fn reply_to_the_right_id_is_accepted() {
+        let (client, server) = Asker::pair().unwrap();
         let t = std::thread::spawn(move || {
-            let mut sum = 0u64;
-            while let Msg::Ping(n) = b.recv::<Msg>().unwrap() {
-                sum += u64::from(n);
+            for _ in 0..100 {
+                serve_one(&server);
             }
-            sum
         });
-        for n in 1..=100 {
-            a.send(&Msg::Ping(n)).unwrap();
+        for n in 0..100 {
+            assert_eq!(
+                client.ask(&Question::Add(n, 1)).unwrap(),
+                Answer::Sum(n + 1)
+            );
         }
-        a.send(&Msg::Stop).unwrap();
-        assert_eq!(t.join().unwrap(), 5050);
+        t.join().unwrap();
     }
 
     #[test]
-    fn channel_fd_passing() {
-        let (a, b) = Channel::pair().unwrap();
+    fn ids_count_up_from_one() {
+        let (client, server) = Asker::pair().unwrap();
+        client.set_nonblocking(true).unwrap();
+        for want in 1..=3 {
+            // No answer yet: the request is out, the reply would block.
+            assert!(matches!(
+                client.ask(&Question::Stop),
+                Err(ChannelError::WouldBlock)
+            ));
+            let (to, _) = server.recv_request().unwrap();
+            assert_eq!(to.id, want);
+            // Answered too late: the next ask sees a stale id.
+            if want == 3 {
+                server.reply(to, &Answer::Done).unwrap();
+            }
+        }
+        assert!(matches!(
+            client.ask(&Question::Stop),
+            Err(ChannelError::OutOfStep {
+                expected: 4,
+                got: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn out_of_step_reply_is_an_error() {
+        let (client, server) = Asker::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let (to, _) = server.recv_request().unwrap();
+            // A reply to another request than the one just asked, with
+            // an otherwise valid body.
+            send_raw(&server, &tagged(to.id + 1, Answer::Sum(3)));
+            server
+        });
+        assert!(matches!(
+            client.ask(&Question::Add(1, 2)),
+            Err(ChannelError::OutOfStep {
+                expected: 1,
+                got: 2
+            })
+        ));
+        let server = t.join().unwrap();
+
+        // An answer to a request never asked, waiting before the real one.
+        send_raw(&server, &tagged(0, Answer::Done));
+        let t = std::thread::spawn(move || serve_one(&server));
+        assert!(matches!(
+            client.ask(&Question::Stop),
+            Err(ChannelError::OutOfStep {
+                expected: 2,
+                got: 0
+            })
+        ));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn reply_without_id_is_an_error() {
+        let (client, server) = Asker::pair().unwrap();
+        // The bare enum, as an event channel would carry it: `Sum(3)` is
+        // the bytes [0, 3], which read as id 0 and then a missing body.
+        send_raw(&server, &codec::encode(&Answer::Sum(3)).unwrap());
+        assert!(matches!(
+            client.ask(&Question::Stop),
+            Err(ChannelError::Codec(_) | ChannelError::OutOfStep { .. })
+        ));
+        // Garbage is garbage.
+        send_raw(&server, &[0xff; 11]);
+        assert!(matches!(
+            client.ask(&Question::Stop),
+            Err(ChannelError::Codec(_))
+        ));
+    }
+
+    #[test]
+    fn request_with_fds() {
+        let (client, server) = Asker::pair().unwrap();
         let (rd, wr) = pipe().unwrap();
-        a.send_with_fds(&Msg::Ping(5), &[wr.as_fd()]).unwrap();
+        let t = std::thread::spawn(move || {
+            let (to, q, mut fds) = server.recv_request_with_fds().unwrap();
+            assert_eq!(q, Question::Stop);
+            assert_eq!(fds.len(), 1);
+            let got = fds.pop().unwrap();
+            write(&got, b"hi").unwrap();
+            server.reply(to, &Answer::Done).unwrap();
+            // A plain request with fds is refused, and they are closed.
+            assert!(matches!(
+                server.recv_request(),
+                Err(ChannelError::TooManyFds)
+            ));
+        });
+        assert_eq!(
+            client.ask_with_fds(&Question::Stop, &[wr.as_fd()]).unwrap(),
+            Answer::Done
+        );
+        client.set_nonblocking(true).unwrap();
+        let _ = client.ask_with_fds(&Question::Stop, &[wr.as_fd()]);
         drop(wr);
-
-        let (msg, mut fds) = b.recv_with_fds::<Msg>().unwrap();
-        assert_eq!(msg, Msg::Ping(5));
-        assert_eq!(fds.len(), 1);
-        let got = fds.pop().unwrap();
-        let fd_flags = FdFlag::from_bits_retain(fcntl(got.as_raw_fd(), FcntlArg::F_GETFD).unwrap());
-        assert!(fd_flags.contains(FdFlag::FD_CLOEXEC), "MSG_CMSG_CLOEXEC");
-
-        write(&got, b"hello").unwrap();
-        drop(got);
-        let mut out = [0u8; 16];
+        t.join().unwrap();
+        let mut out = [0u8; 4];
         let n = read(rd.as_raw_fd(), &mut out).unwrap();
-        assert_eq!(&out[..n], b"hello");
-        // The received copy was the last write end: EOF now.
+        assert_eq!(&out[..n], b"hi");
         assert_eq!(read(rd.as_raw_fd(), &mut out).unwrap(), 0);
     }
 
     #[test]
-    fn channel_recv_with_fds_without_fds() {
-        let (a, b) = Channel::pair().unwrap();
-        a.send(&Msg::Stop).unwrap();
-        let (msg, fds) = b.recv_with_fds::<Msg>().unwrap();
-        assert_eq!(msg, Msg::Stop);
-        assert!(fds.is_empty());
-    }
-
-    #[test]
-    fn channel_eof_after_peer_drop() {
-        let (a, b) = Channel::pair().unwrap();
-        a.send(&Msg::Ping(1)).unwrap();
-        drop(a);
-        // Queued messages are still delivered, then end of file.
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(1));
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Closed)));
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Closed)));
-        assert!(matches!(b.send(&Msg::Stop), Err(ChannelError::Closed)));
-    }
-
-    #[test]
-    fn channel_oversized_datagram() {
-        let (a, b) = Channel::pair().unwrap();
-        // Bigger than the receive buffer: the kernel truncates.
-        send_raw(&a, &vec![1u8; MAX_MESSAGE + 100]);
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Truncated)));
-        // Exactly one byte over fits the buffer but not the codec limit.
-        send_raw(&a, &vec![1u8; MAX_MESSAGE + 1]);
-        assert!(matches!(
-            b.recv::<Msg>(),
-            Err(ChannelError::Codec(CodecError::TooLarge { .. }))
-        ));
-        // The rest of the oversized datagrams was discarded, not left queued.
-        a.send(&Msg::Ping(3)).unwrap();
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(3));
-    }
-
-    #[test]
-    fn channel_send_too_large() {
-        let (a, _b) = Channel::pair().unwrap();
-        assert!(matches!(
-            a.send(&Msg::Blob(vec![0; MAX_MESSAGE])),
-            Err(ChannelError::Codec(CodecError::TooLarge { .. }))
-        ));
-    }
-
-    #[test]
-    fn channel_garbage_datagram() {
-        let (a, b) = Channel::pair().unwrap();
-        send_raw(&a, &[0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(
-            b.recv::<Msg>(),
-            Err(ChannelError::Codec(CodecError::Malformed(_)))
-        ));
-        // A valid message with a byte too many.
-        let mut bytes = codec::encode(&Msg::Ping(1)).unwrap().to_vec();
-        bytes.push(0);
-        send_raw(&a, &bytes);
-        assert!(matches!(
-            b.recv::<Msg>(),
-            Err(ChannelError::Codec(CodecError::TrailingBytes(1)))
-        ));
-        a.send(&Msg::Ping(4)).unwrap();
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(4));
-    }
-
-    #[test]
-    fn channel_empty_datagram_reads_as_closed() {
-        let (a, b) = Channel::pair().unwrap();
-        send_raw(&a, &[]);
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::Closed)));
-        assert!(matches!(a.send(&()), Err(ChannelError::EmptyMessage)));
-    }
-
-    #[test]
-    fn channel_unexpected_fds_closed() {
-        let (a, b) = Channel::pair().unwrap();
-        let (rd, wr) = pipe().unwrap();
-        a.send_with_fds(&Msg::Ping(6), &[wr.as_fd()]).unwrap();
-        drop(wr);
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::TooManyFds)));
-        // The only write end left was the one received; it must be closed.
-        let mut out = [0u8; 1];
-        assert_eq!(read(rd.as_raw_fd(), &mut out).unwrap(), 0);
-        // The channel still works.
-        a.send(&Msg::Ping(7)).unwrap();
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(7));
-    }
-
-    #[test]
-    fn channel_too_many_fds() {
-        let (a, b) = Channel::pair().unwrap();
-        let (rd, wr) = pipe().unwrap();
-        let many = vec![wr.as_fd(); MAX_FDS + 1];
-        assert!(matches!(
-            a.send_with_fds(&Msg::Stop, &many),
-            Err(ChannelError::TooManyFds)
-        ));
-
-        // A peer that ignores the limit, up to the kernel's own: no control
-        // data truncation, and every received copy is closed.
-        let raw = vec![wr.as_raw_fd(); SCM_MAX_FD];
-        let bytes = codec::encode(&Msg::Stop).unwrap();
-        sendmsg::<()>(
-            a.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .unwrap();
-        drop(wr);
-        assert!(matches!(
-            b.recv_with_fds::<Msg>(),
-            Err(ChannelError::TooManyFds)
-        ));
-        let mut out = [0u8; 1];
-        assert_eq!(read(rd.as_raw_fd(), &mut out).unwrap(), 0);
-    }
-
-    #[test]
-    fn channel_nonblocking_empty() {
-        let (a, b) = Channel::pair().unwrap();
+    fn events_travel_bare() {
+        let (a, b) = Channel::<Note, Note>::pair().unwrap();
+        a.send(&Note::Ping(7)).unwrap();
+        b.send(&Note::Ping(8)).unwrap();
+        assert_eq!(b.recv().unwrap(), Note::Ping(7));
+        assert_eq!(a.recv().unwrap(), Note::Ping(8));
         b.set_nonblocking(true).unwrap();
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::WouldBlock)));
-        a.send(&Msg::Ping(8)).unwrap();
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(8));
-        assert!(matches!(b.recv::<Msg>(), Err(ChannelError::WouldBlock)));
-        b.set_nonblocking(false).unwrap();
-        let flags = OFlag::from_bits_retain(fcntl(b.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
-        assert!(!flags.contains(OFlag::O_NONBLOCK));
+        assert!(matches!(b.recv(), Err(ChannelError::WouldBlock)));
+        drop(a);
+        assert!(matches!(b.recv(), Err(ChannelError::Closed)));
     }
 
     #[test]
-    fn channel_into_fd_from_fd() {
-        let (a, b) = Channel::pair().unwrap();
-        let b = Channel::from_fd(b.into_fd());
-        a.send(&Msg::Ping(9)).unwrap();
-        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(9));
+    fn peer_gone_while_asking() {
+        let (client, server) = Asker::pair().unwrap();
+        drop(server);
+        assert!(matches!(
+            client.ask(&Question::Stop),
+            Err(ChannelError::Closed)
+        ));
+    }
+
+    #[test]
+    fn from_fd_into_fd_keeps_the_channel() {
+        let (client, server) = Asker::pair().unwrap();
+        let server = Channel::<Answer, Question>::from_fd(server.into_fd());
+        let t = std::thread::spawn(move || serve_one(&server));
+        assert_eq!(client.ask(&Question::Add(2, 2)).unwrap(), Answer::Sum(4));
+        t.join().unwrap();
     }
 }

@@ -6,8 +6,9 @@
 //! - [`ipc`]: one message enum per channel direction between the processes.
 //! - [`codec`]: the single encode/decode pair for IPC messages (postcard,
 //!   size-limited).
-//! - [`channel`]: one message per `SOCK_SEQPACKET` datagram, with file
-//!   descriptors passed by `SCM_RIGHTS`.
+//! - [`channel`]: channels typed by direction (`Channel<Out, In>`), one
+//!   message per `SOCK_SEQPACKET` datagram, file descriptors passed by
+//!   `SCM_RIGHTS`, replies matched to their requests by id.
 
 pub mod channel;
 pub mod codec;

@@ -1,7 +1,9 @@
 //! The crypto process's main loop.
 //!
 //! It serves exactly two channels — configuration from the parent, and the
-//! handshake role's questions — one request, one answer, in order. It opens
+//! handshake role's questions — one request, one answer, in order, each
+//! answer carrying its request's id. The channels arrive typed from wgd's
+//! roles table; this loop cannot send or read any other enum. It opens
 //! nothing: by the time this runs the process has dropped every privilege,
 //! is chrooted to an empty directory and holds no socket but these two.
 //! Either peer hanging up ends the loop: the parent then fails closed.
@@ -10,7 +12,7 @@ use std::os::fd::AsFd;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::channel::{Channel, ChannelError};
-use proto::ipc::{HandshakeToCrypto, ParentToCrypto};
+use proto::ipc::{CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto};
 
 use crate::KeyStore;
 
@@ -28,7 +30,10 @@ pub enum CryptoExit {
 }
 
 /// Serves until a channel closes or misbehaves.
-pub fn run(parent: &Channel, handshake: &Channel) -> CryptoExit {
+pub fn run(
+    parent: &Channel<CryptoToParent, ParentToCrypto>,
+    handshake: &Channel<CryptoToHandshake, HandshakeToCrypto>,
+) -> CryptoExit {
     let mut store = KeyStore::new();
     loop {
         let (p_ready, h_ready) = {
@@ -45,10 +50,10 @@ pub fn run(parent: &Channel, handshake: &Channel) -> CryptoExit {
             (ready(&fds[0]), ready(&fds[1]))
         };
         if p_ready {
-            match parent.recv::<ParentToCrypto>() {
-                Ok(msg) => {
+            match parent.recv_request() {
+                Ok((to, msg)) => {
                     let reply = store.handle_parent(msg);
-                    if let Err(e) = parent.send(&reply) {
+                    if let Err(e) = parent.reply(to, &reply) {
                         return CryptoExit::Parent(e);
                     }
                 }
@@ -57,10 +62,10 @@ pub fn run(parent: &Channel, handshake: &Channel) -> CryptoExit {
             }
         }
         if h_ready {
-            match handshake.recv::<HandshakeToCrypto>() {
-                Ok(msg) => {
+            match handshake.recv_request() {
+                Ok((to, msg)) => {
                     let reply = store.handle_handshake(msg);
-                    if let Err(e) = handshake.send(&reply) {
+                    if let Err(e) = handshake.reply(to, &reply) {
                         return CryptoExit::Handshake(e);
                     }
                 }

@@ -1,11 +1,13 @@
 //! The handshake process's main loop: channels in, [`Core`] events, actions
 //! out.
 //!
-//! Three channels: the parent (configuration and status queries, each
-//! answered once), the transport (handshake packets and coalesced activity
-//! in, orders out) and the crypto role (one blocking question at a time,
-//! through [`CryptoChannel`]). The only clock reads of the role happen
-//! here; the core sees `now` as an argument.
+//! Three channels, typed by wgd's roles table: the parent (configuration
+//! and status queries, each answered once with its request's id), the
+//! transport (handshake packets and coalesced activity in, orders out, no
+//! replies) and the crypto role (one blocking question at a time, through
+//! [`CryptoChannel`]; an answer to any other question is a broken
+//! channel). The only clock reads of the role happen here; the core sees
+//! `now` as an argument.
 
 use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime};
@@ -39,7 +41,7 @@ pub enum HandshakeExit {
 /// remembered and answered as a refusal, so the core unwinds normally and
 /// the loop then exits.
 pub struct CryptoChannel<'a> {
-    chan: &'a Channel,
+    chan: &'a Channel<HandshakeToCrypto, CryptoToHandshake>,
     failed: Option<ChannelError>,
 }
 
@@ -48,11 +50,7 @@ impl Crypto for CryptoChannel<'_> {
         if self.failed.is_some() {
             return CryptoToHandshake::Refused(CryptoError::Internal);
         }
-        let answer = self
-            .chan
-            .send(&question)
-            .and_then(|()| self.chan.recv::<CryptoToHandshake>());
-        match answer {
+        match self.chan.ask(&question) {
             Ok(a) => a,
             Err(e) => {
                 self.failed = Some(e);
@@ -74,7 +72,12 @@ fn ms_until(deadline: Option<Instant>, now: Instant) -> PollTimeout {
 }
 
 /// Serves until a channel closes or misbehaves.
-pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config) -> HandshakeExit {
+pub fn run(
+    parent: &Channel<HandshakeToParent, ParentToHandshake>,
+    transport: &Channel<HandshakeToTransport, TransportToHandshake>,
+    crypto: &Channel<HandshakeToCrypto, CryptoToHandshake>,
+    cfg: Config,
+) -> HandshakeExit {
     let mut core = Core::new(cfg);
     let mut crypto = CryptoChannel {
         chan: crypto,
@@ -98,8 +101,8 @@ pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config)
         };
         let now = Instant::now();
         if p_ready {
-            let msg = match parent.recv::<ParentToHandshake>() {
-                Ok(m) => m,
+            let (to, msg) = match parent.recv_request() {
+                Ok(r) => r,
                 Err(ChannelError::Closed) => return HandshakeExit::ParentGone,
                 Err(e) => return HandshakeExit::Parent(e),
             };
@@ -128,12 +131,12 @@ pub fn run(parent: &Channel, transport: &Channel, crypto: &Channel, cfg: Config)
                     counters: core.counters().clone(),
                 },
             };
-            if let Err(e) = parent.send(&reply) {
+            if let Err(e) = parent.reply(to, &reply) {
                 return HandshakeExit::Parent(e);
             }
         }
         if t_ready {
-            match transport.recv::<TransportToHandshake>() {
+            match transport.recv() {
                 Ok(TransportToHandshake::HandshakePacket { bytes, from }) => {
                     core.handle_packet(now, &bytes, from, &mut crypto, &mut out);
                 }

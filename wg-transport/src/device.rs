@@ -40,6 +40,12 @@ use crate::data::{inner_packet, RecvError};
 use crate::keypair::{Keypair, KeypairSlots};
 use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
 
+/// This process's end of the channel with the handshake role: events both
+/// ways, no replies.
+type HandshakeChannel = Channel<TransportToHandshake, HandshakeToTransport>;
+/// Its end of the channel with the parent: orders in, one reply each.
+type ParentChannel = Channel<TransportToParent, ParentToTransport>;
+
 /// How often coalesced activity goes to the handshake role.
 pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
 /// Packets held per peer while a handshake is under way (wireguard-go
@@ -143,9 +149,9 @@ fn adopt_sockets(
 }
 
 /// Waits for the parent's first message: the tun device and UDP sockets.
-pub fn receive_device(parent: &Channel) -> Result<Device, TransportExit> {
-    let (msg, fds) = parent
-        .recv_with_fds::<ParentToTransport>()
+pub fn receive_device(parent: &ParentChannel) -> Result<Device, TransportExit> {
+    let (to, msg, fds) = parent
+        .recv_request_with_fds()
         .map_err(TransportExit::Parent)?;
     let ParentToTransport::Start { v4, v6 } = msg else {
         return Err(TransportExit::NoDevice);
@@ -155,7 +161,7 @@ pub fn receive_device(parent: &Channel) -> Result<Device, TransportExit> {
     set_nonblocking(&tun).map_err(TransportExit::Tun)?;
     let (udp4, udp6) = adopt_sockets(fds, v4, v6).map_err(TransportExit::Tun)?;
     parent
-        .send(&TransportToParent::Done)
+        .reply(to, &TransportToParent::Done)
         .map_err(TransportExit::Parent)?;
     Ok(Device::new(tun, udp4, udp6))
 }
@@ -181,7 +187,7 @@ impl Device {
     }
 
     /// Serves until a channel closes or the tun device goes away.
-    pub fn run(&mut self, parent: &Channel, handshake: &Channel) -> TransportExit {
+    pub fn run(&mut self, parent: &ParentChannel, handshake: &HandshakeChannel) -> TransportExit {
         let _ = handshake.set_nonblocking(true);
         loop {
             let now = Instant::now();
@@ -239,10 +245,10 @@ impl Device {
                 }
             }
             if ready[1] {
-                match parent.recv_with_fds::<ParentToTransport>() {
-                    Ok((msg, fds)) => {
+                match parent.recv_request_with_fds() {
+                    Ok((to, msg, fds)) => {
                         let reply = self.handle_parent(msg, fds);
-                        if let Err(e) = parent.send(&reply) {
+                        if let Err(e) = parent.reply(to, &reply) {
                             return TransportExit::Parent(e);
                         }
                     }
@@ -388,7 +394,7 @@ impl Device {
 
     // ------------------------------------------------------------ outbound
 
-    fn read_tun(&mut self, handshake: &Channel) -> io::Result<()> {
+    fn read_tun(&mut self, handshake: &HandshakeChannel) -> io::Result<()> {
         for _ in 0..TUN_BATCH {
             let n = match nix::unistd::read(
                 self.tun.as_raw_fd(),
@@ -416,7 +422,11 @@ impl Device {
     }
 
     /// Routes one IP packet from the tun device.
-    fn send_packet(&mut self, pkt: &[u8], handshake: &Channel) -> Result<(), ChannelError> {
+    fn send_packet(
+        &mut self,
+        pkt: &[u8],
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
         let dst = match inner_packet(pkt) {
             Ok(p) => p.dst,
             Err(_) => {
@@ -451,7 +461,7 @@ impl Device {
         &mut self,
         id: PeerId,
         now: Instant,
-        handshake: &Channel,
+        handshake: &HandshakeChannel,
     ) -> Result<(), ChannelError> {
         let Some(p) = self.peer_mut(id) else {
             return Ok(());
@@ -471,7 +481,7 @@ impl Device {
 
     fn tell_handshake(
         &mut self,
-        chan: &Channel,
+        chan: &HandshakeChannel,
         msg: &TransportToHandshake,
     ) -> Result<(), ChannelError> {
         self.stats.ipc_to_handshake += 1;
@@ -550,7 +560,7 @@ impl Device {
         self.report = report;
     }
 
-    fn flush_activity(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
+    fn flush_activity(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         self.last_activity_flush = Instant::now();
         let now = self.last_activity_flush;
         let mut reports = Vec::new();
@@ -589,7 +599,7 @@ impl Device {
 
     // ------------------------------------------------------------ inbound
 
-    fn read_udp(&mut self, v4: bool, handshake: &Channel) -> Result<(), ChannelError> {
+    fn read_udp(&mut self, v4: bool, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         let (sock, batch) = if v4 {
             (self.udp4.as_ref(), &mut self.recv4)
         } else {
@@ -625,7 +635,7 @@ impl Device {
         &mut self,
         dgram: &mut [u8],
         from: Endpoint,
-        handshake: &Channel,
+        handshake: &HandshakeChannel,
     ) -> Result<(), ChannelError> {
         match wire::classify(dgram) {
             Ok(MessageType::Data) => {
@@ -708,10 +718,10 @@ impl Device {
 
     // ------------------------------------------------------------ handshake orders
 
-    fn drain_handshake(&mut self, handshake: &Channel) -> Result<(), ChannelError> {
+    fn drain_handshake(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         // Bounded, so a chatty handshake role cannot starve the data path.
         for _ in 0..64 {
-            let msg = match handshake.recv::<HandshakeToTransport>() {
+            let msg = match handshake.recv() {
                 Ok(m) => m,
                 Err(ChannelError::WouldBlock) => return Ok(()),
                 Err(e) => return Err(e),

@@ -22,6 +22,7 @@ use proto::keys::PublicKey;
 
 use crate::config::Config;
 use crate::net::{self, UdpPair};
+use crate::roles::ParentEnds;
 use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp, WgdExtra};
 
 /// A control client that sends nothing (or reads nothing) for this long is
@@ -122,36 +123,33 @@ impl AllowedOrder {
 
 /// The parent's ends of the three channels and what it configured.
 pub(crate) struct Control {
-    crypto: Channel,
-    handshake: Channel,
-    transport: Channel,
+    crypto: Channel<ParentToCrypto, CryptoToParent>,
+    handshake: Channel<ParentToHandshake, HandshakeToParent>,
+    transport: Channel<ParentToTransport, TransportToParent>,
     udp: UdpPair,
     state: State,
-    /// A child stopped answering: the supervisor shuts everything down.
+    /// A child stopped answering, or answered out of step: the supervisor
+    /// shuts everything down.
     broken: bool,
-}
-
-fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
-    chan: &Channel,
-    q: &Q,
-) -> Result<A, ChannelError> {
-    chan.send(q)?;
-    chan.recv::<A>()
 }
 
 impl Control {
     fn crypto(&mut self, q: ParentToCrypto) -> Result<CryptoToParent, Errno> {
-        let r = ask(&self.crypto, &q);
+        let r = self.crypto.ask(&q);
         drop(q);
         r.map_err(|e| self.child_failed("crypto", e))
     }
 
     fn handshake(&mut self, q: ParentToHandshake) -> Result<HandshakeToParent, Errno> {
-        ask(&self.handshake, &q).map_err(|e| self.child_failed("handshake", e))
+        self.handshake
+            .ask(&q)
+            .map_err(|e| self.child_failed("handshake", e))
     }
 
     fn transport(&mut self, q: ParentToTransport) -> Result<TransportToParent, Errno> {
-        ask(&self.transport, &q).map_err(|e| self.child_failed("transport", e))
+        self.transport
+            .ask(&q)
+            .map_err(|e| self.child_failed("transport", e))
     }
 
     fn child_failed(&mut self, who: &str, e: ChannelError) -> Errno {
@@ -229,10 +227,7 @@ impl Control {
             v4: pair.v4.is_some(),
             v6: pair.v6.is_some(),
         };
-        let sent = self
-            .transport
-            .send_with_fds(&msg, &fds)
-            .and_then(|()| self.transport.recv::<TransportToParent>());
+        let sent = self.transport.ask_with_fds(&msg, &fds);
         drop(fds);
         sent.map_err(|e| self.child_failed("transport", e))?;
         self.state.listen_port = pair.port;
@@ -421,18 +416,12 @@ pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
 }
 
 impl Control {
-    pub(crate) fn new(
-        crypto: Channel,
-        handshake: Channel,
-        transport: Channel,
-        udp: UdpPair,
-        fwmark: u32,
-    ) -> Control {
+    pub(crate) fn new(ends: ParentEnds, udp: UdpPair, fwmark: u32) -> Control {
         let listen_port = udp.port;
         Control {
-            crypto,
-            handshake,
-            transport,
+            crypto: ends.crypto,
+            handshake: ends.handshake,
+            transport: ends.transport,
             udp,
             state: State {
                 public_key: None,
@@ -459,8 +448,12 @@ impl Control {
 
     /// Hangs up all three channels, so each role sees its parent go.
     pub(crate) fn hang_up(&self) {
-        for chan in [&self.crypto, &self.handshake, &self.transport] {
-            let _ = nix::sys::socket::shutdown(chan.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        for fd in [
+            self.crypto.as_raw_fd(),
+            self.handshake.as_raw_fd(),
+            self.transport.as_raw_fd(),
+        ] {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
     }
 }

@@ -5,9 +5,9 @@
 //!   fan-out, the control socket's clients), `spawn` (re-exec of a role)
 //!   and `daemon` (going to the background), the only code that runs with
 //!   privileges.
-//! - [`roles`]: the role table and a child's entry point (privilege drop,
-//!   then the role's loop from `wg-crypto`, `wg-handshake` or
-//!   `wg-transport`).
+//! - [`roles`]: the role table, the one maker of typed channel ends, and a
+//!   child's entry point (privilege drop, then the role's loop from
+//!   `wg-crypto`, `wg-handshake` or `wg-transport`).
 //! - [`privdrop`]: the one audited privilege-drop module.
 //! - [`config`]: the wg(8)-format configuration file.
 //! - [`uapi`]: the cross-platform userspace API (`wg(8)` talks it).

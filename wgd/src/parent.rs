@@ -17,8 +17,7 @@
 //! [`crate::spawn`] (re-executing a role), [`crate::daemon`] (going to the
 //! background).
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -30,15 +29,14 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use proto::channel::Channel;
-use proto::ipc::{ParentToTransport, TransportToParent};
+use proto::ipc::ParentToTransport;
 
 use crate::config::Config;
 use crate::control::{config_ops, serve_client, Control};
 use crate::daemon::{daemonize, report_ready};
 use crate::net;
 use crate::privdrop::{self, RoleUsers};
-use crate::roles::{Link, UserKind, EXIT_TUN_GONE, ROLES};
+use crate::roles::{self, UserKind, EXIT_TUN_GONE, ROLES};
 use crate::spawn::{spawn_role, Spawned};
 
 /// Command-line options of the daemon.
@@ -138,32 +136,14 @@ fn start(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
 
-    // The five channels of the DESIGN topology (no transport ↔ crypto).
-    let pair = || Channel::pair().map_err(|e| format!("socketpair: {e}"));
-    let (p_t, t_p) = pair()?;
-    let (p_h, h_p) = pair()?;
-    let (p_c, c_p) = pair()?;
-    let (t_h, h_t) = pair()?;
-    let (h_c, c_h) = pair()?;
-    let mut ends: BTreeMap<(&str, Link), OwnedFd> = BTreeMap::new();
-    ends.insert(("transport", Link::Parent), t_p.into_fd());
-    ends.insert(("transport", Link::Handshake), t_h.into_fd());
-    ends.insert(("handshake", Link::Parent), h_p.into_fd());
-    ends.insert(("handshake", Link::Transport), h_t.into_fd());
-    ends.insert(("handshake", Link::Crypto), h_c.into_fd());
-    ends.insert(("crypto", Link::Parent), c_p.into_fd());
-    ends.insert(("crypto", Link::Handshake), c_h.into_fd());
-
+    let (ends, children_ends) = roles::channels().map_err(|e| format!("socketpair: {e}"))?;
     let mut children = Vec::new();
-    for spec in &ROLES {
-        let fds: Vec<OwnedFd> = spec
-            .channels
-            .iter()
-            .filter_map(|l| ends.remove(&(spec.name, *l)))
-            .collect();
-        if fds.len() != spec.channels.len() {
-            return Err(format!("internal: channels of {} missing", spec.name));
-        }
+    for child_ends in children_ends {
+        let role = child_ends.role();
+        let Some(spec) = ROLES.iter().find(|s| s.role == role) else {
+            return Err(format!("internal: no row for the {role:?} role"));
+        };
+        let fds = child_ends.into_fds();
         let id = match spec.user {
             UserKind::Net => &users.net,
             UserKind::Crypto => &users.crypto,
@@ -193,19 +173,20 @@ fn start(
             v4: udp.v4.is_some(),
             v6: udp.v6.is_some(),
         };
-        let r = p_t
-            .send_with_fds(&msg, &fds)
-            .and_then(|()| p_t.recv::<TransportToParent>());
-        if let Err(e) = r {
+        if let Err(e) = ends.transport.ask_with_fds(&msg, &fds) {
             shutdown(&mut children, &ifname, &sock_path);
             return Err(format!("handing the device to the transport: {e}"));
         }
     }
     drop(tun);
 
-    for c in [&p_t, &p_h, &p_c] {
+    for c in [
+        ends.transport.as_fd(),
+        ends.handshake.as_fd(),
+        ends.crypto.as_fd(),
+    ] {
         let _ = nix::sys::socket::setsockopt(
-            c,
+            &c,
             nix::sys::socket::sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(CHILD_ANSWER_TIMEOUT.as_secs() as i64, 0),
         );
@@ -215,7 +196,7 @@ fn start(
         .as_ref()
         .and_then(|c| c.interface.private_key.as_ref())
         .and_then(|k| k.file.clone());
-    let control = Arc::new(Mutex::new(Control::new(p_c, p_h, p_t, udp, fwmark)));
+    let control = Arc::new(Mutex::new(Control::new(ends, udp, fwmark)));
     if let Some(cfg) = config {
         let ops = config_ops(cfg);
         let r = match control.lock() {

@@ -4,9 +4,16 @@
 //! (`/proc/self/exe --role NAME ...`), so every role starts from a fresh
 //! address space that never held the parent's configuration or secrets.
 //! A child inherits nothing but its channels, at fixed descriptors from 3
-//! on, in the order its row of [`ROLES`] lists them; everything else it
-//! needs (the tun device and UDP sockets, for the transport) arrives later
-//! as SCM_RIGHTS messages on its parent channel.
+//! on, in the order the table below lists them; everything else it needs
+//! (the tun device and UDP sockets, for the transport) arrives later as
+//! SCM_RIGHTS messages on its parent channel.
+//!
+//! This module is also the only place that hands out channel ends, and so
+//! the only one that says which message enums each socketpair carries:
+//! `channels` makes the five socketpairs for the parent, and a child
+//! wraps its inherited descriptors with the same types. The roles' loops
+//! (`wg-crypto`, `wg-handshake`, `wg-transport`, and the parent's
+//! `control`) take their ends already typed.
 //!
 //! | role | runs as | channels (fd 3, 4, …) | extra |
 //! | --- | --- | --- | --- |
@@ -18,26 +25,21 @@
 //! [`crate::privdrop::drop_child_privileges`], before it reads a single
 //! message.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use nix::unistd::{Gid, Uid};
-use proto::channel::Channel;
+use proto::channel::{Channel, ChannelError};
+use proto::ipc::{
+    CryptoToHandshake, CryptoToParent, HandshakeToCrypto, HandshakeToParent, HandshakeToTransport,
+    ParentToCrypto, ParentToHandshake, ParentToTransport, TransportToHandshake, TransportToParent,
+};
 
 use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    Transport,
-    Handshake,
-    Crypto,
-}
-
-/// Which end of which channel a child holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Link {
-    Parent,
     Transport,
     Handshake,
     Crypto,
@@ -56,7 +58,6 @@ pub struct RoleSpec {
     pub role: Role,
     pub name: &'static str,
     pub user: UserKind,
-    pub channels: &'static [Link],
     pub lock_memory: bool,
 }
 
@@ -65,21 +66,18 @@ pub const ROLES: [RoleSpec; 3] = [
         role: Role::Crypto,
         name: "crypto",
         user: UserKind::Crypto,
-        channels: &[Link::Parent, Link::Handshake],
         lock_memory: true,
     },
     RoleSpec {
         role: Role::Handshake,
         name: "handshake",
         user: UserKind::Net,
-        channels: &[Link::Parent, Link::Transport, Link::Crypto],
         lock_memory: false,
     },
     RoleSpec {
         role: Role::Transport,
         name: "transport",
         user: UserKind::Net,
-        channels: &[Link::Parent, Link::Handshake],
         lock_memory: false,
     },
 ];
@@ -90,6 +88,133 @@ pub fn spec_by_name(name: &str) -> Option<&'static RoleSpec> {
 
 /// First inherited channel descriptor.
 pub const FIRST_CHANNEL_FD: i32 = 3;
+
+// ---------------------------------------------------------------- channels
+
+// The five channels of the DESIGN topology (no transport ↔ crypto), each
+// end named by what it sends and what it receives. `channels` types both
+// ends of a pair as mirrors of each other, so the compiler checks that the
+// child's type is the parent's reversed.
+type ParentCrypto = Channel<ParentToCrypto, CryptoToParent>;
+type CryptoParent = Channel<CryptoToParent, ParentToCrypto>;
+type ParentHandshake = Channel<ParentToHandshake, HandshakeToParent>;
+type HandshakeParent = Channel<HandshakeToParent, ParentToHandshake>;
+type ParentTransport = Channel<ParentToTransport, TransportToParent>;
+type TransportParent = Channel<TransportToParent, ParentToTransport>;
+type HandshakeCrypto = Channel<HandshakeToCrypto, CryptoToHandshake>;
+type CryptoHandshake = Channel<CryptoToHandshake, HandshakeToCrypto>;
+type TransportHandshake = Channel<TransportToHandshake, HandshakeToTransport>;
+type HandshakeTransport = Channel<HandshakeToTransport, TransportToHandshake>;
+
+/// The parent's ends, one per role.
+pub(crate) struct ParentEnds {
+    pub(crate) crypto: ParentCrypto,
+    pub(crate) handshake: ParentHandshake,
+    pub(crate) transport: ParentTransport,
+}
+
+/// One child's ends. The order of each variant's fields is the order of
+/// its descriptors from [`FIRST_CHANNEL_FD`] on, in [`ChildEnds::into_fds`]
+/// and [`ChildEnds::inherit`] alike.
+pub(crate) enum ChildEnds {
+    Crypto {
+        parent: CryptoParent,
+        handshake: CryptoHandshake,
+    },
+    Handshake {
+        parent: HandshakeParent,
+        transport: HandshakeTransport,
+        crypto: HandshakeCrypto,
+    },
+    Transport {
+        parent: TransportParent,
+        handshake: TransportHandshake,
+    },
+}
+
+/// Makes the five socketpairs: the parent's ends, and each child's, in
+/// the order of [`ROLES`].
+pub(crate) fn channels() -> Result<(ParentEnds, [ChildEnds; 3]), ChannelError> {
+    let (p_c, c_p): (ParentCrypto, CryptoParent) = Channel::pair()?;
+    let (p_h, h_p): (ParentHandshake, HandshakeParent) = Channel::pair()?;
+    let (p_t, t_p): (ParentTransport, TransportParent) = Channel::pair()?;
+    let (h_c, c_h): (HandshakeCrypto, CryptoHandshake) = Channel::pair()?;
+    let (t_h, h_t): (TransportHandshake, HandshakeTransport) = Channel::pair()?;
+    let parent = ParentEnds {
+        crypto: p_c,
+        handshake: p_h,
+        transport: p_t,
+    };
+    let children = [
+        ChildEnds::Crypto {
+            parent: c_p,
+            handshake: c_h,
+        },
+        ChildEnds::Handshake {
+            parent: h_p,
+            transport: h_t,
+            crypto: h_c,
+        },
+        ChildEnds::Transport {
+            parent: t_p,
+            handshake: t_h,
+        },
+    ];
+    Ok((parent, children))
+}
+
+impl ChildEnds {
+    pub(crate) fn role(&self) -> Role {
+        match self {
+            ChildEnds::Crypto { .. } => Role::Crypto,
+            ChildEnds::Handshake { .. } => Role::Handshake,
+            ChildEnds::Transport { .. } => Role::Transport,
+        }
+    }
+
+    /// The descriptors to place at [`FIRST_CHANNEL_FD`].. in the child.
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        match self {
+            ChildEnds::Crypto { parent, handshake } => vec![parent.into_fd(), handshake.into_fd()],
+            ChildEnds::Handshake {
+                parent,
+                transport,
+                crypto,
+            } => vec![parent.into_fd(), transport.into_fd(), crypto.into_fd()],
+            ChildEnds::Transport { parent, handshake } => {
+                vec![parent.into_fd(), handshake.into_fd()]
+            }
+        }
+    }
+
+    /// A child's ends, from the descriptors it inherited.
+    ///
+    /// # Safety
+    ///
+    /// Call once, early in a child the parent started as `role`: the
+    /// parent placed exactly that role's ends at [`FIRST_CHANNEL_FD`]..
+    /// before exec (see `spawn`), and nothing else in this fresh process
+    /// may have claimed them.
+    unsafe fn inherit(role: Role) -> ChildEnds {
+        // SAFETY: as the caller promised, for each `i` used below.
+        let fd = |i: i32| unsafe { OwnedFd::from_raw_fd(FIRST_CHANNEL_FD + i) };
+        match role {
+            Role::Crypto => ChildEnds::Crypto {
+                parent: Channel::from_fd(fd(0)),
+                handshake: Channel::from_fd(fd(1)),
+            },
+            Role::Handshake => ChildEnds::Handshake {
+                parent: Channel::from_fd(fd(0)),
+                transport: Channel::from_fd(fd(1)),
+                crypto: Channel::from_fd(fd(2)),
+            },
+            Role::Transport => ChildEnds::Transport {
+                parent: Channel::from_fd(fd(0)),
+                handshake: Channel::from_fd(fd(1)),
+            },
+        }
+    }
+}
 
 /// Exit code of the transport when the tun device disappeared: the
 /// interface was deleted, which is a request to stop, not a failure.
@@ -139,14 +264,9 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     crate::logging::init(spec.name);
-    let channels: Vec<Channel> = (0..spec.channels.len() as i32)
-        .map(|i| {
-            // SAFETY: the parent placed exactly `channels.len()` channel
-            // sockets at descriptors 3.. before exec (see `spawn`), and
-            // nothing else in this fresh process has claimed them.
-            Channel::from_fd(unsafe { OwnedFd::from_raw_fd(FIRST_CHANNEL_FD + i) })
-        })
-        .collect();
+    // SAFETY: this is the child the parent started as `spec.role`, and
+    // nothing has opened a descriptor yet.
+    let ends = unsafe { ChildEnds::inherit(spec.role) };
     if spec.lock_memory {
         if let Err(e) = lock_memory() {
             tracing::warn!("could not lock memory, key material may be swapped: {e}");
@@ -162,35 +282,39 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     tracing::debug!(uid = %a.uid, "privileges dropped");
-    match spec.role {
-        Role::Crypto => {
-            let why = wg_crypto::process::run(&channels[0], &channels[1]);
+    match ends {
+        ChildEnds::Crypto { parent, handshake } => {
+            let why = wg_crypto::process::run(&parent, &handshake);
             exit_for(
                 spec.name,
                 &why.to_string(),
                 matches!(why, wg_crypto::process::CryptoExit::ParentGone)
-                    || parent_hung_up(&channels[0]),
+                    || parent_hung_up(&parent),
             )
         }
-        Role::Handshake => {
+        ChildEnds::Handshake {
+            parent,
+            transport,
+            crypto,
+        } => {
             let cfg = wg_handshake::Config {
                 timers: test_timers(),
                 ..Default::default()
             };
-            let why = wg_handshake::process::run(&channels[0], &channels[1], &channels[2], cfg);
+            let why = wg_handshake::process::run(&parent, &transport, &crypto, cfg);
             exit_for(
                 spec.name,
                 &why.to_string(),
                 matches!(why, wg_handshake::process::HandshakeExit::ParentGone)
-                    || parent_hung_up(&channels[0]),
+                    || parent_hung_up(&parent),
             )
         }
-        Role::Transport => {
-            let mut dev = match wg_transport::device::receive_device(&channels[0]) {
+        ChildEnds::Transport { parent, handshake } => {
+            let mut dev = match wg_transport::device::receive_device(&parent) {
                 Ok(d) => d,
                 Err(e) => return exit_for(spec.name, &e.to_string(), false),
             };
-            let why = dev.run(&channels[0], &channels[1]);
+            let why = dev.run(&parent, &handshake);
             if let wg_transport::device::TransportExit::Tun(_) = why {
                 tracing::info!("tun device gone: {why}");
                 return ExitCode::from(EXIT_TUN_GONE);
@@ -199,7 +323,7 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
                 spec.name,
                 &why.to_string(),
                 matches!(why, wg_transport::device::TransportExit::ParentGone)
-                    || parent_hung_up(&channels[0]),
+                    || parent_hung_up(&parent),
             )
         }
     }
@@ -209,9 +333,8 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
 /// stops, it hangs up every role before anything else, so a role that
 /// then loses another channel (its sibling exited first) is shutting down,
 /// not failing.
-fn parent_hung_up(parent: &Channel) -> bool {
+fn parent_hung_up(parent: &impl AsFd) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
     let mut fds = [PollFd::new(parent.as_fd(), PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok()
         && fds[0]
