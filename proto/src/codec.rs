@@ -65,6 +65,12 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Zeroizing<Vec<u8>>, Code
     Ok(out)
 }
 
+/// The length `msg` encodes to, without encoding it anywhere; for
+/// [`crate::batch`], which keeps each message under the limit.
+pub fn encoded_len<T: Serialize + ?Sized>(msg: &T) -> Result<usize, CodecError> {
+    postcard::serialize_with_flavor(msg, Sink::counter()).map_err(CodecError::Malformed)
+}
+
 /// Decodes exactly one `T` from `bytes`.
 ///
 /// Fails on input longer than [`MAX_MESSAGE`], truncated or otherwise

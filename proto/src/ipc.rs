@@ -91,6 +91,13 @@ pub enum ParentToCrypto {
     /// Set (or with `None` remove) the static private key. All handshakes
     /// in progress are abandoned. Answered by [`CryptoToParent::PublicKey`].
     SetPrivateKey(Option<SecretKey>),
+    /// Part of a configuration transaction; see [`Apply`].
+    Apply(Apply<CryptoOp>),
+}
+
+/// One change to the key holder's peers.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CryptoOp {
     /// Add or update a peer; `psk: None` means no PSK (all zeros).
     SetPeer {
         peer: PublicKey,
@@ -108,6 +115,25 @@ pub enum CryptoToParent {
     Done,
     Refused(CryptoError),
 }
+
+// ---------------------------------------------------------------- transactions
+
+/// One message of a configuration transaction to a role: a batch of
+/// changes, bounded in encoded size by [`crate::batch::Batcher`] so that
+/// no configuration, however large, needs a message over the frame limit.
+/// The role buffers the changes of every message until one arrives with
+/// `commit`, then applies them all, in order, at once: a parent that dies
+/// in the middle of a large `set` leaves no role with half of it applied.
+/// Each message is answered by the role's `Done`, which paces the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Apply<Op> {
+    pub ops: Vec<Op>,
+    pub commit: bool,
+}
+
+/// How many peers one status page asks about: a page's reply stays far
+/// below the frame limit (checked by the tests of [`crate::batch`]).
+pub const STATUS_PAGE: usize = 256;
 
 // ---------------------------------------------------------------- handshake ↔ crypto
 
@@ -160,6 +186,18 @@ pub enum CryptoToHandshake {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParentToHandshake {
+    /// Part of a configuration transaction; see [`Apply`].
+    Apply(Apply<HandshakeOp>),
+    /// What the role knows of these peers (at most [`STATUS_PAGE`]), in
+    /// the order asked; unknown ones are left out.
+    GetStatus(Vec<PublicKey>),
+    /// The role's drop counters.
+    GetCounters,
+}
+
+/// One change to the handshake role's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeOp {
     /// The interface's public key (for MAC1 checks and cookie replies), or
     /// `None` when the interface has no private key.
     SetInterface {
@@ -171,7 +209,6 @@ pub enum ParentToHandshake {
     },
     RemovePeer(PublicKey),
     RemoveAllPeers,
-    GetStatus,
 }
 
 /// What the handshake role knows of one peer, for `show`.
@@ -200,10 +237,8 @@ pub struct HandshakeCounters {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandshakeToParent {
-    Status {
-        peers: Vec<HandshakeStatus>,
-        counters: HandshakeCounters,
-    },
+    Status(Vec<HandshakeStatus>),
+    Counters(HandshakeCounters),
     Done,
 }
 
@@ -211,45 +246,57 @@ pub enum HandshakeToParent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParentToTransport {
-    AddPeer {
-        peer: PublicKey,
-    },
+    /// Part of a configuration transaction; see [`Apply`].
+    Apply(Apply<TransportOp>),
+    /// The first message: the tun device, then the UDP sockets (IPv4
+    /// first if present), as SCM_RIGHTS fds.
+    Start { v4: bool, v6: bool },
+    /// Replacement UDP sockets (a new listen port), IPv4 first if present.
+    NewSockets { v4: bool, v6: bool },
+    /// What the data plane knows of these peers (at most
+    /// [`STATUS_PAGE`]), in the order asked; unknown ones are left out.
+    GetStatus(Vec<PublicKey>),
+    /// The data plane's drop and IPC counters.
+    GetCounters,
+}
+
+/// Most prefixes one [`TransportOp::AddAllowedIps`] or
+/// [`TransportOp::RemoveAllowedIps`] carries; a peer with more gets
+/// several.
+pub const ALLOWED_IPS_CHUNK: usize = 1024;
+
+/// One change to the data plane's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportOp {
+    AddPeer(PublicKey),
     RemovePeer(PublicKey),
     RemoveAllPeers,
     SetEndpoint {
         peer: PublicKey,
         endpoint: SocketAddr,
     },
-    AddAllowedIp {
+    /// Route these prefixes (at most [`ALLOWED_IPS_CHUNK`]) to the peer,
+    /// taking each from any peer that had it.
+    AddAllowedIps {
         peer: PublicKey,
-        ip: AllowedIp,
+        ips: Vec<AllowedIp>,
     },
-    RemoveAllowedIp {
+    /// Stop routing these prefixes to the peer (those it has).
+    RemoveAllowedIps {
         peer: PublicKey,
-        ip: AllowedIp,
+        ips: Vec<AllowedIp>,
     },
-    ClearAllowedIps {
-        peer: PublicKey,
-    },
-    /// The first message: the tun device, then the UDP sockets (IPv4
-    /// first if present), as SCM_RIGHTS fds.
-    Start {
-        v4: bool,
-        v6: bool,
-    },
-    /// Replacement UDP sockets (a new listen port), IPv4 first if present.
-    NewSockets {
-        v4: bool,
-        v6: bool,
-    },
-    GetStatus,
+    ClearAllowedIps(PublicKey),
 }
 
+/// What the data plane knows of one peer. Its allowed IPs are not here:
+/// the parent made every change to them and keeps their record (in the
+/// order `get` must show them), so status stays small whatever their
+/// number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportStatus {
     pub peer: PublicKey,
     pub endpoint: Option<SocketAddr>,
-    pub allowed_ips: Vec<AllowedIp>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
 }
@@ -269,8 +316,8 @@ pub struct DropCounters {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransportToParent {
-    Status {
-        peers: Vec<TransportStatus>,
+    Status(Vec<TransportStatus>),
+    Counters {
         drops: DropCounters,
         /// Messages sent to the handshake role since start: shows that
         /// timer events are coalesced, not one per packet.
@@ -465,16 +512,25 @@ mod tests {
             [3; 32],
         ))));
         round_trip(ParentToCrypto::SetPrivateKey(None));
-        round_trip(ParentToCrypto::SetPeer {
-            peer: pk(1),
-            psk: Some(SecretKey::from_bytes([4; 32])),
-        });
-        round_trip(ParentToCrypto::SetPeer {
-            peer: pk(1),
-            psk: None,
-        });
-        round_trip(ParentToCrypto::RemovePeer(pk(2)));
-        round_trip(ParentToCrypto::RemoveAllPeers);
+        round_trip(ParentToCrypto::Apply(Apply {
+            ops: vec![
+                CryptoOp::SetPeer {
+                    peer: pk(1),
+                    psk: Some(SecretKey::from_bytes([4; 32])),
+                },
+                CryptoOp::SetPeer {
+                    peer: pk(1),
+                    psk: None,
+                },
+                CryptoOp::RemovePeer(pk(2)),
+                CryptoOp::RemoveAllPeers,
+            ],
+            commit: true,
+        }));
+        round_trip(ParentToCrypto::Apply(Apply {
+            ops: Vec::new(),
+            commit: false,
+        }));
         round_trip(CryptoToParent::PublicKey(Some(pk(5))));
         round_trip(CryptoToParent::PublicKey(None));
         round_trip(CryptoToParent::Done);
@@ -524,63 +580,72 @@ mod tests {
 
     #[test]
     fn parent_handshake_round_trip() {
-        round_trip(ParentToHandshake::SetInterface {
-            public_key: Some(pk(1)),
-        });
-        round_trip(ParentToHandshake::SetInterface { public_key: None });
-        round_trip(ParentToHandshake::SetPeer {
-            peer: pk(2),
-            persistent_keepalive: Some(25),
-        });
-        round_trip(ParentToHandshake::RemovePeer(pk(2)));
-        round_trip(ParentToHandshake::RemoveAllPeers);
-        round_trip(ParentToHandshake::GetStatus);
-        round_trip(HandshakeToParent::Status {
-            peers: vec![HandshakeStatus {
-                peer: pk(4),
-                last_handshake: Some((1_700_000_000, 5)),
-                persistent_keepalive: None,
-            }],
-            counters: HandshakeCounters {
-                bad_mac1: 3,
-                ..Default::default()
-            },
-        });
+        round_trip(ParentToHandshake::Apply(Apply {
+            ops: vec![
+                HandshakeOp::SetInterface {
+                    public_key: Some(pk(1)),
+                },
+                HandshakeOp::SetInterface { public_key: None },
+                HandshakeOp::SetPeer {
+                    peer: pk(2),
+                    persistent_keepalive: Some(25),
+                },
+                HandshakeOp::RemovePeer(pk(2)),
+                HandshakeOp::RemoveAllPeers,
+            ],
+            commit: false,
+        }));
+        round_trip(ParentToHandshake::GetStatus(vec![pk(1), pk(2)]));
+        round_trip(ParentToHandshake::GetCounters);
+        round_trip(HandshakeToParent::Status(vec![HandshakeStatus {
+            peer: pk(4),
+            last_handshake: Some((1_700_000_000, 5)),
+            persistent_keepalive: None,
+        }]));
+        round_trip(HandshakeToParent::Counters(HandshakeCounters {
+            bad_mac1: 3,
+            ..Default::default()
+        }));
         round_trip(HandshakeToParent::Done);
     }
 
     #[test]
     fn parent_transport_round_trip() {
-        round_trip(ParentToTransport::AddPeer { peer: pk(1) });
-        round_trip(ParentToTransport::RemovePeer(pk(1)));
-        round_trip(ParentToTransport::RemoveAllPeers);
-        round_trip(ParentToTransport::SetEndpoint {
-            peer: pk(1),
-            endpoint: sa(),
-        });
-        round_trip(ParentToTransport::AddAllowedIp {
-            peer: pk(1),
-            ip: ip(),
-        });
-        round_trip(ParentToTransport::RemoveAllowedIp {
-            peer: pk(1),
-            ip: ip(),
-        });
-        round_trip(ParentToTransport::ClearAllowedIps { peer: pk(1) });
+        round_trip(ParentToTransport::Apply(Apply {
+            ops: vec![
+                TransportOp::AddPeer(pk(1)),
+                TransportOp::RemovePeer(pk(1)),
+                TransportOp::RemoveAllPeers,
+                TransportOp::SetEndpoint {
+                    peer: pk(1),
+                    endpoint: sa(),
+                },
+                TransportOp::AddAllowedIps {
+                    peer: pk(1),
+                    ips: vec![ip(), ip()],
+                },
+                TransportOp::RemoveAllowedIps {
+                    peer: pk(1),
+                    ips: vec![ip()],
+                },
+                TransportOp::ClearAllowedIps(pk(1)),
+            ],
+            commit: true,
+        }));
         round_trip(ParentToTransport::Start { v4: true, v6: true });
         round_trip(ParentToTransport::NewSockets {
             v4: true,
             v6: false,
         });
-        round_trip(ParentToTransport::GetStatus);
-        round_trip(TransportToParent::Status {
-            peers: vec![TransportStatus {
-                peer: pk(1),
-                endpoint: Some(sa()),
-                allowed_ips: vec![ip()],
-                rx_bytes: 1,
-                tx_bytes: u64::MAX,
-            }],
+        round_trip(ParentToTransport::GetStatus(vec![pk(3)]));
+        round_trip(ParentToTransport::GetCounters);
+        round_trip(TransportToParent::Status(vec![TransportStatus {
+            peer: pk(1),
+            endpoint: Some(sa()),
+            rx_bytes: 1,
+            tx_bytes: u64::MAX,
+        }]));
+        round_trip(TransportToParent::Counters {
             drops: DropCounters {
                 malformed: 1,
                 ..Default::default()

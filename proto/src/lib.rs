@@ -6,10 +6,13 @@
 //! - [`ipc`]: one message enum per channel direction between the processes.
 //! - [`codec`]: the single encode/decode pair for IPC messages (postcard,
 //!   size-limited).
+//! - [`batch`]: bounded batches, so that a configuration or a status of
+//!   any size travels in messages under the limit.
 //! - [`channel`]: channels typed by direction (`Channel<Out, In>`), one
 //!   message per `SOCK_SEQPACKET` datagram, file descriptors passed by
 //!   `SCM_RIGHTS`, replies matched to their requests by id.
 
+pub mod batch;
 pub mod channel;
 pub mod codec;
 pub mod ipc;

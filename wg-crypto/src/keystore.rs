@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::ipc::{
-    CryptoError, CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto,
+    CryptoError, CryptoOp, CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto,
 };
 use proto::keys::{
     HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SecretKey, SessionKey, SessionKeys,
@@ -92,6 +92,8 @@ pub struct KeyStore {
     pending: HashMap<HandshakeId, Pending>,
     next_id: u64,
     last_timestamp: (u64, u32),
+    /// Peer changes of a configuration transaction not yet committed.
+    uncommitted: Vec<CryptoOp>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -125,6 +127,7 @@ impl KeyStore {
             pending: HashMap::new(),
             next_id: 1,
             last_timestamp: (0, 0),
+            uncommitted: Vec::new(),
         }
     }
 
@@ -485,16 +488,17 @@ impl KeyStore {
     pub fn handle_parent(&mut self, msg: ParentToCrypto) -> CryptoToParent {
         match msg {
             ParentToCrypto::SetPrivateKey(k) => CryptoToParent::PublicKey(self.set_private_key(k)),
-            ParentToCrypto::SetPeer { peer, psk } => {
-                self.set_peer(peer, psk);
-                CryptoToParent::Done
-            }
-            ParentToCrypto::RemovePeer(peer) => {
-                self.remove_peer(&peer);
-                CryptoToParent::Done
-            }
-            ParentToCrypto::RemoveAllPeers => {
-                self.remove_all_peers();
+            ParentToCrypto::Apply(batch) => {
+                self.uncommitted.extend(batch.ops);
+                if batch.commit {
+                    for op in std::mem::take(&mut self.uncommitted) {
+                        match op {
+                            CryptoOp::SetPeer { peer, psk } => self.set_peer(peer, psk),
+                            CryptoOp::RemovePeer(peer) => self.remove_peer(&peer),
+                            CryptoOp::RemoveAllPeers => self.remove_all_peers(),
+                        }
+                    }
+                }
                 CryptoToParent::Done
             }
         }

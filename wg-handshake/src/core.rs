@@ -273,29 +273,42 @@ impl Core {
     pub fn remove_peer(&mut self, peer: &PublicKey, crypto: &mut dyn Crypto) {
         if let Some(mut p) = self.peers.remove(peer) {
             if let Some(pending) = p.pending.take() {
+                self.indices.free(pending.local_index);
                 crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
             }
+            // The peer's own indices, not a walk over everyone's: removing
+            // peers one by one stays linear in their number.
+            for i in p.keypairs.drain(..) {
+                self.indices.free(i);
+            }
         }
-        self.indices.free_peer(peer);
     }
 
     pub fn remove_all_peers(&mut self, crypto: &mut dyn Crypto) {
-        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.remove_peer(&k, crypto);
+        for (_, mut p) in self.peers.drain() {
+            if let Some(pending) = p.pending.take() {
+                crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
+            }
         }
+        self.indices.clear();
     }
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
-    /// What `show` needs: last handshake as wall-clock time, given the
-    /// current instant and wall-clock time.
-    pub fn status(&self, now: Instant, wall: SystemTime) -> Vec<HandshakeStatus> {
-        let mut v: Vec<HandshakeStatus> = self
-            .peers
-            .values()
+    /// What `show` needs of these peers (one status page), in the order
+    /// asked: last handshake as wall-clock time, given the current instant
+    /// and wall-clock time. Peers it does not know are left out.
+    pub fn status_of(
+        &self,
+        peers: &[PublicKey],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<HandshakeStatus> {
+        peers
+            .iter()
+            .filter_map(|k| self.peers.get(k))
             .map(|p| HandshakeStatus {
                 peer: p.key,
                 last_handshake: p.last_handshake.and_then(|t| {
@@ -306,9 +319,7 @@ impl Core {
                 }),
                 persistent_keepalive: p.persistent_keepalive,
             })
-            .collect();
-        v.sort_by_key(|s| s.peer);
-        v
+            .collect()
     }
 
     // ------------------------------------------------------------ timers

@@ -54,8 +54,8 @@ impl IndexTable {
         self.map.remove(&index)
     }
 
-    pub fn free_peer(&mut self, peer: &PublicKey) {
-        self.map.retain(|_, e| e.peer != *peer);
+    pub fn clear(&mut self) {
+        self.map.clear();
     }
 
     pub fn len(&self) -> usize {

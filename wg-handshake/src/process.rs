@@ -15,8 +15,8 @@ use std::time::{Instant, SystemTime};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    CryptoError, CryptoToHandshake, HandshakeToCrypto, HandshakeToParent, HandshakeToTransport,
-    ParentToHandshake, TransportToHandshake,
+    CryptoError, CryptoToHandshake, HandshakeOp, HandshakeToCrypto, HandshakeToParent,
+    HandshakeToTransport, ParentToHandshake, TransportToHandshake,
 };
 
 use crate::core::{Config, Core, Crypto};
@@ -84,6 +84,7 @@ pub fn run(
         failed: None,
     };
     let mut out: Vec<HandshakeToTransport> = Vec::new();
+    let mut uncommitted: Vec<HandshakeOp> = Vec::new();
     loop {
         let timeout = ms_until(core.next_deadline(), Instant::now());
         let (p_ready, t_ready) = {
@@ -107,29 +108,35 @@ pub fn run(
                 Err(e) => return HandshakeExit::Parent(e),
             };
             let reply = match msg {
-                ParentToHandshake::SetInterface { public_key } => {
-                    core.set_interface(public_key, &mut out);
+                ParentToHandshake::Apply(batch) => {
+                    // Buffered until the transaction commits, so the role
+                    // never runs with half of a `set` applied.
+                    uncommitted.extend(batch.ops);
+                    if batch.commit {
+                        for op in std::mem::take(&mut uncommitted) {
+                            match op {
+                                HandshakeOp::SetInterface { public_key } => {
+                                    core.set_interface(public_key, &mut out)
+                                }
+                                HandshakeOp::SetPeer {
+                                    peer,
+                                    persistent_keepalive,
+                                } => core.set_peer(now, peer, persistent_keepalive, &mut out),
+                                HandshakeOp::RemovePeer(peer) => {
+                                    core.remove_peer(&peer, &mut crypto)
+                                }
+                                HandshakeOp::RemoveAllPeers => core.remove_all_peers(&mut crypto),
+                            }
+                        }
+                    }
                     HandshakeToParent::Done
                 }
-                ParentToHandshake::SetPeer {
-                    peer,
-                    persistent_keepalive,
-                } => {
-                    core.set_peer(now, peer, persistent_keepalive, &mut out);
-                    HandshakeToParent::Done
+                ParentToHandshake::GetStatus(peers) => {
+                    HandshakeToParent::Status(core.status_of(&peers, now, SystemTime::now()))
                 }
-                ParentToHandshake::RemovePeer(peer) => {
-                    core.remove_peer(&peer, &mut crypto);
-                    HandshakeToParent::Done
+                ParentToHandshake::GetCounters => {
+                    HandshakeToParent::Counters(core.counters().clone())
                 }
-                ParentToHandshake::RemoveAllPeers => {
-                    core.remove_all_peers(&mut crypto);
-                    HandshakeToParent::Done
-                }
-                ParentToHandshake::GetStatus => HandshakeToParent::Status {
-                    peers: core.status(now, SystemTime::now()),
-                    counters: core.counters().clone(),
-                },
             };
             if let Err(e) = parent.reply(to, &reply) {
                 return HandshakeExit::Parent(e);

@@ -13,10 +13,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use proto::batch::Batcher;
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    AllowedIp, CryptoToParent, HandshakeToParent, ParentToCrypto, ParentToHandshake,
-    ParentToTransport, TransportToParent,
+    AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeToParent, ParentToCrypto,
+    ParentToHandshake, ParentToTransport, TransportOp, TransportToParent, ALLOWED_IPS_CHUNK,
+    STATUS_PAGE,
 };
 use proto::keys::PublicKey;
 
@@ -121,6 +123,72 @@ impl AllowedOrder {
     }
 }
 
+/// One `set` request's changes on their way to the roles: each role's
+/// share is cut into bounded batches ([`Batcher`]), sent as each fills,
+/// and committed in all roles at the end, so a configuration of any size
+/// costs a round trip per batch, not per change, and no role applies half
+/// of it.
+#[derive(Default)]
+struct Txn {
+    crypto: Batcher<CryptoOp>,
+    handshake: Batcher<HandshakeOp>,
+    transport: Batcher<TransportOp>,
+    /// A role was sent part of this transaction already and must be told
+    /// to commit even if nothing is left to send it.
+    crypto_open: bool,
+    handshake_open: bool,
+    transport_open: bool,
+}
+
+/// Consecutive allowed-IP changes of one peer gathered into chunk-sized
+/// operations, in order (a run of additions, then a run of removals...).
+struct IpChunk {
+    peer: PublicKey,
+    add: bool,
+    ips: Vec<AllowedIp>,
+}
+
+impl IpChunk {
+    fn new(peer: PublicKey) -> Self {
+        IpChunk {
+            peer,
+            add: true,
+            ips: Vec::new(),
+        }
+    }
+
+    /// Adds one change; returns a finished operation when the run changes
+    /// kind or the chunk is full.
+    fn push(&mut self, add: bool, ip: AllowedIp) -> Option<TransportOp> {
+        let done = if add != self.add || self.ips.len() >= ALLOWED_IPS_CHUNK {
+            self.finish()
+        } else {
+            None
+        };
+        self.add = add;
+        self.ips.push(ip);
+        done
+    }
+
+    fn finish(&mut self) -> Option<TransportOp> {
+        if self.ips.is_empty() {
+            return None;
+        }
+        let ips = std::mem::take(&mut self.ips);
+        Some(if self.add {
+            TransportOp::AddAllowedIps {
+                peer: self.peer,
+                ips,
+            }
+        } else {
+            TransportOp::RemoveAllowedIps {
+                peer: self.peer,
+                ips,
+            }
+        })
+    }
+}
+
 /// The parent's ends of the three channels and what it configured.
 pub(crate) struct Control {
     crypto: Channel<ParentToCrypto, CryptoToParent>,
@@ -158,11 +226,19 @@ impl Control {
         libc::EIO
     }
 
-    /// Applies a list of operations in order, as one `set` request.
+    /// Applies a list of operations in order, as one `set` request: the
+    /// roles' shares stream to them in bounded batches and are committed
+    /// together at the end (see [`Txn`]).
     pub(crate) fn apply(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
+        let mut txn = Txn::default();
         for op in ops {
             match op {
                 SetOp::PrivateKey(key) => {
+                    // The crypto role answers with the new public key, which
+                    // the rest of the request may depend on (a peer with
+                    // our own key is dropped): what came before is
+                    // committed first.
+                    self.commit(&mut txn)?;
                     self.state.private_key_file = None;
                     let CryptoToParent::PublicKey(public) =
                         self.crypto(ParentToCrypto::SetPrivateKey(key))?
@@ -171,12 +247,15 @@ impl Control {
                     };
                     if public != self.state.public_key {
                         self.state.public_key = public;
-                        self.handshake(ParentToHandshake::SetInterface { public_key: public })?;
+                        self.to_handshake(
+                            &mut txn,
+                            HandshakeOp::SetInterface { public_key: public },
+                        )?;
                         // A peer with our own public key is meaningless
                         // (wireguard-go and Linux drop it too).
                         if let Some(own) = public {
                             if self.state.peers.contains(&own) {
-                                self.remove_peer(own)?;
+                                self.remove_peer(&mut txn, own)?;
                             }
                         }
                     }
@@ -197,14 +276,79 @@ impl Control {
                     // sections that follow create peers anew. `wg setconf`
                     // is the command that starts over; `wg syncconf` and
                     // `wg addconf` are the ones that keep sessions.
-                    self.crypto(ParentToCrypto::RemoveAllPeers)?;
-                    self.handshake(ParentToHandshake::RemoveAllPeers)?;
-                    self.transport(ParentToTransport::RemoveAllPeers)?;
+                    self.to_crypto(&mut txn, CryptoOp::RemoveAllPeers)?;
+                    self.to_handshake(&mut txn, HandshakeOp::RemoveAllPeers)?;
+                    self.to_transport(&mut txn, TransportOp::RemoveAllPeers)?;
                     self.state.peers.clear();
                     self.state.allowed.clear();
                 }
-                SetOp::Peer(p) => self.apply_peer(p)?,
+                SetOp::Peer(p) => self.apply_peer(&mut txn, p)?,
             }
+        }
+        self.commit(&mut txn)
+    }
+
+    fn to_crypto(&mut self, txn: &mut Txn, op: CryptoOp) -> Result<(), Errno> {
+        if let Some(ops) = txn.crypto.push(op) {
+            txn.crypto_open = true;
+            self.send_crypto(ops, false)?;
+        }
+        Ok(())
+    }
+
+    fn to_handshake(&mut self, txn: &mut Txn, op: HandshakeOp) -> Result<(), Errno> {
+        if let Some(ops) = txn.handshake.push(op) {
+            txn.handshake_open = true;
+            self.send_handshake(ops, false)?;
+        }
+        Ok(())
+    }
+
+    fn to_transport(&mut self, txn: &mut Txn, op: TransportOp) -> Result<(), Errno> {
+        if let Some(ops) = txn.transport.push(op) {
+            txn.transport_open = true;
+            self.send_transport(ops, false)?;
+        }
+        Ok(())
+    }
+
+    fn send_crypto(&mut self, ops: Vec<CryptoOp>, commit: bool) -> Result<(), Errno> {
+        match self.crypto(ParentToCrypto::Apply(Apply { ops, commit }))? {
+            CryptoToParent::Done => Ok(()),
+            _ => Err(libc::EIO),
+        }
+    }
+
+    fn send_handshake(&mut self, ops: Vec<HandshakeOp>, commit: bool) -> Result<(), Errno> {
+        match self.handshake(ParentToHandshake::Apply(Apply { ops, commit }))? {
+            HandshakeToParent::Done => Ok(()),
+            _ => Err(libc::EIO),
+        }
+    }
+
+    fn send_transport(&mut self, ops: Vec<TransportOp>, commit: bool) -> Result<(), Errno> {
+        match self.transport(ParentToTransport::Apply(Apply { ops, commit }))? {
+            TransportToParent::Done => Ok(()),
+            _ => Err(libc::EIO),
+        }
+    }
+
+    /// Commits the transaction in each role that has a part in it: the key
+    /// holder first (peers and PSKs), then the data plane (endpoints and
+    /// routes), then the handshake role, whose new peers may send a
+    /// persistent keepalive at once and need both.
+    fn commit(&mut self, txn: &mut Txn) -> Result<(), Errno> {
+        if std::mem::take(&mut txn.crypto_open) || !txn.crypto.is_empty() {
+            let ops = txn.crypto.take();
+            self.send_crypto(ops, true)?;
+        }
+        if std::mem::take(&mut txn.transport_open) || !txn.transport.is_empty() {
+            let ops = txn.transport.take();
+            self.send_transport(ops, true)?;
+        }
+        if std::mem::take(&mut txn.handshake_open) || !txn.handshake.is_empty() {
+            let ops = txn.handshake.take();
+            self.send_handshake(ops, true)?;
         }
         Ok(())
     }
@@ -236,16 +380,16 @@ impl Control {
         Ok(())
     }
 
-    fn remove_peer(&mut self, key: PublicKey) -> Result<(), Errno> {
-        self.transport(ParentToTransport::RemovePeer(key))?;
-        self.handshake(ParentToHandshake::RemovePeer(key))?;
-        self.crypto(ParentToCrypto::RemovePeer(key))?;
+    fn remove_peer(&mut self, txn: &mut Txn, key: PublicKey) -> Result<(), Errno> {
+        self.to_transport(txn, TransportOp::RemovePeer(key))?;
+        self.to_handshake(txn, HandshakeOp::RemovePeer(key))?;
+        self.to_crypto(txn, CryptoOp::RemovePeer(key))?;
         self.state.peers.remove(&key);
         self.state.allowed.remove_peer(&key);
         Ok(())
     }
 
-    fn apply_peer(&mut self, p: PeerOp) -> Result<(), Errno> {
+    fn apply_peer(&mut self, txn: &mut Txn, p: PeerOp) -> Result<(), Errno> {
         let key = p.public_key;
         if Some(key) == self.state.public_key {
             return Ok(());
@@ -253,7 +397,7 @@ impl Control {
         let exists = self.state.peers.contains(&key);
         if p.remove {
             if exists {
-                self.remove_peer(key)?;
+                self.remove_peer(txn, key)?;
             }
             return Ok(());
         }
@@ -261,25 +405,33 @@ impl Control {
             return Ok(());
         }
         if !exists {
-            self.crypto(ParentToCrypto::SetPeer {
-                peer: key,
-                psk: None,
-            })?;
-            self.transport(ParentToTransport::AddPeer { peer: key })?;
-            self.handshake(ParentToHandshake::SetPeer {
-                peer: key,
-                persistent_keepalive: None,
-            })?;
+            self.to_crypto(
+                txn,
+                CryptoOp::SetPeer {
+                    peer: key,
+                    psk: None,
+                },
+            )?;
+            self.to_transport(txn, TransportOp::AddPeer(key))?;
+            self.to_handshake(
+                txn,
+                HandshakeOp::SetPeer {
+                    peer: key,
+                    persistent_keepalive: None,
+                },
+            )?;
             self.state.peers.insert(key);
         }
-        // The data plane first (endpoint, routes), then the handshake
-        // role: turning on persistent keepalive sends a packet at once.
         if let Some(endpoint) = p.endpoint {
-            self.transport(ParentToTransport::SetEndpoint {
-                peer: key,
-                endpoint,
-            })?;
+            self.to_transport(
+                txn,
+                TransportOp::SetEndpoint {
+                    peer: key,
+                    endpoint,
+                },
+            )?;
         }
+        let mut chunk = IpChunk::new(key);
         if p.replace_allowed_ips {
             // Remove only what the new list does not have, rather than
             // clearing and adding everything back: the prefixes that stay
@@ -294,31 +446,42 @@ impl Control {
             }
             for ip in self.state.allowed.of_peer(&key) {
                 if !wanted.contains(&ip) {
-                    self.transport(ParentToTransport::RemoveAllowedIp { peer: key, ip })?;
                     self.state.allowed.remove(key, ip);
+                    if let Some(op) = chunk.push(false, ip) {
+                        self.to_transport(txn, op)?;
+                    }
                 }
             }
         }
         for change in p.allowed_ips {
-            match change {
+            let (add, ip) = match change {
                 AllowedIpChange::Add(ip) => {
-                    self.transport(ParentToTransport::AddAllowedIp { peer: key, ip })?;
                     self.state.allowed.insert(key, ip);
+                    (true, ip)
                 }
                 AllowedIpChange::Remove(ip) => {
-                    self.transport(ParentToTransport::RemoveAllowedIp { peer: key, ip })?;
                     self.state.allowed.remove(key, ip);
+                    (false, ip)
                 }
+            };
+            if let Some(op) = chunk.push(add, ip) {
+                self.to_transport(txn, op)?;
             }
         }
+        if let Some(op) = chunk.finish() {
+            self.to_transport(txn, op)?;
+        }
         if let Some(psk) = p.preshared_key {
-            self.crypto(ParentToCrypto::SetPeer { peer: key, psk })?;
+            self.to_crypto(txn, CryptoOp::SetPeer { peer: key, psk })?;
         }
         if let Some(interval) = p.persistent_keepalive {
-            self.handshake(ParentToHandshake::SetPeer {
-                peer: key,
-                persistent_keepalive: Some(interval).filter(|&i| i > 0),
-            })?;
+            self.to_handshake(
+                txn,
+                HandshakeOp::SetPeer {
+                    peer: key,
+                    persistent_keepalive: Some(interval).filter(|&i| i > 0),
+                },
+            )?;
         }
         Ok(())
     }
