@@ -20,9 +20,11 @@ use proto::ipc::{
 };
 use proto::keys::PublicKey;
 
-use crate::config::Config;
+use wg_config::cidr::masked;
+use wg_config::config::Config;
+use wg_config::uapi::{self, AllowedIpChange, Device, Peer, PeerOp, Psk, Request, SetOp, WgdStats};
+
 use crate::net::{self, UdpPair};
-use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp, WgdExtra};
 
 /// A control client that sends nothing (or reads nothing) for this long is
 /// dropped.
@@ -65,7 +67,7 @@ struct AllowedOrder {
 
 impl AllowedOrder {
     fn insert(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = uapi::masked(ip);
+        let ip = masked(ip);
         self.forget(ip);
         let seq = self.next;
         self.next += 1;
@@ -74,7 +76,7 @@ impl AllowedOrder {
     }
 
     fn remove(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = uapi::masked(ip);
+        let ip = masked(ip);
         if self.owner.get(&ip).is_some_and(|(p, _)| *p == peer) {
             self.forget(ip);
         }
@@ -113,7 +115,7 @@ impl AllowedOrder {
     /// Sort key of a prefix the transport reports for `peer`: unknown ones
     /// (there should be none) go last.
     fn rank(&self, peer: &PublicKey, ip: AllowedIp) -> u64 {
-        match self.owner.get(&uapi::masked(ip)) {
+        match self.owner.get(&masked(ip)) {
             Some((p, seq)) if p == peer => *seq,
             _ => u64::MAX,
         }
@@ -293,8 +295,8 @@ impl Control {
             let mut wanted = HashSet::new();
             for change in &p.allowed_ips {
                 match *change {
-                    AllowedIpChange::Add(ip) => wanted.insert(uapi::masked(ip)),
-                    AllowedIpChange::Remove(ip) => wanted.remove(&uapi::masked(ip)),
+                    AllowedIpChange::Add(ip) => wanted.insert(masked(ip)),
+                    AllowedIpChange::Remove(ip) => wanted.remove(&masked(ip)),
                 };
             }
             for ip in self.state.allowed.of_peer(&key) {
@@ -330,7 +332,7 @@ impl Control {
 
     /// Everything `get` reports, gathered from the roles that own it, and
     /// what `wgd_get` adds.
-    fn get(&mut self) -> Result<(DeviceInfo, WgdExtra), Errno> {
+    fn get(&mut self) -> Result<Device, Errno> {
         let TransportToParent::Status {
             peers: tpeers,
             drops,
@@ -354,29 +356,30 @@ impl Control {
             // In the order they were last inserted, as wireguard-go and
             // Linux print them (the transport reports them sorted).
             allowed_ips.sort_by_key(|ip| self.state.allowed.rank(key, *ip));
-            peers.push(PeerInfo {
+            peers.push(Peer {
                 public_key: *key,
+                // Secrets are write-only: not even whether there is one.
+                preshared_key: Psk::Unknown,
                 endpoint: t.and_then(|t| t.endpoint),
                 last_handshake: h.and_then(|h| h.last_handshake),
                 rx_bytes: t.map_or(0, |t| t.rx_bytes),
                 tx_bytes: t.map_or(0, |t| t.tx_bytes),
-                persistent_keepalive: h.and_then(|h| h.persistent_keepalive),
+                persistent_keepalive: h.and_then(|h| h.persistent_keepalive).unwrap_or(0),
                 allowed_ips,
             });
         }
-        let info = DeviceInfo {
-            listen_port: self.state.listen_port,
-            fwmark: self.state.fwmark,
-            peers,
-        };
-        let extra = WgdExtra {
+        Ok(Device {
             public_key: self.state.public_key,
             private_key_file: self.state.private_key_file.clone(),
-            handshake_drops,
-            drops,
-            ipc_to_handshake,
-        };
-        Ok((info, extra))
+            listen_port: self.state.listen_port,
+            fwmark: self.state.fwmark,
+            stats: Some(WgdStats {
+                drops,
+                handshake: handshake_drops,
+                ipc_to_handshake,
+            }),
+            peers,
+        })
     }
 }
 
@@ -394,18 +397,12 @@ pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
         ops.push(SetOp::Fwmark(mark));
     }
     for p in cfg.peers {
-        let mut allowed: Vec<AllowedIpChange> = p
-            .allowed_ips
+        // AutoAddress: each peer also owns its key-derived /128.
+        let allowed: Vec<AllowedIpChange> = p
+            .allowed_ips_with_auto(iface.auto_address)
             .into_iter()
             .map(AllowedIpChange::Add)
             .collect();
-        if iface.auto_address {
-            // AutoAddress: each peer also owns its key-derived /128.
-            allowed.push(AllowedIpChange::Add(proto::ipc::AllowedIp {
-                addr: std::net::IpAddr::V6(p.public_key.derived_address()),
-                cidr: 128,
-            }));
-        }
         ops.push(SetOp::Peer(PeerOp {
             public_key: p.public_key,
             remove: false,
@@ -478,12 +475,12 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
     let mut writer = write_half;
     let mut reader = BufReader::new(stream);
     loop {
-        let reply = match uapi::read_request(&mut reader) {
+        let reply = match uapi::read_request(&mut reader, &net::ifindex) {
             Ok(None) => return,
             Ok(Some(req @ (Request::Get | Request::WgdGet))) => match control.lock() {
                 Ok(mut c) => match c.get() {
-                    Ok((info, _)) if req == Request::Get => uapi::format_get(&info),
-                    Ok((info, extra)) => uapi::format_wgd_get(&info, &extra),
+                    Ok(dev) if req == Request::Get => uapi::format_get(&dev),
+                    Ok(dev) => uapi::format_wgd_get(&dev),
                     Err(errno) => uapi::format_errno(errno),
                 },
                 Err(_) => uapi::format_errno(libc::EIO),
@@ -510,13 +507,7 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn aip(s: &str, cidr: u8) -> AllowedIp {
-        AllowedIp {
-            addr: s.parse().unwrap(),
-            cidr,
-        }
-    }
+    use wg_config::cidr::aip;
 
     #[test]
     fn allowed_order_follows_the_last_insertion() {
