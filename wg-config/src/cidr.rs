@@ -22,18 +22,25 @@ use thiserror::Error;
 /// Which dialect a prefix is written in. The two really differ: wg(8)
 /// reads a prefix with `inet_pton` and `strtoul` (`config.c`,
 /// `parse_allowedips`), wireguard-go reads `allowed_ip=` with Go's
-/// `netip.ParsePrefix` (`device/uapi.go`).
+/// `netip.ParsePrefix` (`device/uapi.go`). Checked against the Debian
+/// packages (wireguard-tools 1.0.20210914, wireguard-go 0.0.20220316):
+/// `wg set … allowed-ips 10.0.0.1` gives `10.0.0.1/32`, `/0008` gives
+/// `/8`, `"10.0.0.2 /32"` is taken; on the socket `allowed_ip=10.0.0.0` and
+/// `allowed_ip=10.0.0.0/ 8` are `EINVAL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syntax {
     /// wg(8)'s, for configuration files and `wgctl set`: `ADDR` alone is
     /// the host prefix (`/32` or `/128`); the length is decimal digits,
     /// leading zeros allowed (`strtoul`); white space around the address
-    /// and around the length is ignored (wg(8) strips white space from
-    /// every configuration line).
+    /// and around the length is ignored (wg(8) strips all white space
+    /// from a configuration line, and from `set`'s arguments).
     Wg,
     /// The userspace API's, for `allowed_ip=` in requests and replies:
     /// `ADDR/LEN` with the length required, in decimal with no sign, no
-    /// leading zero and no white space anywhere.
+    /// leading zero and no white space anywhere, as current Go's
+    /// `netip.ParsePrefix` reads it. (Debian's wireguard-go, built with an
+    /// older Go, still takes `/08` and `/+8`; wgd has refused both from
+    /// the start, and no client sends them.)
     Uapi,
 }
 

@@ -380,6 +380,18 @@ mod tests {
                 ]
             )
         );
+        // wg(8)'s dialect: leading zeros in the length, white space
+        // around the parts (wg set strips white space from its arguments).
+        assert_eq!(
+            parse_allowed_ips("10.0.0.0/0008,10.0.0.2 / 32").unwrap(),
+            (
+                true,
+                vec![
+                    AllowedIpChange::Add(aip("10.0.0.0", 8)),
+                    AllowedIpChange::Add(aip("10.0.0.2", 32))
+                ]
+            )
+        );
         for bad in [
             "10.0.0.0/33",
             "::/129",
