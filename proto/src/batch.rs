@@ -186,7 +186,7 @@ mod tests {
 
     /// Exhaustive matches: a new variant does not compile until it has a
     /// worst case below.
-    #[allow(dead_code)]
+    #[allow(dead_code, clippy::too_many_arguments)]
     fn covered(
         a: &ParentToCrypto,
         b: &CryptoToParent,

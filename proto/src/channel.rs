@@ -32,7 +32,7 @@
 //! use proto::ipc::{CryptoToParent, ParentToCrypto, ParentToHandshake};
 //!
 //! let (parent, _crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
-//! let _ = parent.ask(&ParentToHandshake::GetStatus);
+//! let _ = parent.ask(&ParentToHandshake::GetCounters);
 //! ```
 //!
 //! while the same code with the channel's own request does (so the example
@@ -45,8 +45,8 @@
 //! let (parent, _crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
 //! // Nobody answers here, so don't wait for it.
 //! parent.set_nonblocking(true).unwrap();
-//! let _ = parent.ask(&ParentToCrypto::RemoveAllPeers);
-//! # let _ = ParentToHandshake::GetStatus;
+//! let _ = parent.ask(&ParentToCrypto::SetPrivateKey(None));
+//! # let _ = ParentToHandshake::GetCounters;
 //! ```
 //!
 //! Nor does receiving another channel's enum:
@@ -65,10 +65,10 @@
 //!
 //! let (parent, crypto) = Channel::<ParentToCrypto, CryptoToParent>::pair().unwrap();
 //! parent.set_nonblocking(true).unwrap();
-//! let _ = parent.ask(&ParentToCrypto::RemoveAllPeers);
+//! let _ = parent.ask(&ParentToCrypto::SetPrivateKey(None));
 //! let (to, _msg): (_, ParentToCrypto) = crypto.recv_request().unwrap();
 //! crypto.reply(to, &CryptoToParent::Done).unwrap();
-//! # let _ = ParentToHandshake::GetStatus;
+//! # let _ = ParentToHandshake::GetCounters;
 //! ```
 
 mod raw;

@@ -9,7 +9,7 @@
 //! - `wgctl_page_*`: wgctl(8) documents every subcommand, and every long
 //!   flag and subcommand a built `wgctl --help` prints;
 //! - `wgd_conf_page_*`: wgd.conf(5) documents every key the parser in
-//!   `wgd/src/config.rs` accepts, its DIAGNOSTICS example is what wgd
+//!   `wg-config/src/config/parser.rs` accepts, its DIAGNOSTICS example is what wgd
 //!   prints, and its AutoAddress examples match the derivation;
 //! - `systemd_*` / `sysusers_*`: the unit and the sysusers.d file, with
 //!   `systemd-analyze verify` and `systemd-sysusers --dry-run` where
@@ -483,7 +483,7 @@ fn wgctl_page_documents_what_wgctl_help_prints() {
 fn const_str_list(src: &str, name: &str) -> Vec<String> {
     let start = src
         .find(&format!("const {name}"))
-        .unwrap_or_else(|| panic!("wgd/src/config.rs has no `const {name}` any more"));
+        .unwrap_or_else(|| panic!("wg-config/src/config/parser.rs has no `const {name}` any more"));
     let body = &src[start..];
     let body = &body[..body.find("];").expect("the list ends with `];`")];
     body.split('"')
@@ -495,7 +495,7 @@ fn const_str_list(src: &str, name: &str) -> Vec<String> {
 
 #[test]
 fn wgd_conf_page_documents_every_key() {
-    let src = read("wgd/src/config.rs");
+    let src = read("wg-config/src/config/parser.rs");
     let rendered = render("man/wgd.conf.5");
     let interface = section(&rendered, "DESCRIPTION");
     let documented: BTreeSet<String> = interface

@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(s.len(), 1000);
         assert_eq!(t.free(v[0]), Some(e));
         assert_eq!(t.get(v[0]), None);
-        t.free_peer(&PublicKey([1; 32]));
+        t.clear();
         assert!(t.is_empty());
     }
 }

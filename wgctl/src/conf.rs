@@ -1,13 +1,8 @@
-//! Configuration files: `showconf` writes one, `setconf`, `addconf` and
-//! `syncconf` apply one. The file format is wg(8)'s, read with wgd's own
-//! parser (`wgd::config`), so wgd's `PrivateKeyFile`, `PresharedKeyFile`
-//! and `AutoAddress` work here as they do at start-up.
-//!
-//! Secrets are write-only (DESIGN.md): wgd never returns its private key
-//! or preshared keys. So [`showconf`] writes `PrivateKeyFile = PATH` when
-//! wgd read the key from a file, and otherwise a comment saying that the
-//! key exists and cannot be shown, so that a saved configuration never
-//! loses a key silently; preshared keys get a comment likewise.
+//! Applying a configuration file: `setconf`, `addconf` and `syncconf`.
+//! The file is read, and `showconf`'s file written, by the parser and
+//! writer wgd itself uses (`wg_config::config`), so wgd's
+//! `PrivateKeyFile`, `PresharedKeyFile` and `AutoAddress` work here as
+//! they do at start-up.
 //!
 //! The three ways of applying a file, as in wg(8):
 //! - [`setconf_ops`] with `replace`: `replace_peers=true`, then the
@@ -23,78 +18,12 @@
 //!   has none. The private key is compared through its public key.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use proto::ipc::AllowedIp;
-use wgd::config::{Config, PeerConfig};
-use wgd::uapi::{AllowedIpChange, PeerOp, SetOp};
-
-use crate::device::{fmt_allowed_ip, fmt_endpoint, masked, Device, Psk};
-
-/// `wgctl showconf IF`: the interface as a wg(8) configuration file.
-pub fn showconf(dev: &Device) -> String {
-    let mut s = String::from("[Interface]\n");
-    if dev.listen_port != 0 {
-        let _ = writeln!(s, "ListenPort = {}", dev.listen_port);
-    }
-    if dev.fwmark != 0 {
-        let _ = writeln!(s, "FwMark = 0x{:x}", dev.fwmark);
-    }
-    match (&dev.private_key_file, &dev.public_key) {
-        (Some(file), _) => {
-            let _ = writeln!(s, "PrivateKeyFile = {}", file.display());
-        }
-        (None, Some(public)) => {
-            let _ = writeln!(
-                s,
-                "# PrivateKey: the interface has a private key (public key {public}),"
-            );
-            let _ = writeln!(
-                s,
-                "# but it is write-only and cannot be shown. Add PrivateKey or PrivateKeyFile here."
-            );
-        }
-        (None, None) => {}
-    }
-    for p in &dev.peers {
-        s.push_str("\n[Peer]\n");
-        let _ = writeln!(s, "PublicKey = {}", p.public_key);
-        match p.preshared_key {
-            Psk::None => {}
-            Psk::Set => s.push_str(
-                "# PresharedKey: this peer has one, but it is write-only and cannot be shown.\n",
-            ),
-            Psk::Unknown => s.push_str(
-                "# PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n",
-            ),
-        }
-        if !p.allowed_ips.is_empty() {
-            let ips: Vec<String> = p.allowed_ips.iter().map(fmt_allowed_ip).collect();
-            let _ = writeln!(s, "AllowedIPs = {}", ips.join(", "));
-        }
-        if let Some(ep) = &p.endpoint {
-            let _ = writeln!(s, "Endpoint = {}", fmt_endpoint(ep));
-        }
-        if p.persistent_keepalive != 0 {
-            let _ = writeln!(s, "PersistentKeepalive = {}", p.persistent_keepalive);
-        }
-    }
-    s
-}
-
-/// A peer's allowed IPs as the file gives them, plus its key-derived /128
-/// when the file says `AutoAddress = true` (as wgd does at start-up).
-fn file_allowed_ips(p: &PeerConfig, auto_address: bool) -> Vec<AllowedIp> {
-    let mut ips = p.allowed_ips.clone();
-    if auto_address {
-        ips.push(AllowedIp {
-            addr: IpAddr::V6(p.public_key.derived_address()),
-            cidr: 128,
-        });
-    }
-    ips
-}
+use wg_config::cidr::masked;
+use wg_config::config::Config;
+use wg_config::keys::public_key;
+use wg_config::uapi::{AllowedIpChange, Device, PeerOp, Psk, SetOp};
 
 /// `setconf` (`replace`) or `addconf`: the whole file as one request.
 pub fn setconf_ops(cfg: Config, replace: bool) -> Vec<SetOp> {
@@ -114,7 +43,8 @@ pub fn setconf_ops(cfg: Config, replace: bool) -> Vec<SetOp> {
     }
     for p in cfg.peers {
         let mut op = PeerOp::new(p.public_key);
-        op.allowed_ips = file_allowed_ips(&p, iface.auto_address)
+        op.allowed_ips = p
+            .allowed_ips_with_auto(iface.auto_address)
             .into_iter()
             .map(AllowedIpChange::Add)
             .collect();
@@ -138,7 +68,7 @@ pub fn syncconf_ops(cfg: Config, current: &Device) -> Vec<SetOp> {
     let iface = cfg.interface;
     if let Some(k) = iface.private_key {
         // Write-only, but comparable through its public key.
-        if current.public_key != Some(wg_crypto::public_key(&k.key)) {
+        if current.public_key != Some(public_key(&k.key)) {
             ops.push(SetOp::PrivateKey(Some(k.key)));
         }
     }
@@ -166,7 +96,7 @@ pub fn syncconf_ops(cfg: Config, current: &Device) -> Vec<SetOp> {
     let existing: HashMap<_, _> = current.peers.iter().map(|p| (p.public_key, p)).collect();
     let mut later = Vec::new();
     for p in cfg.peers {
-        let ips = file_allowed_ips(&p, iface.auto_address);
+        let ips = p.allowed_ips_with_auto(iface.auto_address);
         let Some(cur) = existing.get(&p.public_key) else {
             // A new peer: all of it.
             let mut op = PeerOp::new(p.public_key);
@@ -236,23 +166,18 @@ fn dedup(ips: impl Iterator<Item = AllowedIp>) -> Vec<AllowedIp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::Peer;
     use proto::keys::{PublicKey, SecretKey};
+    use std::net::IpAddr;
     use std::path::Path;
-
-    fn aip(s: &str, cidr: u8) -> AllowedIp {
-        AllowedIp {
-            addr: s.parse().unwrap(),
-            cidr,
-        }
-    }
+    use wg_config::cidr::aip;
+    use wg_config::uapi::{Peer, WgdStats};
 
     fn b64(b: u8) -> String {
         PublicKey([b; 32]).to_base64()
     }
 
     fn cfg(text: &str) -> Config {
-        wgd::config::parse_str(text, Path::new("/etc/wgd/test.conf")).unwrap()
+        wg_config::config::parse_str(text, Path::new("/etc/wgd/test.conf")).unwrap()
     }
 
     fn wgd_device() -> Device {
@@ -262,76 +187,13 @@ mod tests {
         a.persistent_keepalive = 25;
         let b = Peer::new(PublicKey([3; 32]));
         Device {
-            name: "wg0".into(),
-            is_wgd: true,
             public_key: Some(PublicKey([1; 32])),
             private_key_file: None,
             listen_port: 51820,
             fwmark: 0,
-            stats: None,
+            stats: Some(WgdStats::default()),
             peers: vec![a, b],
         }
-    }
-
-    #[test]
-    fn showconf_never_drops_a_key_silently() {
-        let dev = wgd_device();
-        let text = showconf(&dev);
-        let expected = format!(
-            "[Interface]\n\
-             ListenPort = 51820\n\
-             # PrivateKey: the interface has a private key (public key {k1}),\n\
-             # but it is write-only and cannot be shown. Add PrivateKey or PrivateKeyFile here.\n\
-             \n\
-             [Peer]\n\
-             PublicKey = {k2}\n\
-             # PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n\
-             AllowedIPs = 10.0.0.2/32, fd00::/64\n\
-             Endpoint = 192.0.2.2:51820\n\
-             PersistentKeepalive = 25\n\
-             \n\
-             [Peer]\n\
-             PublicKey = {k3}\n\
-             # PresharedKey: preshared keys are write-only; if this peer has one, it is not shown.\n",
-            k1 = b64(1),
-            k2 = b64(2),
-            k3 = b64(3)
-        );
-        assert_eq!(text, expected);
-        // What showconf writes, wgd reads (the comments are comments).
-        let back = cfg(&text);
-        assert!(back.interface.private_key.is_none());
-        assert_eq!(back.peers.len(), 2);
-
-        // From a key file: the file is named, and survives a round trip.
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("wg0.key");
-        std::fs::write(&key_file, format!("{}\n", b64(9))).unwrap();
-        let mut dev = wgd_device();
-        dev.private_key_file = Some(key_file.clone());
-        dev.fwmark = 0x51;
-        let text = showconf(&dev);
-        assert!(text.starts_with(&format!(
-            "[Interface]\nListenPort = 51820\nFwMark = 0x51\nPrivateKeyFile = {}\n\n[Peer]\n",
-            key_file.display()
-        )));
-        let back = cfg(&text);
-        let k = back.interface.private_key.unwrap();
-        assert_eq!(k.file.as_deref(), Some(key_file.as_path()));
-        assert_eq!(back.interface.fwmark, Some(0x51));
-
-        // No key at all: nothing to say.
-        let mut dev = wgd_device();
-        dev.public_key = None;
-        dev.peers.clear();
-        assert_eq!(showconf(&dev), "[Interface]\nListenPort = 51820\n");
-        // A known preshared key.
-        let mut dev = wgd_device();
-        dev.peers[1].preshared_key = Psk::Set;
-        dev.peers[0].preshared_key = Psk::None;
-        let text = showconf(&dev);
-        assert_eq!(text.matches("# PresharedKey").count(), 1);
-        assert!(text.contains("this peer has one"));
     }
 
     #[test]
@@ -389,7 +251,7 @@ mod tests {
         dev.peers[1].preshared_key = Psk::None;
         // Same key (by public key), same port, host bits as written.
         let private = SecretKey::from_bytes([9; 32]);
-        dev.public_key = Some(wg_crypto::public_key(&private));
+        dev.public_key = Some(public_key(&private));
         let text = format!(
             "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\
              [Peer]\nPublicKey = {}\nAllowedIPs = fd00::1/64, 10.0.0.2/32\n\
@@ -459,11 +321,11 @@ mod tests {
         // sessions.
         assert!(!ops.contains(&SetOp::ReplacePeers));
         // And it is a request wgd accepts as written.
-        let text = crate::uapi_client::format_set(&ops);
+        let text = wg_config::uapi::format_set(&ops);
         let mut r = std::io::Cursor::new(text.as_bytes().to_vec());
         assert_eq!(
-            wgd::uapi::read_request(&mut r).unwrap(),
-            Some(wgd::uapi::Request::Set(ops))
+            wg_config::uapi::read_request(&mut r, &|_| None).unwrap(),
+            Some(wg_config::uapi::Request::Set(ops))
         );
     }
 }

@@ -2,46 +2,29 @@
 //! and a newline), `addr` (the key-derived IPv6 address), and reading the
 //! key files that `set` takes.
 //!
-//! Key generation and derivation are the workspace's own
-//! (`wg_crypto::generate_private_key`, `wg_crypto::public_key`,
+//! Key generation and derivation are the shared language's
+//! (`wg_config::keys`; the key-derived address is
 //! `PublicKey::derived_address`); this module only moves text in and out,
 //! in zeroizing buffers where the text is a secret.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use proto::keys::{PublicKey, SecretKey};
+use wg_config::keyfile::{read_key_text, KeyTextError};
+use wg_config::keys;
 use zeroize::Zeroizing;
 
 use crate::error::{io_text, Error, Result};
 
-/// More than any key file needs (44 characters of base64 and a newline);
-/// a bound so that a path such as `/dev/zero` cannot eat memory.
-const KEY_TEXT_MAX: usize = 1024;
-
 /// `wgctl genkey`: a fresh private key, base64, newline.
 pub fn genkey() -> Zeroizing<String> {
-    let k = wg_crypto::generate_private_key();
-    line_of(k.expose())
+    keys::secret_line(&keys::generate_private_key())
 }
 
 /// `wgctl genpsk`: 32 random bytes, base64, newline.
 pub fn genpsk() -> Zeroizing<String> {
-    use rand_core::{OsRng, RngCore};
-    let mut b = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(&mut b[..]);
-    line_of(&b)
-}
-
-fn line_of(bytes: &[u8; 32]) -> Zeroizing<String> {
-    // 44 characters and a newline: sized up front so the buffer holding
-    // the secret is never reallocated.
-    let mut s = Zeroizing::new(String::with_capacity(45));
-    B64.encode_string(bytes, &mut s);
-    s.push('\n');
-    s
+    keys::secret_line(&keys::generate_preshared_key())
 }
 
 /// `wgctl pubkey`: the public key of the private key in `text` (base64,
@@ -49,21 +32,16 @@ fn line_of(bytes: &[u8; 32]) -> Zeroizing<String> {
 pub fn pubkey(text: &str) -> Result<String> {
     let k = SecretKey::from_base64(text)
         .map_err(|_| Error::new("pubkey: standard input is not a base64 private key"))?;
-    Ok(format!("{}\n", wg_crypto::public_key(&k).to_base64()))
+    Ok(format!("{}\n", keys::public_key(&k).to_base64()))
 }
 
 /// Reads all of `r` (a private key on standard input), bounded.
-pub fn read_secret_text(mut r: impl Read, what: &str) -> Result<Zeroizing<String>> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(KEY_TEXT_MAX + 1));
-    r.by_ref()
-        .take(KEY_TEXT_MAX as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::new(format!("{what}: {}", io_text(&e))))?;
-    if buf.len() > KEY_TEXT_MAX {
-        return Err(Error::new(format!("{what}: too long to be a key")));
-    }
-    let text = std::str::from_utf8(&buf).map_err(|_| Error::new(format!("{what}: not text")))?;
-    Ok(Zeroizing::new(text.to_string()))
+pub fn read_secret_text(r: impl Read, what: &str) -> Result<Zeroizing<String>> {
+    read_key_text(r).map_err(|e| match e {
+        KeyTextError::Io(e) => Error::new(format!("{what}: {}", io_text(&e))),
+        KeyTextError::TooLarge => Error::new(format!("{what}: too long to be a key")),
+        KeyTextError::NotText => Error::new(format!("{what}: not text")),
+    })
 }
 
 /// A key file for `set`: a base64 key, white space around it ignored.
@@ -123,30 +101,23 @@ mod tests {
         let k = genkey();
         assert_eq!(k.len(), 45);
         assert!(k.ends_with('\n'));
-        let raw = B64.decode(k.trim()).unwrap();
-        assert_eq!(raw.len(), 32);
+        let key = SecretKey::from_base64(k.trim()).unwrap();
+        let raw = key.expose();
         assert_eq!(raw[0] & 7, 0);
         assert_eq!(raw[31] & 0xc0, 0x40);
         assert_ne!(*genkey(), *k);
         let p = genpsk();
-        assert_eq!(B64.decode(p.trim()).unwrap().len(), 32);
+        assert_eq!(p.len(), 45);
+        assert!(SecretKey::from_base64(p.trim()).is_ok());
     }
 
     #[test]
     fn pubkey_of_a_known_key() {
         // RFC 7748 section 6.1: Alice's private key and public key.
-        let private = B64.encode(
-            (0..32)
-                .map(|i| {
-                    u8::from_str_radix(
-                        &"77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"
-                            [i * 2..i * 2 + 2],
-                        16,
-                    )
-                    .unwrap()
-                })
-                .collect::<Vec<u8>>(),
-        );
+        let private =
+            PublicKey::from_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .unwrap()
+                .to_base64();
         let public =
             PublicKey::from_hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
                 .unwrap();
@@ -163,14 +134,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = SecretKey::from_bytes([3; 32]);
         let path = dir.path().join("k");
-        std::fs::write(&path, format!("{}\n", B64.encode([3u8; 32]))).unwrap();
+        std::fs::write(&path, format!("{}\n", PublicKey([3; 32]).to_base64())).unwrap();
         assert_eq!(read_key_file(&path).unwrap(), Some(k));
         std::fs::write(&path, "").unwrap();
         assert_eq!(read_key_file(&path).unwrap(), None);
         std::fs::write(&path, "secretsecret").unwrap();
         let e = read_key_file(&path).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
-        std::fs::write(&path, vec![b'A'; KEY_TEXT_MAX + 1]).unwrap();
+        std::fs::write(&path, vec![b'A'; wg_config::keyfile::KEY_TEXT_MAX + 1]).unwrap();
         assert!(read_key_file(&path).is_err());
         assert!(read_key_file(&dir.path().join("missing")).is_err());
     }

@@ -8,11 +8,14 @@
 //! interface public key, the private key's file, drop counters), which it
 //! asks with the `wgd_get=1` extension.
 //!
+//! What it must agree on with wgd (the configuration file format and
+//! `showconf`'s writer, the userspace API's text and types, keys) is the
+//! `wg-config` crate's; wgctl links no daemon or role code.
+//!
 //! Modules:
-//! - `uapi_client`: the socket protocol (`wgd_get`/`get`/`set`);
-//! - `device`: the parsed state of an interface, shared by the views;
+//! - `uapi_client`: the sockets (`wgd_get`/`get`/`set`, listing);
 //! - `show`: `show`'s human, script and JSON views;
-//! - `conf`: `showconf`, and the requests of `setconf`/`addconf`/`syncconf`;
+//! - `conf`: the requests of `setconf`/`addconf`/`syncconf`;
 //! - `set`: `set`'s argument grammar;
 //! - `keys`: key generation, derivation and key files;
 //! - `error`: the one-line error type.
@@ -21,7 +24,6 @@
 //! and exits non-zero (2 for a usage error, 1 otherwise).
 
 mod conf;
-mod device;
 mod error;
 mod keys;
 mod set;
@@ -164,7 +166,9 @@ fn run(cli: Cli) -> Result<()> {
             interface,
             field,
         } => cmd_show(&uapi, json, interface.as_deref(), field),
-        Command::Showconf { interface } => out(&conf::showconf(&uapi.get(&interface)?)),
+        Command::Showconf { interface } => {
+            out(&wg_config::config::showconf(&uapi.get(&interface)?))
+        }
         Command::Set { interface, args } => {
             let parsed = set::parse(&args)?;
             let ops = parsed.into_ops(&keys::read_key_file, &set::resolve_endpoint)?;
@@ -209,7 +213,7 @@ fn apply_conf(uapi: &Uapi, ifname: &str, file: &std::path::Path, mode: Mode) -> 
     // Check the name before reading the file, so that a typo in either is
     // reported as such.
     uapi.socket_path(ifname)?;
-    let cfg = wgd::config::parse_file(file).map_err(|e| Error::new(e.to_string()))?;
+    let cfg = wg_config::config::parse_file(file).map_err(|e| Error::new(e.to_string()))?;
     let ops = match mode {
         Mode::Set => conf::setconf_ops(cfg, true),
         Mode::Add => conf::setconf_ops(cfg, false),
@@ -249,7 +253,7 @@ fn cmd_show(uapi: &Uapi, json: bool, target: Option<&str>, field: Option<Field>)
             let mut failed = false;
             for name in uapi.list()? {
                 match uapi.get(&name) {
-                    Ok(d) => devices.push(d),
+                    Ok(d) => devices.push((name, d)),
                     // Like wg(8): say so and go on with the others.
                     Err(e) => {
                         eprintln!("wgctl: {e}");
@@ -258,15 +262,18 @@ fn cmd_show(uapi: &Uapi, json: bool, target: Option<&str>, field: Option<Field>)
                 }
             }
             let text = if json {
-                let all: Vec<_> = devices.iter().map(show::json).collect();
+                let all: Vec<_> = devices.iter().map(|(n, d)| show::json(n, d)).collect();
                 json_text(&all)?
             } else if let Some(f) = field {
-                devices.iter().map(|d| show::field(d, f, true)).collect()
+                devices
+                    .iter()
+                    .map(|(n, d)| show::field(n, d, f, true))
+                    .collect()
             } else {
                 let (color, now) = (use_color(), unix_now());
                 devices
                     .iter()
-                    .map(|d| show::pretty(d, color, now))
+                    .map(|(n, d)| show::pretty(n, d, color, now))
                     .collect::<Vec<_>>()
                     .join("\n")
             };
@@ -280,11 +287,11 @@ fn cmd_show(uapi: &Uapi, json: bool, target: Option<&str>, field: Option<Field>)
         Some(name) => {
             let dev = uapi.get(name)?;
             let text = if json {
-                json_text(&show::json(&dev))?
+                json_text(&show::json(name, &dev))?
             } else if let Some(f) = field {
-                show::field(&dev, f, false)
+                show::field(name, &dev, f, false)
             } else {
-                show::pretty(&dev, use_color(), unix_now())
+                show::pretty(name, &dev, use_color(), unix_now())
             };
             out(&text)
         }

@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 
 use proto::ipc::AllowedIp;
 use proto::keys::{PublicKey, SecretKey};
-use wgd::uapi::{AllowedIpChange, PeerOp, SetOp};
+use wg_config::cidr::{self, Syntax};
+use wg_config::uapi::{AllowedIpChange, PeerOp, SetOp};
 
 use crate::error::{io_text, Error, Result};
 
@@ -215,8 +216,9 @@ fn digits(s: &str) -> Option<&str> {
 }
 
 /// An `allowed-ips` value: whether it replaces the list, and the changes.
-/// Entries are separated by commas, spaces around them ignored; an entry
-/// without `/CIDR` is a single address (/32 or /128), as in wg(8).
+/// Entries are separated by commas, spaces around them ignored, empty ones
+/// skipped; each is a prefix in wg(8)'s dialect ([`Syntax::Wg`]: without
+/// `/CIDR` it is a single address, /32 or /128).
 pub fn parse_allowed_ips(s: &str) -> Result<(bool, Vec<AllowedIpChange>)> {
     let entries: Vec<&str> = s
         .split(',')
@@ -239,22 +241,8 @@ pub fn parse_allowed_ips(s: &str) -> Result<(bool, Vec<AllowedIpChange>)> {
 }
 
 fn parse_prefix_arg(s: &str) -> Result<AllowedIp> {
-    let bad = || Error::usage(format!("`{s}' is not an IP address with a CIDR mask"));
-    let (addr, cidr) = match s.split_once('/') {
-        Some((a, c)) => (a, Some(c)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let cidr = match cidr {
-        None => max,
-        Some(c) => digits(c)
-            .filter(|c| c.len() <= 3)
-            .and_then(|c| c.parse::<u8>().ok())
-            .filter(|&c| c <= max)
-            .ok_or_else(bad)?,
-    };
-    Ok(AllowedIp { addr, cidr })
+    cidr::parse(s, Syntax::Wg)
+        .map_err(|_| Error::usage(format!("`{s}' is not an IP address with a CIDR mask")))
 }
 
 /// `HOST:PORT` or `[V6]:PORT` split into host and port.
@@ -294,6 +282,7 @@ pub fn resolve_endpoint(s: &str) -> Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wg_config::cidr::aip;
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
@@ -301,13 +290,6 @@ mod tests {
 
     fn key(b: u8) -> PublicKey {
         PublicKey([b; 32])
-    }
-
-    fn aip(s: &str, cidr: u8) -> AllowedIp {
-        AllowedIp {
-            addr: s.parse().unwrap(),
-            cidr,
-        }
     }
 
     #[test]
@@ -395,6 +377,18 @@ mod tests {
                 vec![
                     AllowedIpChange::Add(aip("10.0.0.1", 32)),
                     AllowedIpChange::Remove(aip("10.0.0.2", 32))
+                ]
+            )
+        );
+        // wg(8)'s dialect: leading zeros in the length, white space
+        // around the parts (wg set strips white space from its arguments).
+        assert_eq!(
+            parse_allowed_ips("10.0.0.0/0008,10.0.0.2 / 32").unwrap(),
+            (
+                true,
+                vec![
+                    AllowedIpChange::Add(aip("10.0.0.0", 8)),
+                    AllowedIpChange::Add(aip("10.0.0.2", 32))
                 ]
             )
         );

@@ -17,7 +17,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::device::{fmt_allowed_ip, fmt_endpoint, Device, Peer, Psk};
+use proto::ipc::{DropCounters, HandshakeCounters};
+use wg_config::display::{fmt_allowed_ip, fmt_endpoint, fmt_ip};
+use wg_config::uapi::{Device, Peer, Psk};
 
 /// The script-friendly views of `wg show IF FIELD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,8 +140,8 @@ fn sorted_peers(dev: &Device) -> Vec<&Peer> {
     peers
 }
 
-/// The human view of one interface. `now` is the current Unix time.
-pub fn pretty(dev: &Device, color: bool, now: u64) -> String {
+/// The human view of interface `name`. `now` is the current Unix time.
+pub fn pretty(name: &str, dev: &Device, color: bool, now: u64) -> String {
     let p = Paint(color);
     let (b, r) = (p.c(Paint::BOLD), p.c(Paint::RESET));
     let mut s = String::new();
@@ -148,7 +150,7 @@ pub fn pretty(dev: &Device, color: bool, now: u64) -> String {
         "{r}{}{b}interface{r}: {}{}{r}",
         p.c(Paint::GREEN),
         p.c(Paint::GREEN),
-        dev.name
+        name
     );
     if let Some(k) = &dev.public_key {
         let _ = writeln!(s, "  {b}public key{r}: {k}");
@@ -221,14 +223,7 @@ pub fn pretty(dev: &Device, color: bool, now: u64) -> String {
         } else {
             peer.allowed_ips
                 .iter()
-                .map(|ip| {
-                    format!(
-                        "{}{}/{r}{}",
-                        crate::device::fmt_ip(ip.addr),
-                        p.c(Paint::CYAN),
-                        ip.cidr
-                    )
-                })
+                .map(|ip| format!("{}{}/{r}{}", fmt_ip(ip.addr), p.c(Paint::CYAN), ip.cidr))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -285,12 +280,12 @@ fn fwmark_text(mark: u32) -> String {
     }
 }
 
-/// One script-friendly view. With `with_interface` (for `show all`),
-/// every line starts with the interface name and a tab.
-pub fn field(dev: &Device, field: Field, with_interface: bool) -> String {
+/// One script-friendly view of interface `name`. With `with_interface`
+/// (for `show all`), every line starts with the name and a tab.
+pub fn field(name: &str, dev: &Device, field: Field, with_interface: bool) -> String {
     let mut s = String::new();
     let prefix = if with_interface {
-        format!("{}\t", dev.name)
+        format!("{name}\t")
     } else {
         String::new()
     };
@@ -401,25 +396,15 @@ pub struct JsonInterface {
     pub listen_port: u16,
     /// `null` when off.
     pub fwmark: Option<u32>,
-    /// Packets the data plane dropped, by reason (wgd only).
-    pub drops: Option<JsonDrops>,
+    /// Packets the data plane dropped, by reason (wgd only): the
+    /// transport's own counters, field by field.
+    pub drops: Option<DropCounters>,
     /// Handshake packets the handshake role dropped or answered with a
     /// cookie, by reason (wgd only).
-    pub handshake_drops: Option<proto::ipc::HandshakeCounters>,
+    pub handshake_drops: Option<HandshakeCounters>,
     /// Messages from the transport to the handshake role (wgd only).
     pub ipc_to_handshake: Option<u64>,
     pub peers: Vec<JsonPeer>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct JsonDrops {
-    pub malformed: u64,
-    pub unknown_index: u64,
-    pub replay: u64,
-    pub auth_failed: u64,
-    pub source_not_allowed: u64,
-    pub no_route: u64,
-    pub send_failed: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -444,11 +429,11 @@ pub struct JsonTransfer {
     pub tx: u64,
 }
 
-/// The JSON form of one interface.
-pub fn json(dev: &Device) -> JsonInterface {
+/// The JSON form of interface `name`.
+pub fn json(name: &str, dev: &Device) -> JsonInterface {
     JsonInterface {
-        name: dev.name.clone(),
-        wgd: dev.is_wgd,
+        name: name.to_string(),
+        wgd: dev.is_wgd(),
         public_key: dev.public_key.map(|k| k.to_base64()),
         private_key_file: dev
             .private_key_file
@@ -456,15 +441,7 @@ pub fn json(dev: &Device) -> JsonInterface {
             .map(|f| f.display().to_string()),
         listen_port: dev.listen_port,
         fwmark: (dev.fwmark != 0).then_some(dev.fwmark),
-        drops: dev.stats.as_ref().map(|s| JsonDrops {
-            malformed: s.drops.malformed,
-            unknown_index: s.drops.unknown_index,
-            replay: s.drops.replay,
-            auth_failed: s.drops.auth_failed,
-            source_not_allowed: s.drops.source_not_allowed,
-            no_route: s.drops.no_route,
-            send_failed: s.drops.send_failed,
-        }),
+        drops: dev.stats.as_ref().map(|s| s.drops.clone()),
         handshake_drops: dev.stats.as_ref().map(|s| s.handshake.clone()),
         ipc_to_handshake: dev.stats.as_ref().map(|s| s.ipc_to_handshake),
         peers: dev
@@ -494,16 +471,9 @@ pub fn json(dev: &Device) -> JsonInterface {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::WgdStats;
-    use proto::ipc::AllowedIp;
     use proto::keys::PublicKey;
-
-    fn aip(s: &str, cidr: u8) -> AllowedIp {
-        AllowedIp {
-            addr: s.parse().unwrap(),
-            cidr,
-        }
-    }
+    use wg_config::cidr::aip;
+    use wg_config::uapi::WgdStats;
 
     fn device() -> Device {
         let mut a = Peer::new(PublicKey([2; 32]));
@@ -515,8 +485,6 @@ mod tests {
         a.persistent_keepalive = 25;
         let b = Peer::new(PublicKey([3; 32]));
         Device {
-            name: "wg0".into(),
-            is_wgd: true,
             public_key: Some(PublicKey([1; 32])),
             private_key_file: Some("/etc/wgd/wg0.key".into()),
             listen_port: 51820,
@@ -558,7 +526,7 @@ mod tests {
 
     #[test]
     fn pretty_output() {
-        let text = pretty(&device(), false, 1_125);
+        let text = pretty("wg0", &device(), false, 1_125);
         let expected = format!(
             "interface: wg0\n\
              \x20 public key: {k1}\n\
@@ -582,7 +550,7 @@ mod tests {
         );
         assert_eq!(text, expected);
         // Colour: wg's codes, and nothing else changes.
-        let coloured = pretty(&device(), true, 1_125);
+        let coloured = pretty("wg0", &device(), true, 1_125);
         assert!(
             coloured.starts_with("\x1b[0m\x1b[32m\x1b[1minterface\x1b[0m: \x1b[32mwg0\x1b[0m\n")
         );
@@ -608,7 +576,7 @@ mod tests {
         dev.peers.clear();
         dev.stats.as_mut().unwrap().drops.replay = 3;
         dev.stats.as_mut().unwrap().drops.no_route = 1;
-        let text = pretty(&dev, false, 0);
+        let text = pretty("wg0", &dev, false, 0);
         assert!(
             text.ends_with("  dropped packets: 3 replayed, 1 no route\n"),
             "{text}"
@@ -623,57 +591,60 @@ mod tests {
             PublicKey([2; 32]).to_string(),
             PublicKey([3; 32]).to_string(),
         );
-        assert_eq!(field(&dev, Field::PublicKey, false), format!("{k1}\n"));
-        assert_eq!(field(&dev, Field::PrivateKey, false), "(hidden)\n");
-        assert_eq!(field(&dev, Field::ListenPort, true), "wg0\t51820\n");
-        assert_eq!(field(&dev, Field::Fwmark, false), "0x20\n");
-        assert_eq!(field(&dev, Field::Peers, false), format!("{k3}\n{k2}\n"));
         assert_eq!(
-            field(&dev, Field::PresharedKeys, false),
+            field("wg0", &dev, Field::PublicKey, false),
+            format!("{k1}\n")
+        );
+        assert_eq!(field("wg0", &dev, Field::PrivateKey, false), "(hidden)\n");
+        assert_eq!(field("wg0", &dev, Field::ListenPort, true), "wg0\t51820\n");
+        assert_eq!(field("wg0", &dev, Field::Fwmark, false), "0x20\n");
+        assert_eq!(
+            field("wg0", &dev, Field::Peers, false),
+            format!("{k3}\n{k2}\n")
+        );
+        assert_eq!(
+            field("wg0", &dev, Field::PresharedKeys, false),
             format!("{k3}\t(hidden)\n{k2}\t(hidden)\n")
         );
         assert_eq!(
-            field(&dev, Field::Endpoints, false),
+            field("wg0", &dev, Field::Endpoints, false),
             format!("{k3}\t(none)\n{k2}\t[2001:db8::1]:51821\n")
         );
         assert_eq!(
-            field(&dev, Field::AllowedIps, false),
+            field("wg0", &dev, Field::AllowedIps, false),
             format!("{k3}\t(none)\n{k2}\t10.0.0.2/32 fd00::/64\n")
         );
         assert_eq!(
-            field(&dev, Field::LatestHandshakes, false),
+            field("wg0", &dev, Field::LatestHandshakes, false),
             format!("{k3}\t0\n{k2}\t1000\n")
         );
         assert_eq!(
-            field(&dev, Field::PersistentKeepalive, false),
+            field("wg0", &dev, Field::PersistentKeepalive, false),
             format!("{k3}\toff\n{k2}\t25\n")
         );
         assert_eq!(
-            field(&dev, Field::Transfer, true),
+            field("wg0", &dev, Field::Transfer, true),
             format!("wg0\t{k3}\t0\t0\nwg0\t{k2}\t1536\t3145728\n")
         );
         assert_eq!(
-            field(&dev, Field::Dump, false),
+            field("wg0", &dev, Field::Dump, false),
             format!(
                 "(hidden)\t{k1}\t51820\t0x20\n\
                  {k3}\t(hidden)\t(none)\t(none)\t0\t0\t0\toff\n\
                  {k2}\t(hidden)\t[2001:db8::1]:51821\t10.0.0.2/32,fd00::/64\t1000\t1536\t3145728\t25\n"
             )
         );
-        let empty = Device {
-            name: "wg1".into(),
-            ..Device::default()
-        };
+        let empty = Device::default();
         assert_eq!(
-            field(&empty, Field::Dump, true),
+            field("wg1", &empty, Field::Dump, true),
             "wg1\t(none)\t(none)\t0\toff\n"
         );
-        assert_eq!(field(&empty, Field::Peers, true), "");
+        assert_eq!(field("wg1", &empty, Field::Peers, true), "");
     }
 
     #[test]
     fn json_shape() {
-        let v = serde_json::to_value(json(&device())).unwrap();
+        let v = serde_json::to_value(json("wg0", &device())).unwrap();
         let k = |b: u8| PublicKey([b; 32]).to_base64();
         assert_eq!(
             v,
@@ -717,7 +688,37 @@ mod tests {
             })
         );
         // No secret ever appears, whatever the source.
-        let text = serde_json::to_string(&json(&device())).unwrap();
+        let text = serde_json::to_string(&json("wg0", &device())).unwrap();
         assert!(!text.contains("private_key\""));
+    }
+
+    /// `drops` is `DropCounters` itself now (it was a copy of its fields):
+    /// the text must stay what scripts read, in the same order.
+    #[test]
+    fn json_drops_text_is_unchanged() {
+        let mut dev = device();
+        dev.stats.as_mut().unwrap().drops.replay = 3;
+        dev.stats.as_mut().unwrap().drops.send_failed = 7;
+        let text = serde_json::to_string(&json("wg0", &dev)).unwrap();
+        assert!(
+            text.contains(
+                "\"fwmark\":32,\"drops\":{\"malformed\":0,\"unknown_index\":0,\"replay\":3,\
+                 \"auth_failed\":0,\"source_not_allowed\":0,\"no_route\":0,\"send_failed\":7},\
+                 \"handshake_drops\":{"
+            ),
+            "{text}"
+        );
+        let pretty = serde_json::to_string_pretty(&json("wg0", &dev)).unwrap();
+        assert!(
+            pretty.contains("  \"drops\": {\n    \"malformed\": 0,\n    \"unknown_index\": 0,\n"),
+            "{pretty}"
+        );
+        dev.stats = None;
+        let text = serde_json::to_string(&json("wg0", &dev)).unwrap();
+        assert!(text.contains("\"wgd\":false"), "{text}");
+        assert!(
+            text.contains("\"drops\":null,\"handshake_drops\":null"),
+            "{text}"
+        );
     }
 }

@@ -17,15 +17,17 @@ use proto::batch::Batcher;
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
     AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeToParent, ParentToCrypto,
-    ParentToHandshake, ParentToTransport, TransportOp, TransportToParent, ALLOWED_IPS_CHUNK,
-    STATUS_PAGE,
+    HandshakeStatus, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
+    TransportToParent, ALLOWED_IPS_CHUNK, STATUS_PAGE,
 };
 use proto::keys::PublicKey;
 
-use crate::config::Config;
+use wg_config::cidr::masked;
+use wg_config::config::Config;
+use wg_config::uapi::{self, AllowedIpChange, Device, Peer, PeerOp, Psk, Request, SetOp, WgdStats};
+
 use crate::net::{self, UdpPair};
 use crate::roles::ParentEnds;
-use crate::uapi::{self, AllowedIpChange, DeviceInfo, PeerInfo, PeerOp, Request, SetOp, WgdExtra};
 
 /// A control client that sends nothing (or reads nothing) for this long is
 /// dropped.
@@ -68,7 +70,7 @@ struct AllowedOrder {
 
 impl AllowedOrder {
     fn insert(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = uapi::masked(ip);
+        let ip = masked(ip);
         self.forget(ip);
         let seq = self.next;
         self.next += 1;
@@ -77,7 +79,7 @@ impl AllowedOrder {
     }
 
     fn remove(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = uapi::masked(ip);
+        let ip = masked(ip);
         if self.owner.get(&ip).is_some_and(|(p, _)| *p == peer) {
             self.forget(ip);
         }
@@ -113,13 +115,9 @@ impl AllowedOrder {
             .unwrap_or_default()
     }
 
-    /// Sort key of a prefix the transport reports for `peer`: unknown ones
-    /// (there should be none) go last.
-    fn rank(&self, peer: &PublicKey, ip: AllowedIp) -> u64 {
-        match self.owner.get(&uapi::masked(ip)) {
-            Some((p, seq)) if p == peer => *seq,
-            _ => u64::MAX,
-        }
+    /// The peer's prefixes, oldest insertion first, without a copy.
+    fn iter_peer(&self, peer: &PublicKey) -> impl Iterator<Item = &AllowedIp> {
+        self.by_peer.get(peer).into_iter().flat_map(|m| m.values())
     }
 }
 
@@ -247,7 +245,7 @@ impl Control {
                     };
                     if public != self.state.public_key {
                         self.state.public_key = public;
-                        self.to_handshake(
+                        self.queue_handshake(
                             &mut txn,
                             HandshakeOp::SetInterface { public_key: public },
                         )?;
@@ -276,9 +274,9 @@ impl Control {
                     // sections that follow create peers anew. `wg setconf`
                     // is the command that starts over; `wg syncconf` and
                     // `wg addconf` are the ones that keep sessions.
-                    self.to_crypto(&mut txn, CryptoOp::RemoveAllPeers)?;
-                    self.to_handshake(&mut txn, HandshakeOp::RemoveAllPeers)?;
-                    self.to_transport(&mut txn, TransportOp::RemoveAllPeers)?;
+                    self.queue_crypto(&mut txn, CryptoOp::RemoveAllPeers)?;
+                    self.queue_handshake(&mut txn, HandshakeOp::RemoveAllPeers)?;
+                    self.queue_transport(&mut txn, TransportOp::RemoveAllPeers)?;
                     self.state.peers.clear();
                     self.state.allowed.clear();
                 }
@@ -288,7 +286,7 @@ impl Control {
         self.commit(&mut txn)
     }
 
-    fn to_crypto(&mut self, txn: &mut Txn, op: CryptoOp) -> Result<(), Errno> {
+    fn queue_crypto(&mut self, txn: &mut Txn, op: CryptoOp) -> Result<(), Errno> {
         if let Some(ops) = txn.crypto.push(op) {
             txn.crypto_open = true;
             self.send_crypto(ops, false)?;
@@ -296,7 +294,7 @@ impl Control {
         Ok(())
     }
 
-    fn to_handshake(&mut self, txn: &mut Txn, op: HandshakeOp) -> Result<(), Errno> {
+    fn queue_handshake(&mut self, txn: &mut Txn, op: HandshakeOp) -> Result<(), Errno> {
         if let Some(ops) = txn.handshake.push(op) {
             txn.handshake_open = true;
             self.send_handshake(ops, false)?;
@@ -304,7 +302,7 @@ impl Control {
         Ok(())
     }
 
-    fn to_transport(&mut self, txn: &mut Txn, op: TransportOp) -> Result<(), Errno> {
+    fn queue_transport(&mut self, txn: &mut Txn, op: TransportOp) -> Result<(), Errno> {
         if let Some(ops) = txn.transport.push(op) {
             txn.transport_open = true;
             self.send_transport(ops, false)?;
@@ -381,9 +379,9 @@ impl Control {
     }
 
     fn remove_peer(&mut self, txn: &mut Txn, key: PublicKey) -> Result<(), Errno> {
-        self.to_transport(txn, TransportOp::RemovePeer(key))?;
-        self.to_handshake(txn, HandshakeOp::RemovePeer(key))?;
-        self.to_crypto(txn, CryptoOp::RemovePeer(key))?;
+        self.queue_transport(txn, TransportOp::RemovePeer(key))?;
+        self.queue_handshake(txn, HandshakeOp::RemovePeer(key))?;
+        self.queue_crypto(txn, CryptoOp::RemovePeer(key))?;
         self.state.peers.remove(&key);
         self.state.allowed.remove_peer(&key);
         Ok(())
@@ -405,15 +403,15 @@ impl Control {
             return Ok(());
         }
         if !exists {
-            self.to_crypto(
+            self.queue_crypto(
                 txn,
                 CryptoOp::SetPeer {
                     peer: key,
                     psk: None,
                 },
             )?;
-            self.to_transport(txn, TransportOp::AddPeer(key))?;
-            self.to_handshake(
+            self.queue_transport(txn, TransportOp::AddPeer(key))?;
+            self.queue_handshake(
                 txn,
                 HandshakeOp::SetPeer {
                     peer: key,
@@ -423,7 +421,7 @@ impl Control {
             self.state.peers.insert(key);
         }
         if let Some(endpoint) = p.endpoint {
-            self.to_transport(
+            self.queue_transport(
                 txn,
                 TransportOp::SetEndpoint {
                     peer: key,
@@ -440,15 +438,15 @@ impl Control {
             let mut wanted = HashSet::new();
             for change in &p.allowed_ips {
                 match *change {
-                    AllowedIpChange::Add(ip) => wanted.insert(uapi::masked(ip)),
-                    AllowedIpChange::Remove(ip) => wanted.remove(&uapi::masked(ip)),
+                    AllowedIpChange::Add(ip) => wanted.insert(masked(ip)),
+                    AllowedIpChange::Remove(ip) => wanted.remove(&masked(ip)),
                 };
             }
             for ip in self.state.allowed.of_peer(&key) {
                 if !wanted.contains(&ip) {
                     self.state.allowed.remove(key, ip);
                     if let Some(op) = chunk.push(false, ip) {
-                        self.to_transport(txn, op)?;
+                        self.queue_transport(txn, op)?;
                     }
                 }
             }
@@ -465,17 +463,17 @@ impl Control {
                 }
             };
             if let Some(op) = chunk.push(add, ip) {
-                self.to_transport(txn, op)?;
+                self.queue_transport(txn, op)?;
             }
         }
         if let Some(op) = chunk.finish() {
-            self.to_transport(txn, op)?;
+            self.queue_transport(txn, op)?;
         }
         if let Some(psk) = p.preshared_key {
-            self.to_crypto(txn, CryptoOp::SetPeer { peer: key, psk })?;
+            self.queue_crypto(txn, CryptoOp::SetPeer { peer: key, psk })?;
         }
         if let Some(interval) = p.persistent_keepalive {
-            self.to_handshake(
+            self.queue_handshake(
                 txn,
                 HandshakeOp::SetPeer {
                     peer: key,
@@ -486,57 +484,121 @@ impl Control {
         Ok(())
     }
 
-    /// Everything `get` reports, gathered from the roles that own it, and
-    /// what `wgd_get` adds.
-    fn get(&mut self) -> Result<(DeviceInfo, WgdExtra), Errno> {
-        let TransportToParent::Status {
-            peers: tpeers,
-            drops,
-            ipc_to_handshake,
-        } = self.transport(ParentToTransport::GetStatus)?
-        else {
-            return Err(libc::EIO);
-        };
-        let HandshakeToParent::Status {
-            peers: hpeers,
-            counters: handshake_drops,
-        } = self.handshake(ParentToHandshake::GetStatus)?
-        else {
-            return Err(libc::EIO);
-        };
-        let mut peers = Vec::new();
-        for key in &self.state.peers {
-            let t = tpeers.iter().find(|t| t.peer == *key);
-            let h = hpeers.iter().find(|h| h.peer == *key);
-            let mut allowed_ips = t.map(|t| t.allowed_ips.clone()).unwrap_or_default();
-            // In the order they were last inserted, as wireguard-go and
-            // Linux print them (the transport reports them sorted).
-            allowed_ips.sort_by_key(|ip| self.state.allowed.rank(key, *ip));
-            peers.push(PeerInfo {
-                public_key: *key,
-                endpoint: t.and_then(|t| t.endpoint),
-                last_handshake: h.and_then(|h| h.last_handshake),
-                rx_bytes: t.map_or(0, |t| t.rx_bytes),
-                tx_bytes: t.map_or(0, |t| t.tx_bytes),
-                persistent_keepalive: h.and_then(|h| h.persistent_keepalive),
-                allowed_ips,
-            });
-        }
-        let info = DeviceInfo {
-            listen_port: self.state.listen_port,
-            fwmark: self.state.fwmark,
-            peers,
-        };
-        let extra = WgdExtra {
+    /// Writes the reply to `get` (or, `extended`, to `wgd_get`) to `out`
+    /// as it is gathered: the device's lines, then the peers a page of
+    /// [`STATUS_PAGE`] at a time, each page asked of the data plane and
+    /// the handshake role, then `errno=`. Nothing is built whole, so a
+    /// reply of any size costs a page of memory. A role's failure ends the
+    /// reply with its errno; a client that stops reading ends it early.
+    fn write_get(&mut self, extended: bool, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut dev = Device {
             public_key: self.state.public_key,
             private_key_file: self.state.private_key_file.clone(),
-            handshake_drops,
+            listen_port: self.state.listen_port,
+            fwmark: self.state.fwmark,
+            stats: None,
+            peers: Vec::new(),
+        };
+        let mut text = String::new();
+        if extended {
+            match self.stats() {
+                Ok(stats) => dev.stats = Some(stats),
+                Err(errno) => return out.write_all(uapi::format_errno(errno).as_bytes()),
+            }
+            uapi::format_wgd_extra(&dev, &mut text);
+        }
+        uapi::format_get_device(&dev, &mut text);
+        out.write_all(text.as_bytes())?;
+        let keys: Vec<PublicKey> = self.state.peers.iter().copied().collect();
+        for page in keys.chunks(STATUS_PAGE) {
+            let (tpeers, hpeers) = match self.status_page(page) {
+                Ok(p) => p,
+                Err(errno) => return out.write_all(uapi::format_errno(errno).as_bytes()),
+            };
+            for key in page {
+                let t = tpeers.get(key);
+                let h = hpeers.get(key);
+                let peer = Peer {
+                    public_key: *key,
+                    // Secrets are write-only: not even whether there is one.
+                    preshared_key: Psk::Unknown,
+                    endpoint: t.and_then(|t| t.endpoint),
+                    last_handshake: h.and_then(|h| h.last_handshake),
+                    rx_bytes: t.map_or(0, |t| t.rx_bytes),
+                    tx_bytes: t.map_or(0, |t| t.tx_bytes),
+                    persistent_keepalive: h.and_then(|h| h.persistent_keepalive).unwrap_or(0),
+                    allowed_ips: Vec::new(),
+                };
+                text.clear();
+                uapi::format_get_peer_head(&peer, &mut text);
+                // In the order they were last inserted, as wireguard-go
+                // and Linux print them; from the parent's own record of
+                // every change it made, written a chunk at a time.
+                for ip in self.state.allowed.iter_peer(key) {
+                    uapi::format_allowed_ip(*ip, &mut text);
+                    if text.len() >= WRITE_CHUNK {
+                        out.write_all(text.as_bytes())?;
+                        text.clear();
+                    }
+                }
+                out.write_all(text.as_bytes())?;
+            }
+        }
+        out.write_all(uapi::format_errno(0).as_bytes())
+    }
+
+    /// The roles' counters, for `wgd_get`.
+    fn stats(&mut self) -> Result<WgdStats, Errno> {
+        let TransportToParent::Counters {
             drops,
             ipc_to_handshake,
+        } = self.transport(ParentToTransport::GetCounters)?
+        else {
+            return Err(libc::EIO);
         };
-        Ok((info, extra))
+        let HandshakeToParent::Counters(handshake) =
+            self.handshake(ParentToHandshake::GetCounters)?
+        else {
+            return Err(libc::EIO);
+        };
+        Ok(WgdStats {
+            drops,
+            handshake,
+            ipc_to_handshake,
+        })
+    }
+
+    /// One page of status from the data plane and the handshake role.
+    #[allow(clippy::type_complexity)]
+    fn status_page(
+        &mut self,
+        page: &[PublicKey],
+    ) -> Result<
+        (
+            HashMap<PublicKey, TransportStatus>,
+            HashMap<PublicKey, HandshakeStatus>,
+        ),
+        Errno,
+    > {
+        let TransportToParent::Status(t) =
+            self.transport(ParentToTransport::GetStatus(page.to_vec()))?
+        else {
+            return Err(libc::EIO);
+        };
+        let HandshakeToParent::Status(h) =
+            self.handshake(ParentToHandshake::GetStatus(page.to_vec()))?
+        else {
+            return Err(libc::EIO);
+        };
+        Ok((
+            t.into_iter().map(|s| (s.peer, s)).collect(),
+            h.into_iter().map(|s| (s.peer, s)).collect(),
+        ))
     }
 }
+
+/// Bytes of reply text gathered before a write to the client.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// The configuration file as the operations a `set` request would carry.
 pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
@@ -552,18 +614,12 @@ pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
         ops.push(SetOp::Fwmark(mark));
     }
     for p in cfg.peers {
-        let mut allowed: Vec<AllowedIpChange> = p
-            .allowed_ips
+        // AutoAddress: each peer also owns its key-derived /128.
+        let allowed: Vec<AllowedIpChange> = p
+            .allowed_ips_with_auto(iface.auto_address)
             .into_iter()
             .map(AllowedIpChange::Add)
             .collect();
-        if iface.auto_address {
-            // AutoAddress: each peer also owns its key-derived /128.
-            allowed.push(AllowedIpChange::Add(proto::ipc::AllowedIp {
-                addr: std::net::IpAddr::V6(p.public_key.derived_address()),
-                cidr: 128,
-            }));
-        }
         ops.push(SetOp::Peer(PeerOp {
             public_key: p.public_key,
             remove: false,
@@ -634,16 +690,21 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
     let mut writer = write_half;
     let mut reader = BufReader::new(stream);
     loop {
-        let reply = match uapi::read_request(&mut reader) {
+        let reply = match uapi::read_request(&mut reader, &net::ifindex) {
             Ok(None) => return,
-            Ok(Some(req @ (Request::Get | Request::WgdGet))) => match control.lock() {
-                Ok(mut c) => match c.get() {
-                    Ok((info, _)) if req == Request::Get => uapi::format_get(&info),
-                    Ok((info, extra)) => uapi::format_wgd_get(&info, &extra),
-                    Err(errno) => uapi::format_errno(errno),
-                },
-                Err(_) => uapi::format_errno(libc::EIO),
-            },
+            Ok(Some(req @ (Request::Get | Request::WgdGet))) => {
+                // Streamed to the client as it is gathered.
+                let mut buffered = std::io::BufWriter::with_capacity(WRITE_CHUNK, &mut writer);
+                let written = match control.lock() {
+                    Ok(mut c) => c.write_get(req == Request::WgdGet, &mut buffered),
+                    Err(_) => buffered.write_all(uapi::format_errno(libc::EIO).as_bytes()),
+                }
+                .and_then(|()| buffered.flush());
+                if written.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(Some(Request::Set(ops))) => {
                 let r = match control.lock() {
                     Ok(mut c) => c.apply(ops),
@@ -666,13 +727,7 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn aip(s: &str, cidr: u8) -> AllowedIp {
-        AllowedIp {
-            addr: s.parse().unwrap(),
-            cidr,
-        }
-    }
+    use wg_config::cidr::aip;
 
     #[test]
     fn allowed_order_follows_the_last_insertion() {
@@ -698,12 +753,8 @@ mod tests {
         ];
         assert_eq!(o.of_peer(&a), want);
         assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
-        // The transport's sorted list comes out in that order.
-        let mut reported = want.clone();
-        reported.sort_by_key(|ip| (ip.addr, ip.cidr));
-        reported.sort_by_key(|ip| o.rank(&a, *ip));
-        assert_eq!(reported, want);
-        assert_eq!(o.rank(&a, aip("10.1.0.0", 24)), u64::MAX);
+        // `get` writes them in that order.
+        assert_eq!(o.iter_peer(&a).copied().collect::<Vec<_>>(), want);
 
         // A removal takes only a prefix the peer owns.
         o.remove(a, aip("10.1.0.0", 24));
@@ -712,7 +763,7 @@ mod tests {
         assert_eq!(o.of_peer(&a).len(), 3);
         o.remove_peer(&a);
         assert!(o.of_peer(&a).is_empty());
-        assert_eq!(o.rank(&b, aip("10.1.0.0", 24)), 6);
+        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
         o.clear();
         assert!(o.owner.is_empty() && o.by_peer.is_empty());
     }

@@ -9,10 +9,12 @@
 //!   child's entry point (privilege drop, then the role's loop from
 //!   `wg-crypto`, `wg-handshake` or `wg-transport`).
 //! - [`privdrop`]: the one audited privilege-drop module.
-//! - [`config`]: the wg(8)-format configuration file.
-//! - [`uapi`]: the cross-platform userspace API (`wg(8)` talks it).
 //! - [`net`]: opening the tun device and the sockets.
 //! - [`logging`]: `LOG_LEVEL`-controlled stderr logging.
+//!
+//! The configuration file's format and the userspace API (`wg(8)` talks
+//! it) are the `wg-config` crate's, shared with wgctl: the parent parses
+//! the one and serves the other with its types.
 
 /// Writes one line to stderr, ignoring failure: a closed terminal must
 /// not turn a clean error exit into a panic, as `eprintln!` would.
@@ -23,7 +25,6 @@ macro_rules! say {
     }};
 }
 
-pub mod config;
 pub(crate) mod control;
 pub(crate) mod daemon;
 pub mod logging;
@@ -32,4 +33,3 @@ pub mod parent;
 pub mod privdrop;
 pub mod roles;
 pub(crate) mod spawn;
-pub mod uapi;

@@ -48,6 +48,13 @@ pub fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+/// The index of a network interface in our namespace, which is the
+/// WireGuard interface's: what an endpoint's IPv6 zone name (`%eth0`, as
+/// wg(8) sends it) means to the server of the userspace API.
+pub fn ifindex(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
 fn udp_socket(v6: bool, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
     let family = if v6 {
         AddressFamily::Inet6
@@ -214,4 +221,32 @@ pub fn delete_interface(name: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_ipv6_zone_is_looked_up() {
+        let lo = ifindex("lo").expect("lo exists");
+        assert!(lo > 0);
+        assert_eq!(ifindex("nosuchif0"), None);
+        // As the request parser uses it.
+        let text = format!(
+            "set=1\npublic_key={}\nendpoint=[fe80::1%lo]:51820\n\n",
+            proto::keys::PublicKey([1; 32]).to_hex()
+        );
+        let req = wg_config::uapi::read_request(&mut text.as_bytes(), &ifindex);
+        let Ok(Some(wg_config::uapi::Request::Set(ops))) = req else {
+            panic!("{req:?}");
+        };
+        let [wg_config::uapi::SetOp::Peer(p)] = &ops[..] else {
+            panic!("{ops:?}");
+        };
+        let Some(std::net::SocketAddr::V6(v6)) = p.endpoint else {
+            panic!("{:?}", p.endpoint);
+        };
+        assert_eq!((v6.port(), v6.scope_id()), (51820, lo));
+    }
 }

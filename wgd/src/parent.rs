@@ -30,8 +30,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proto::ipc::ParentToTransport;
+use wg_config::config::Config;
 
-use crate::config::Config;
 use crate::control::{config_ops, serve_client, Control};
 use crate::daemon::{daemonize, report_ready};
 use crate::net;
@@ -59,7 +59,7 @@ const MAX_CLIENTS: usize = 256;
 /// Runs the daemon. Returns the process exit code.
 pub fn run(opts: Options) -> ExitCode {
     let config = match &opts.config {
-        Some(path) => match crate::config::parse_file(path) {
+        Some(path) => match wg_config::config::parse_file(path) {
             Ok(c) => Some(c),
             Err(e) => {
                 say!("{e}");
