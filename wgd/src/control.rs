@@ -701,6 +701,10 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
                 }
                 .and_then(|()| buffered.flush());
                 if written.is_err() {
+                    // Not dropped as it is: a `BufWriter` flushes what it
+                    // holds on drop, which would wait out the write
+                    // timeout a second time for a client that is gone.
+                    let _ = buffered.into_parts();
                     return;
                 }
                 continue;
