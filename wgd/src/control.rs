@@ -16,8 +16,8 @@ use std::time::Duration;
 use proto::batch::Batcher;
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeToParent, ParentToCrypto,
-    HandshakeStatus, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
+    AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeStatus, HandshakeToParent,
+    ParentToCrypto, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
     TransportToParent, ALLOWED_IPS_CHUNK, STATUS_PAGE,
 };
 use proto::keys::PublicKey;

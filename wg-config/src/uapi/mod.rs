@@ -110,8 +110,12 @@ pub use request::{AllowedIpChange, PeerOp, Request, SetOp};
 pub const MAX_LINE: usize = 4096;
 
 /// The most bytes one request may take, its operation line and its empty
-/// line included.
-pub const MAX_REQUEST: usize = 4 << 20;
+/// line included: room for 100,000 peers with a million allowed IPs
+/// between them (about 30 MB as `wg setconf` writes it) twice over. The
+/// request is parsed whole before any of it is applied (so a malformed
+/// one changes nothing); what it costs in memory is its parsed form, not
+/// its text, and that is bounded by this.
+pub const MAX_REQUEST: usize = 64 << 20;
 
 /// Why a request could not be read. `errno` is a positive `libc` constant
 /// (see the module documentation for how it goes on the wire); `message`

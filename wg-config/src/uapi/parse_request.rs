@@ -118,7 +118,18 @@ fn read_set<R: BufRead>(
             continue;
         }
         match peer.as_mut() {
-            None => ops.push(device_line(key, value)?),
+            None => {
+                let op = device_line(key, value)?;
+                // The same device key again replaces the one before it,
+                // which nothing could observe: the parsed request stays no
+                // larger than its peers, however many such lines it has.
+                match ops.last_mut() {
+                    Some(last) if std::mem::discriminant(last) == std::mem::discriminant(&op) => {
+                        *last = op
+                    }
+                    _ => ops.push(op),
+                }
+            }
             Some(p) => peer_line(p, key, value, ifindex)?,
         }
     }
