@@ -970,11 +970,14 @@ fn counters_diffs(reference: &str, r: &CountersObs, w: &CountersObs) -> Vec<Stri
 fn sticky3_diffs(reference: &str, r: &StickyObs, w: &StickyObs, fam: Fam) -> Vec<String> {
     let v = if fam == Fam::V4 { "IPv4" } else { "IPv6" };
     [
+        // Whether, not on which attempt: the first ping also waits for a
+        // handshake and IPv6 neighbour discovery, whose timing on a busy
+        // machine is not the scenario's point (the address is).
         differs(
-            &format!("3. ({v}) B's ping to A's second address S answered on attempt"),
+            &format!("3. ({v}) B's ping to A's second address S answered"),
             reference,
-            &r.b_to_a,
-            &w.b_to_a,
+            &r.b_to_a.is_some(),
+            &w.b_to_a.is_some(),
         ),
         differs(
             &format!("3. ({v}) A's endpoint as B shows it after talking to S"),
@@ -1000,10 +1003,10 @@ fn sticky4_diffs(reference: &str, r: &StickyObs, w: &StickyObs, fam: Fam) -> Vec
             &w.b_sees,
         ),
         differs(
-            &format!("4. ({v}) after S is deleted, A's ping to B answered on attempt"),
+            &format!("4. ({v}) after S is deleted, A's ping to B answered"),
             reference,
-            &r.a_to_b_after_delete,
-            &w.a_to_b_after_delete,
+            &r.a_to_b_after_delete.is_some(),
+            &w.a_to_b_after_delete.is_some(),
         ),
         differs(
             &format!("4. ({v}) after S is deleted, A's endpoint as B shows it"),
