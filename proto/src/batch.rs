@@ -224,10 +224,12 @@ mod tests {
             | ParentToTransport::Start { .. }
             | ParentToTransport::NewSockets { .. }
             | ParentToTransport::GetStatus(_)
+            | ParentToTransport::GetAllowedIps { .. }
             | ParentToTransport::GetCounters => {}
         }
         match f {
             TransportToParent::Status(_)
+            | TransportToParent::AllowedIps { .. }
             | TransportToParent::Counters { .. }
             | TransportToParent::Done => {}
         }
@@ -338,17 +340,33 @@ mod tests {
             "GetStatus",
             &ParentToTransport::GetStatus(vec![pk(); STATUS_PAGE]),
         );
+        // A page's allowed IPs are shared out up to one chunk in all.
+        let mut page = vec![
+            TransportStatus {
+                peer: pk(),
+                endpoint: Some(far()),
+                rx_bytes: u64::MAX,
+                tx_bytes: u64::MAX,
+                allowed_ips: Vec::new(),
+                more_ips: Some(IpCursor(Some(u32::MAX))),
+            };
+            STATUS_PAGE
+        ];
+        page[0].allowed_ips = vec![aip(); ALLOWED_IPS_CHUNK];
+        fits("transport status page", &TransportToParent::Status(page));
         fits(
-            "transport status page",
-            &TransportToParent::Status(vec![
-                TransportStatus {
-                    peer: pk(),
-                    endpoint: Some(far()),
-                    rx_bytes: u64::MAX,
-                    tx_bytes: u64::MAX,
-                };
-                STATUS_PAGE
-            ]),
+            "GetAllowedIps",
+            &ParentToTransport::GetAllowedIps {
+                peer: pk(),
+                from: IpCursor(Some(u32::MAX)),
+            },
+        );
+        fits(
+            "allowed IPs chunk",
+            &TransportToParent::AllowedIps {
+                ips: vec![aip(); ALLOWED_IPS_CHUNK],
+                more: Some(IpCursor(Some(u32::MAX))),
+            },
         );
         let drops = DropCounters {
             malformed: u64::MAX,

@@ -256,6 +256,9 @@ pub enum ParentToTransport {
     /// What the data plane knows of these peers (at most
     /// [`STATUS_PAGE`]), in the order asked; unknown ones are left out.
     GetStatus(Vec<PublicKey>),
+    /// The next chunk of a peer's allowed IPs, from a cursor a status page
+    /// or an earlier chunk gave.
+    GetAllowedIps { peer: PublicKey, from: IpCursor },
     /// The data plane's drop and IPC counters.
     GetCounters,
 }
@@ -289,17 +292,26 @@ pub enum TransportOp {
     ClearAllowedIps(PublicKey),
 }
 
-/// What the data plane knows of one peer. Its allowed IPs are not here:
-/// the parent made every change to them and keeps their record (in the
-/// order `get` must show them), so status stays small whatever their
-/// number.
+/// What the data plane knows of one peer, for `get`. A status page
+/// carries at most [`ALLOWED_IPS_CHUNK`] allowed IPs for all its peers
+/// together, oldest insertion first; a peer with more (or a page out of
+/// room) has `more_ips`, from which the parent asks for the rest with
+/// [`ParentToTransport::GetAllowedIps`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportStatus {
     pub peer: PublicKey,
     pub endpoint: Option<SocketAddr>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub allowed_ips: Vec<AllowedIp>,
+    pub more_ips: Option<IpCursor>,
 }
+
+/// Where the rest of a peer's allowed IPs starts: opaque to the parent,
+/// valid until the next configuration change (the parent makes none
+/// while it pages through one reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpCursor(pub Option<u32>);
 
 /// Counters of packets the data plane dropped, by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +329,12 @@ pub struct DropCounters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransportToParent {
     Status(Vec<TransportStatus>),
+    /// A chunk of at most [`ALLOWED_IPS_CHUNK`] allowed IPs, and where the
+    /// next one starts, if any.
+    AllowedIps {
+        ips: Vec<AllowedIp>,
+        more: Option<IpCursor>,
+    },
     Counters {
         drops: DropCounters,
         /// Messages sent to the handshake role since start: shows that
@@ -644,7 +662,17 @@ mod tests {
             endpoint: Some(sa()),
             rx_bytes: 1,
             tx_bytes: u64::MAX,
+            allowed_ips: vec![ip()],
+            more_ips: Some(IpCursor(Some(7))),
         }]));
+        round_trip(ParentToTransport::GetAllowedIps {
+            peer: pk(1),
+            from: IpCursor(None),
+        });
+        round_trip(TransportToParent::AllowedIps {
+            ips: vec![ip(), ip()],
+            more: None,
+        });
         round_trip(TransportToParent::Counters {
             drops: DropCounters {
                 malformed: 1,

@@ -12,7 +12,9 @@
 //!
 //! The parent process drives the table with `insert` / `remove` /
 //! `remove_peer` as configuration changes (from the config file, `wgctl` or
-//! `wg set`), and `show` reads it back with [`AllowedIps::entries_for_peer`].
+//! `wg set`), and `show` reads it back, a page at a time, with
+//! [`AllowedIps::entries_from`], each peer's prefixes in the order they
+//! were last inserted (as Linux and wireguard-go list them).
 //!
 //! As in WireGuard, a prefix belongs to exactly one peer: inserting a prefix
 //! that another peer holds moves it. IPv4 and IPv6 live in separate tries and
@@ -109,7 +111,11 @@ impl<P> Node<P> {
 /// Head of one peer's intrusive list of prefix nodes.
 #[derive(Debug, Clone, Copy)]
 struct PeerList {
+    /// Oldest and newest insertion: `show` walks from the head, so a
+    /// peer's prefixes come out in the order they were (last) inserted,
+    /// as Linux and wireguard-go list them.
     head: u32,
+    tail: u32,
     count: usize,
 }
 
@@ -242,7 +248,8 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
             if common == node_len && node_len == cidr {
                 // The prefix is already here, owned or as a branching point.
                 match node.peer {
-                    Some(old) if old == peer => {}
+                    // Inserted again: it moves to the end of the peer's
+                    // list (Linux: `list_move_tail`; wireguard-go too).
                     Some(_) => {
                         self.unlink(idx);
                         self.nodes[idx as usize].peer = Some(peer);
@@ -358,16 +365,46 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
         self.longest_match(V6, v6_key(addr))
     }
 
-    /// Every prefix of `peer`, sorted (IPv4 first, then by address and
-    /// length).
+    /// Every prefix of `peer`, oldest insertion first.
     pub fn entries_for_peer(&self, peer: P) -> Vec<(IpAddr, u8)> {
+        let mut out = Vec::new();
+        let mut from = None;
+        // Bounded: each chunk advances along the peer's finite list.
+        loop {
+            let (chunk, next) = self.entries_from(peer, from, usize::MAX);
+            out.extend(chunk);
+            match next {
+                Some(n) => from = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    /// Up to `max` prefixes of `peer` in insertion order, starting at the
+    /// cursor `from` (`None`: the oldest), and the cursor of the next one
+    /// if any remain. A cursor stays valid as long as the table does not
+    /// change, which is how `show` pages through a peer whose prefixes do
+    /// not fit one message: the parent, which makes every change, asks for
+    /// all pages of one reply before it makes the next change. A stale or
+    /// foreign cursor returns nothing rather than another peer's prefixes.
+    pub fn entries_from(
+        &self,
+        peer: P,
+        from: Option<u32>,
+        max: usize,
+    ) -> (Vec<(IpAddr, u8)>, Option<u32>) {
         let Some(list) = self.peers.get(&peer) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        let mut out = Vec::with_capacity(list.count);
-        let mut idx = list.head;
-        while idx != NIL {
-            let node = &self.nodes[idx as usize];
+        let mut idx = from.unwrap_or(list.head);
+        let mut out = Vec::new();
+        while idx != NIL && out.len() < max {
+            let Some(node) = self.nodes.get(idx as usize) else {
+                return (out, None);
+            };
+            if node.peer != Some(peer) {
+                return (out, None);
+            }
             let addr = if node.v6 {
                 IpAddr::V6(Ipv6Addr::from(node.key))
             } else {
@@ -377,8 +414,7 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
             out.push((addr, node.len));
             idx = node.next;
         }
-        out.sort_unstable();
-        out
+        (out, (idx != NIL).then_some(idx))
     }
 
     /// The hot path: walk down while the node's prefix matches, remembering
@@ -503,17 +539,21 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
     fn link(&mut self, idx: u32, peer: P) {
         let list = self.peers.entry(peer).or_insert(PeerList {
             head: NIL,
+            tail: NIL,
             count: 0,
         });
-        let old_head = list.head;
-        list.head = idx;
+        let old_tail = list.tail;
+        list.tail = idx;
+        if old_tail == NIL {
+            list.head = idx;
+        }
         list.count += 1;
-        if old_head != NIL {
-            self.nodes[old_head as usize].prev = idx;
+        if old_tail != NIL {
+            self.nodes[old_tail as usize].next = idx;
         }
         let node = &mut self.nodes[idx as usize];
-        node.prev = NIL;
-        node.next = old_head;
+        node.prev = old_tail;
+        node.next = NIL;
     }
 
     /// Takes `idx` off its owner's list (the node keeps its `peer` field;
@@ -535,6 +575,9 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
         if let Some(list) = self.peers.get_mut(&peer) {
             if prev == NIL {
                 list.head = next;
+            }
+            if next == NIL {
+                list.tail = prev;
             }
             list.count -= 1;
             if list.count == 0 {
@@ -907,23 +950,33 @@ mod tests {
     }
 
     #[test]
-    fn allowed_entries_are_sorted() {
+    fn allowed_entries_come_in_insertion_order() {
         let mut t = AllowedIps::new();
         ins(&mut t, v6("fd00::"), 8, 1);
         ins(&mut t, v4("192.168.0.0"), 16, 1);
         ins(&mut t, v4("10.0.0.0"), 8, 1);
         ins(&mut t, v4("10.0.0.0"), 16, 1);
         ins(&mut t, v4("172.16.0.0"), 12, 2);
+        // Inserted again, even for the same peer: moves to the end.
+        ins(&mut t, v4("192.168.0.0"), 16, 1);
         assert_eq!(
             t.entries_for_peer(1),
             vec![
+                (v6("fd00::"), 8),
                 (v4("10.0.0.0"), 8),
                 (v4("10.0.0.0"), 16),
                 (v4("192.168.0.0"), 16),
-                (v6("fd00::"), 8),
             ]
         );
         assert!(t.entries_for_peer(3).is_empty());
+        // Paged two at a time, the same list.
+        let (first, next) = t.entries_from(1, None, 2);
+        assert_eq!(first.len(), 2);
+        let (second, end) = t.entries_from(1, next, 2);
+        assert_eq!(end, None);
+        assert_eq!([first, second].concat(), t.entries_for_peer(1));
+        // A cursor into another peer's list yields nothing of it.
+        assert_eq!(t.entries_from(2, next, 10), (Vec::new(), None));
     }
 
     // ---- property test against a naive reference ----
@@ -938,14 +991,11 @@ mod tests {
     impl Reference {
         fn insert(&mut self, v6: bool, key: u128, cidr: u8, peer: u8) {
             let key = mask(key, cidr);
-            match self
-                .entries
-                .iter_mut()
-                .find(|e| e.0 == v6 && e.1 == key && e.2 == cidr)
-            {
-                Some(e) => e.3 = peer,
-                None => self.entries.push((v6, key, cidr, peer)),
-            }
+            // Inserting again moves the prefix to the end of its new
+            // owner's list, which `entries` keeps as one global order.
+            self.entries
+                .retain(|e| !(e.0 == v6 && e.1 == key && e.2 == cidr));
+            self.entries.push((v6, key, cidr, peer));
         }
 
         fn remove(&mut self, v6: bool, key: u128, cidr: u8, peer: u8) -> bool {
@@ -971,14 +1021,11 @@ mod tests {
         }
 
         fn entries_for_peer(&self, peer: u8) -> Vec<(IpAddr, u8)> {
-            let mut v: Vec<_> = self
-                .entries
+            self.entries
                 .iter()
                 .filter(|e| e.3 == peer)
                 .map(|&(v6, key, cidr, _)| (to_addr(v6, key), cidr))
-                .collect();
-            v.sort();
-            v
+                .collect()
         }
     }
 

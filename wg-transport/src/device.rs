@@ -29,8 +29,9 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
-    Activity, Destination, DropCounters, Endpoint, HandshakeToTransport, ParentToTransport,
-    TransportOp, TransportStatus, TransportToHandshake, TransportToParent,
+    Activity, AllowedIp, Destination, DropCounters, Endpoint, HandshakeToTransport, IpCursor,
+    ParentToTransport, TransportOp, TransportStatus, TransportToHandshake, TransportToParent,
+    ALLOWED_IPS_CHUNK,
 };
 use proto::keys::PublicKey;
 use proto::wire::{self, MessageType};
@@ -352,6 +353,13 @@ impl Device {
             // Only valid as the first message, which `receive_device` took.
             ParentToTransport::Start { .. } => tracing::error!("parent sent Start twice"),
             ParentToTransport::GetStatus(peers) => return self.status_of(&peers),
+            ParentToTransport::GetAllowedIps { peer, from } => {
+                let (ips, more) = match self.peer_id(&peer) {
+                    Some(id) => self.allowed_ips_from(id, from.0, ALLOWED_IPS_CHUNK),
+                    None => (Vec::new(), None),
+                };
+                return TransportToParent::AllowedIps { ips, more };
+            }
             ParentToTransport::GetCounters => {
                 return TransportToParent::Counters {
                     drops: self.stats.drops.clone(),
@@ -409,20 +417,48 @@ impl Device {
         }
     }
 
-    /// One status page: these peers, in the order asked.
+    /// One status page: these peers, in the order asked, with as many of
+    /// their allowed IPs as one chunk holds in all.
     fn status_of(&self, keys: &[PublicKey]) -> TransportToParent {
-        let peers = keys
+        let mut room = ALLOWED_IPS_CHUNK;
+        let mut page = Vec::with_capacity(keys.len());
+        for (id, p) in keys
             .iter()
             .filter_map(|k| self.peer_id(k))
-            .filter_map(|id| self.peers.get(id as usize).and_then(|p| p.as_ref()))
-            .map(|p| TransportStatus {
+            .filter_map(|id| Some((id, self.peers.get(id as usize)?.as_ref()?)))
+        {
+            let (ips, more) = self.allowed_ips_from(id, None, room);
+            room -= ips.len();
+            page.push(TransportStatus {
                 peer: p.key,
                 endpoint: p.endpoint.map(|e| e.addr),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
-            })
+                allowed_ips: ips,
+                more_ips: more,
+            });
+        }
+        TransportToParent::Status(page)
+    }
+
+    /// Up to `max` of a peer's allowed IPs from `from`, and the cursor of
+    /// the rest.
+    fn allowed_ips_from(
+        &self,
+        id: PeerId,
+        from: Option<u32>,
+        max: usize,
+    ) -> (Vec<AllowedIp>, Option<IpCursor>) {
+        if max == 0 {
+            // No room left in this page: all of it is still to come.
+            return (Vec::new(), Some(IpCursor(from)));
+        }
+        let (ips, next) = self.allowed.entries_from(id, from, max);
+        let ips = ips
+            .into_iter()
+            .map(|(addr, cidr)| AllowedIp { addr, cidr })
             .collect();
-        TransportToParent::Status(peers)
+        (ips, next.map(|n| IpCursor(Some(n))))
     }
 
     // ------------------------------------------------------------ outbound

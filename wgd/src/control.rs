@@ -5,7 +5,7 @@
 //! per-client loop. Used by the parent only; every method runs with the
 //! parent's lock held, one request at a time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
@@ -17,12 +17,11 @@ use proto::batch::Batcher;
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
     AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeStatus, HandshakeToParent,
-    ParentToCrypto, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
+    IpCursor, ParentToCrypto, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
     TransportToParent, ALLOWED_IPS_CHUNK, STATUS_PAGE,
 };
 use proto::keys::PublicKey;
 
-use wg_config::cidr::masked;
 use wg_config::config::Config;
 use wg_config::uapi::{self, AllowedIpChange, Device, Peer, PeerOp, Psk, Request, SetOp, WgdStats};
 
@@ -46,79 +45,9 @@ struct State {
     configured_port: u16,
     fwmark: u32,
     /// The configured peers, in key order (the order `get` lists them).
+    /// Their allowed IPs are the transport's alone: it lists them for
+    /// `get`, in the order they were inserted.
     peers: BTreeSet<PublicKey>,
-    allowed: AllowedOrder,
-}
-
-/// Which peer owns each allowed-IP prefix, and when it was last inserted.
-///
-/// The transport reports a peer's prefixes sorted, but wireguard-go and
-/// Linux report them in the order they were last inserted (inserting a
-/// prefix again, even for the same peer, moves it to the end), so that
-/// `wg showconf` gives a configuration back in the order it was written.
-/// The parent makes every change to the transport's table, so it keeps
-/// this record beside it with the table's semantics: an insert moves the
-/// prefix to its new peer, a removal takes only a prefix the peer owns.
-/// Prefixes are masked, as the table stores them. The record also lets
-/// `replace_allowed_ips` send only the prefixes that change.
-#[derive(Default)]
-struct AllowedOrder {
-    owner: HashMap<AllowedIp, (PublicKey, u64)>,
-    by_peer: HashMap<PublicKey, BTreeMap<u64, AllowedIp>>,
-    next: u64,
-}
-
-impl AllowedOrder {
-    fn insert(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = masked(ip);
-        self.forget(ip);
-        let seq = self.next;
-        self.next += 1;
-        self.owner.insert(ip, (peer, seq));
-        self.by_peer.entry(peer).or_default().insert(seq, ip);
-    }
-
-    fn remove(&mut self, peer: PublicKey, ip: AllowedIp) {
-        let ip = masked(ip);
-        if self.owner.get(&ip).is_some_and(|(p, _)| *p == peer) {
-            self.forget(ip);
-        }
-    }
-
-    fn forget(&mut self, ip: AllowedIp) {
-        if let Some((peer, seq)) = self.owner.remove(&ip) {
-            if let Some(m) = self.by_peer.get_mut(&peer) {
-                m.remove(&seq);
-                if m.is_empty() {
-                    self.by_peer.remove(&peer);
-                }
-            }
-        }
-    }
-
-    fn remove_peer(&mut self, peer: &PublicKey) {
-        for ip in self.by_peer.remove(peer).unwrap_or_default().into_values() {
-            self.owner.remove(&ip);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.owner.clear();
-        self.by_peer.clear();
-    }
-
-    /// The peer's prefixes, oldest insertion first.
-    fn of_peer(&self, peer: &PublicKey) -> Vec<AllowedIp> {
-        self.by_peer
-            .get(peer)
-            .map(|m| m.values().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// The peer's prefixes, oldest insertion first, without a copy.
-    fn iter_peer(&self, peer: &PublicKey) -> impl Iterator<Item = &AllowedIp> {
-        self.by_peer.get(peer).into_iter().flat_map(|m| m.values())
-    }
 }
 
 /// One `set` request's changes on their way to the roles: each role's
@@ -278,7 +207,6 @@ impl Control {
                     self.queue_handshake(&mut txn, HandshakeOp::RemoveAllPeers)?;
                     self.queue_transport(&mut txn, TransportOp::RemoveAllPeers)?;
                     self.state.peers.clear();
-                    self.state.allowed.clear();
                 }
                 SetOp::Peer(p) => self.apply_peer(&mut txn, p)?,
             }
@@ -383,7 +311,6 @@ impl Control {
         self.queue_handshake(txn, HandshakeOp::RemovePeer(key))?;
         self.queue_crypto(txn, CryptoOp::RemovePeer(key))?;
         self.state.peers.remove(&key);
-        self.state.allowed.remove_peer(&key);
         Ok(())
     }
 
@@ -429,38 +356,18 @@ impl Control {
                 },
             )?;
         }
-        let mut chunk = IpChunk::new(key);
         if p.replace_allowed_ips {
-            // Remove only what the new list does not have, rather than
-            // clearing and adding everything back: the prefixes that stay
-            // stay routed throughout (`wg syncconf` and `wg setconf`
-            // resend every peer's whole list, changed or not).
-            let mut wanted = HashSet::new();
-            for change in &p.allowed_ips {
-                match *change {
-                    AllowedIpChange::Add(ip) => wanted.insert(masked(ip)),
-                    AllowedIpChange::Remove(ip) => wanted.remove(&masked(ip)),
-                };
-            }
-            for ip in self.state.allowed.of_peer(&key) {
-                if !wanted.contains(&ip) {
-                    self.state.allowed.remove(key, ip);
-                    if let Some(op) = chunk.push(false, ip) {
-                        self.queue_transport(txn, op)?;
-                    }
-                }
-            }
+            // Cleared and filled again in one transaction, which the
+            // transport applies between two packets: the prefixes that
+            // stay are never unrouted, and the list comes out in the new
+            // order, as wireguard-go's (remove all, insert each) does.
+            self.queue_transport(txn, TransportOp::ClearAllowedIps(key))?;
         }
+        let mut chunk = IpChunk::new(key);
         for change in p.allowed_ips {
             let (add, ip) = match change {
-                AllowedIpChange::Add(ip) => {
-                    self.state.allowed.insert(key, ip);
-                    (true, ip)
-                }
-                AllowedIpChange::Remove(ip) => {
-                    self.state.allowed.remove(key, ip);
-                    (false, ip)
-                }
+                AllowedIpChange::Add(ip) => (true, ip),
+                AllowedIpChange::Remove(ip) => (false, ip),
             };
             if let Some(op) = chunk.push(add, ip) {
                 self.queue_transport(txn, op)?;
@@ -531,20 +438,49 @@ impl Control {
                 };
                 text.clear();
                 uapi::format_get_peer_head(&peer, &mut text);
-                // In the order they were last inserted, as wireguard-go
-                // and Linux print them; from the parent's own record of
-                // every change it made, written a chunk at a time.
-                for ip in self.state.allowed.iter_peer(key) {
+                let Some(t) = t else {
+                    out.write_all(text.as_bytes())?;
+                    continue;
+                };
+                for ip in &t.allowed_ips {
                     uapi::format_allowed_ip(*ip, &mut text);
+                }
+                // The rest of a long list, a chunk at a time.
+                let mut more = t.more_ips;
+                for _ in 0..MAX_IP_CHUNKS {
+                    let Some(from) = more else { break };
                     if text.len() >= WRITE_CHUNK {
                         out.write_all(text.as_bytes())?;
                         text.clear();
                     }
+                    let (ips, next) = match self.allowed_ips(*key, from) {
+                        Ok(r) => r,
+                        Err(errno) => {
+                            out.write_all(text.as_bytes())?;
+                            return out.write_all(uapi::format_errno(errno).as_bytes());
+                        }
+                    };
+                    for ip in ips {
+                        uapi::format_allowed_ip(ip, &mut text);
+                    }
+                    more = next;
                 }
                 out.write_all(text.as_bytes())?;
             }
         }
         out.write_all(uapi::format_errno(0).as_bytes())
+    }
+
+    /// A chunk of a peer's allowed IPs from the data plane.
+    fn allowed_ips(
+        &mut self,
+        peer: PublicKey,
+        from: IpCursor,
+    ) -> Result<(Vec<AllowedIp>, Option<IpCursor>), Errno> {
+        match self.transport(ParentToTransport::GetAllowedIps { peer, from })? {
+            TransportToParent::AllowedIps { ips, more } => Ok((ips, more)),
+            _ => Err(libc::EIO),
+        }
     }
 
     /// The roles' counters, for `wgd_get`.
@@ -600,6 +536,11 @@ impl Control {
 /// Bytes of reply text gathered before a write to the client.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Chunks of one peer's allowed IPs a `get` asks for at most: far more
+/// than a table could hold (2^32 / [`ALLOWED_IPS_CHUNK`]), a bound for the
+/// loop should a transport keep answering with a cursor.
+const MAX_IP_CHUNKS: usize = (u32::MAX as usize) / ALLOWED_IPS_CHUNK;
+
 /// The configuration file as the operations a `set` request would carry.
 pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
     let mut ops = Vec::new();
@@ -649,7 +590,6 @@ impl Control {
                 configured_port: listen_port,
                 fwmark,
                 peers: BTreeSet::new(),
-                allowed: AllowedOrder::default(),
             },
             broken: false,
         }
@@ -734,41 +674,36 @@ mod tests {
     use wg_config::cidr::aip;
 
     #[test]
-    fn allowed_order_follows_the_last_insertion() {
-        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
-        let mut o = AllowedOrder::default();
-        for ip in [
-            aip("10.1.0.0", 16),
-            aip("fd00::", 64),
-            aip("10.1.2.3", 8), // masked to 10.0.0.0/8
-            aip("192.168.1.0", 24),
-            aip("10.1.0.0", 16), // again: moves to the end
-            aip("10.1.0.0", 24),
-        ] {
-            o.insert(a, ip);
+    fn allowed_ip_changes_keep_their_order_in_chunks() {
+        let peer = PublicKey([1; 32]);
+        let mut c = IpChunk::new(peer);
+        let mut ops = Vec::new();
+        let changes = (0..ALLOWED_IPS_CHUNK + 2)
+            .map(|i| (true, aip(&format!("10.0.{}.{}", i / 256, i % 256), 32)))
+            .chain([(false, aip("10.9.0.0", 16)), (true, aip("fd00::", 64))]);
+        let want: Vec<(bool, AllowedIp)> = changes.clone().collect();
+        for (add, ip) in changes {
+            ops.extend(c.push(add, ip));
         }
-        // Taken by another peer: gone from the first.
-        o.insert(b, aip("10.1.0.0", 24));
-        let want = vec![
-            aip("fd00::", 64),
-            aip("10.0.0.0", 8),
-            aip("192.168.1.0", 24),
-            aip("10.1.0.0", 16),
-        ];
-        assert_eq!(o.of_peer(&a), want);
-        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
-        // `get` writes them in that order.
-        assert_eq!(o.iter_peer(&a).copied().collect::<Vec<_>>(), want);
-
-        // A removal takes only a prefix the peer owns.
-        o.remove(a, aip("10.1.0.0", 24));
-        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
-        o.remove(a, aip("10.0.0.1", 8));
-        assert_eq!(o.of_peer(&a).len(), 3);
-        o.remove_peer(&a);
-        assert!(o.of_peer(&a).is_empty());
-        assert_eq!(o.of_peer(&b), vec![aip("10.1.0.0", 24)]);
-        o.clear();
-        assert!(o.owner.is_empty() && o.by_peer.is_empty());
+        ops.extend(c.finish());
+        assert!(c.finish().is_none(), "finished once");
+        let mut got = Vec::new();
+        for op in &ops {
+            match op {
+                TransportOp::AddAllowedIps { peer: p, ips } => {
+                    assert_eq!(*p, peer);
+                    assert!(ips.len() <= ALLOWED_IPS_CHUNK);
+                    got.extend(ips.iter().map(|ip| (true, *ip)));
+                }
+                TransportOp::RemoveAllowedIps { peer: p, ips } => {
+                    assert_eq!(*p, peer);
+                    got.extend(ips.iter().map(|ip| (false, *ip)));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, want);
+        // A full chunk, the two left over, the removal, the last add.
+        assert_eq!(ops.len(), 4);
     }
 }
