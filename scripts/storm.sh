@@ -212,7 +212,7 @@ run() { # impl -> appends a table row to $work/rows
     local want
     want=$(field completed "$(cat "$work/$impl.out")")
     for _ in $(seq 10); do
-      server_seen=$(ip netns exec "$S" wg show "$ifn" latest-handshakes | awk '$2 != 0' | wc -l)
+      server_seen=$(ip netns exec "$S" timeout 30 wg show "$ifn" latest-handshakes | awk '$2 != 0' | wc -l)
       [ "$server_seen" = "$want" ] && break
       sleep 0.2
     done
