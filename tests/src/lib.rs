@@ -46,6 +46,7 @@ pub mod kernel;
 pub mod names;
 pub mod netns;
 pub mod proc;
+pub mod storm;
 pub mod traffic;
 pub mod wait;
 pub mod wg;
