@@ -23,6 +23,8 @@
 //! Every failure prints exactly one line, `wgctl: ...`, on standard error
 //! and exits non-zero (2 for a usage error, 1 otherwise).
 
+#![forbid(unsafe_code)]
+
 mod conf;
 mod error;
 mod keys;
