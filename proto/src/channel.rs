@@ -293,6 +293,13 @@ impl<Out, In: Event> Channel<Out, In> {
     pub fn recv(&self) -> Result<In, ChannelError> {
         self.raw.recv()
     }
+
+    /// Receives one message if one is queued, without waiting and without
+    /// making the end non-blocking for sends: [`ChannelError::WouldBlock`]
+    /// when there is none.
+    pub fn try_recv(&self) -> Result<In, ChannelError> {
+        self.raw.try_recv()
+    }
 }
 
 impl<Out, In> AsFd for Channel<Out, In> {

@@ -67,7 +67,7 @@ impl<F: FnMut(HandshakeToCrypto) -> CryptoToHandshake> Crypto for F {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub timers: TimerConfig,
-    /// Handshake messages per second above which MAC2 is demanded
+    /// Handshake messages waiting at or above which MAC2 is demanded
     /// (0: always).
     pub load_threshold: u32,
     /// Seed for jitter and index randomness, for reproducible tests.
@@ -208,6 +208,12 @@ impl Core {
             rng,
             counters: Counters::default(),
         }
+    }
+
+    /// How many messages wait behind the next one: the load signal
+    /// (see [`crate::load`]).
+    pub fn set_backlog(&mut self, waiting: usize) {
+        self.load.set_backlog(waiting);
     }
 
     pub fn counters(&self) -> &Counters {

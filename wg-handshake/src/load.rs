@@ -2,13 +2,17 @@
 //! while we are.
 //!
 //! WireGuard answers handshake messages with cookie replies instead of
-//! Diffie-Hellman work only under load (whitepaper §5.3). wireguard-go
-//! calls itself under load when its handshake queue is an eighth full and
-//! stays so for a second; our handshake role reads one packet at a time
-//! from its channel, so the equivalent signal is the rate of handshake
-//! messages: more than `threshold` in the last second means under load,
-//! and the state lingers for [`UNDER_LOAD_LINGER`] so that an attacker
-//! cannot flap it.
+//! Diffie-Hellman work only under load (whitepaper §5.3). Like Linux and
+//! wireguard-go, we are under load when handshake messages queue up faster
+//! than we answer them: the handshake role drains its channel from the
+//! transport into a queue of its own, and a backlog of `threshold`
+//! messages or more (an eighth of the queue, as Linux's 4096 / 8) means
+//! under load; the state lingers for [`UNDER_LOAD_LINGER`] so that an
+//! attacker cannot flap it. A rate of messages would be the wrong signal:
+//! it puts a reboot storm that the role could answer at once under load
+//! (every peer then waits a retry for its cookie), and keeps one address
+//! with many peers behind it (a NAT) rate-limited long after the backlog
+//! is gone.
 //!
 //! Under load, a message with a valid MAC2 has proven its source address;
 //! [`RateLimiter`] then caps each source (an IPv4 address, or an IPv6 /64)
@@ -19,15 +23,16 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
-/// Handshake messages per second above which we are under load.
-pub const DEFAULT_LOAD_THRESHOLD: u32 = 128;
+/// Messages the handshake role queues from its channel at most.
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Handshake messages waiting at or above which we are under load.
+pub const DEFAULT_LOAD_THRESHOLD: u32 = (QUEUE_CAPACITY / 8) as u32;
 
-/// Counts handshake messages per second.
+/// Tells from the backlog whether we are under load.
 #[derive(Debug)]
 pub struct LoadMeter {
     threshold: u32,
-    window_start: Option<Instant>,
-    count: u32,
+    backlog: usize,
     loaded_until: Option<Instant>,
 }
 
@@ -36,26 +41,22 @@ impl LoadMeter {
     pub fn new(threshold: u32) -> Self {
         LoadMeter {
             threshold,
-            window_start: None,
-            count: 0,
+            backlog: 0,
             loaded_until: None,
         }
     }
 
-    /// Records one handshake message and tells whether we are under load.
+    /// How many messages wait behind the one about to be handled.
+    pub fn set_backlog(&mut self, waiting: usize) {
+        self.backlog = waiting;
+    }
+
+    /// Called for each handshake message: whether we are under load.
     pub fn record(&mut self, now: Instant) -> bool {
         if self.threshold == 0 {
             return true;
         }
-        match self.window_start {
-            Some(s) if now.saturating_duration_since(s) < Duration::from_secs(1) => {}
-            _ => {
-                self.window_start = Some(now);
-                self.count = 0;
-            }
-        }
-        self.count = self.count.saturating_add(1);
-        if self.count > self.threshold {
+        if self.backlog >= self.threshold as usize {
             self.loaded_until = Some(now + UNDER_LOAD_LINGER);
         }
         self.loaded_until.is_some_and(|u| now < u)
@@ -128,15 +129,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn load_follows_rate_and_lingers() {
+    fn load_follows_the_backlog_and_lingers() {
         let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
         let mut m = LoadMeter::new(10);
-        for i in 0..10 {
-            assert!(!m.record(t0 + Duration::from_millis(i)));
+        // Any number of messages, each answered before the next: no load.
+        for i in 0..1000 {
+            m.set_backlog(0);
+            assert!(!m.record(ms(i)));
         }
-        assert!(m.record(t0 + Duration::from_millis(20)));
-        assert!(m.record(t0 + Duration::from_millis(900)));
-        assert!(!m.record(t0 + Duration::from_millis(2500)));
+        m.set_backlog(9);
+        assert!(!m.record(ms(1000)));
+        m.set_backlog(10);
+        assert!(m.record(ms(1001)));
+        // The backlog is gone, the state lingers a second.
+        m.set_backlog(0);
+        assert!(m.record(ms(1900)));
+        assert!(!m.record(ms(2002)));
         assert!(LoadMeter::new(0).record(t0));
     }
 

@@ -9,6 +9,7 @@
 //! channel). The only clock reads of the role happen here; the core sees
 //! `now` as an argument.
 
+use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime};
 
@@ -20,6 +21,10 @@ use proto::ipc::{
 };
 
 use crate::core::{Config, Core, Crypto};
+use crate::load::QUEUE_CAPACITY;
+
+/// Queued messages handled per turn of the loop.
+const PER_TURN: usize = 256;
 
 /// Why the loop ended. Every variant is fatal for the interface: the
 /// parent sees the process exit and fails closed.
@@ -85,8 +90,15 @@ pub fn run(
     };
     let mut out: Vec<HandshakeToTransport> = Vec::new();
     let mut uncommitted: Vec<HandshakeOp> = Vec::new();
+    // What the transport sent, drained from the channel as it arrives: its
+    // length is the load signal (see `crate::load`).
+    let mut queue: VecDeque<TransportToHandshake> = VecDeque::new();
     loop {
-        let timeout = ms_until(core.next_deadline(), Instant::now());
+        let timeout = if queue.is_empty() {
+            ms_until(core.next_deadline(), Instant::now())
+        } else {
+            PollTimeout::ZERO
+        };
         let (p_ready, t_ready) = {
             let mut fds = [
                 PollFd::new(parent.as_fd(), PollFlags::POLLIN),
@@ -143,17 +155,36 @@ pub fn run(
             }
         }
         if t_ready {
-            match transport.recv() {
-                Ok(TransportToHandshake::HandshakePacket { bytes, from }) => {
+            // Bounded by the queue's capacity; what does not fit waits in
+            // the channel, whose sender (the transport) drops when it is
+            // full, as a kernel drops from a full socket.
+            while queue.len() < QUEUE_CAPACITY {
+                match transport.try_recv() {
+                    Ok(m) => queue.push_back(m),
+                    Err(ChannelError::WouldBlock) => break,
+                    Err(e) => return HandshakeExit::Transport(e),
+                }
+            }
+        }
+        // A bounded share of the queue per turn, so that the parent and
+        // the timers are served during a storm too.
+        for _ in 0..PER_TURN {
+            let Some(msg) = queue.pop_front() else { break };
+            let now = Instant::now();
+            match msg {
+                TransportToHandshake::HandshakePacket { bytes, from } => {
+                    core.set_backlog(queue.len());
                     core.handle_packet(now, &bytes, from, &mut crypto, &mut out);
                 }
-                Ok(TransportToHandshake::Activity { peer, activity }) => {
+                TransportToHandshake::Activity { peer, activity } => {
                     core.handle_activity(now, &peer, activity, &mut crypto, &mut out);
                 }
-                Ok(TransportToHandshake::NeedHandshake { peer }) => {
+                TransportToHandshake::NeedHandshake { peer } => {
                     core.need_handshake(now, &peer, &mut crypto, &mut out);
                 }
-                Err(e) => return HandshakeExit::Transport(e),
+            }
+            if crypto.failed.is_some() {
+                break;
             }
         }
         core.on_timers(Instant::now(), &mut crypto, &mut out);

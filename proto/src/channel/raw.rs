@@ -113,7 +113,15 @@ impl RawChannel {
     /// Receives one message. A message that carries file descriptors is an
     /// error ([`ChannelError::TooManyFds`]) and the fds are closed.
     pub(super) fn recv<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        self.recv_inner(0).map(|(msg, _)| msg)
+        self.recv_inner(0, MsgFlags::empty()).map(|(msg, _)| msg)
+    }
+
+    /// [`recv`](Self::recv) that never waits, whatever the socket's mode:
+    /// [`ChannelError::WouldBlock`] when nothing is queued. For a process
+    /// that drains its input without making its own sends non-blocking.
+    pub(super) fn try_recv<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        self.recv_inner(0, MsgFlags::MSG_DONTWAIT)
+            .map(|(msg, _)| msg)
     }
 
     /// Receives one message and the up to [`MAX_FDS`] file descriptors sent
@@ -122,12 +130,13 @@ impl RawChannel {
     pub(super) fn recv_with_fds<T: DeserializeOwned>(
         &self,
     ) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        self.recv_inner(MAX_FDS)
+        self.recv_inner(MAX_FDS, MsgFlags::empty())
     }
 
     fn recv_inner<T: DeserializeOwned>(
         &self,
         max_fds: usize,
+        extra: MsgFlags,
     ) -> Result<(T, Vec<OwnedFd>), ChannelError> {
         // One byte more than the largest message, so that an oversized
         // datagram shows up (as MSG_TRUNC, or as too long to decode) rather
@@ -142,7 +151,7 @@ impl RawChannel {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | extra,
             ) {
                 Ok(msg) => msg,
                 Err(Errno::EINTR) => continue,
