@@ -24,34 +24,50 @@
 //! the data path needs together: an allocation-free longest-prefix lookup on
 //! raw header bytes, and removal of all of one peer's prefixes without
 //! scanning the whole table (peers come and go at run time, and the table can
-//! hold many thousands of prefixes).
+//! hold a million prefixes).
 //!
 //! # Structure
 //!
-//! A path-compressed binary radix trie per address family, stored in one
-//! arena (`Vec<Node>`) addressed by `u32` indices, with a free list. Keys
-//! are `u128` with the prefix bits left-aligned (an IPv4 address occupies the
-//! top 32 bits), so one implementation serves both families. Every node is
+//! A path-compressed binary radix trie per address family, each stored in
+//! its own arena (`Vec<Node>`) addressed by `u32` indices, with a free list.
+//! Keys are the address as an integer of the family's width (`u32` for
+//! IPv4, two `u64` halves for IPv6), so one generic implementation serves
+//! both while an IPv4 node does not carry 128 bits of key. Every node is
 //! either a prefix owned by a peer, or a branching point with exactly two
 //! children; removal restores that invariant by splicing out or freeing
 //! nodes, so a trie holding `n` prefixes has fewer than `2n` nodes however
 //! much churn it has seen.
 //!
 //! Each peer's prefixes are threaded onto an intrusive doubly-linked list
-//! through their nodes, with the list heads in a hash map; that makes
-//! `remove_peer` proportional to that peer's own prefixes, and unlinking one
-//! prefix O(1).
+//! through their nodes (one list per family), with the list heads in a hash
+//! map; that makes `remove_peer` proportional to that peer's own prefixes,
+//! and unlinking one prefix O(1).
+//!
+//! # Size
+//!
+//! At a million prefixes the nodes are nearly all the memory, so they are
+//! kept small: no parent index (removal finds the path from the root
+//! again, as insertion does: O(depth)), and an owner flag next to the
+//! peer instead of an `Option` (which would double a `u32` peer id). An
+//! IPv4 node is 28 bytes and an IPv6 node 40 (with a `u32` peer id), where
+//! one node type with a left-aligned `u128` key and a parent was 48 for
+//! both. `tests::allowed_memory_per_prefix_at_a_million` and
+//! `benches/allowed_ips.rs` measure it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// "No node": the empty child slot, the parent of a root, the end of a list.
+/// "No node": the empty child slot, the end of a list.
 const NIL: u32 = u32::MAX;
 
-/// Index into `AllowedIps::roots`.
+/// Index into [`PeerList::head`].
 const V4: usize = 0;
 const V6: usize = 1;
+
+/// The longest path from a root: one node per distinct prefix length
+/// (0..=128), since each step down makes the prefix strictly longer.
+const MAX_DEPTH: usize = 129;
 
 /// Why an insertion was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,90 +87,101 @@ pub enum AllowedIpsError {
     TableFull,
 }
 
-#[derive(Debug, Clone)]
-struct Node<P> {
-    /// Prefix bits, left-aligned; every bit past `len` is zero.
-    key: u128,
-    /// Prefix length in bits, 0..=32 in the v4 trie, 0..=128 in the v6 trie.
-    len: u8,
-    /// Which trie the node belongs to, to find its root and to turn its key
-    /// back into an address.
-    v6: bool,
-    /// `None` for a pure branching point, which then has two children.
-    peer: Option<P>,
-    /// Children are longer prefixes that extend this one; `child[b]` holds
-    /// those whose bit number `len` is `b`.
-    child: [u32; 2],
-    parent: u32,
-    /// Neighbours in the owning peer's list; `NIL` when `peer` is `None`.
-    prev: u32,
-    next: u32,
+/// The key of one address family: the address as an integer, most
+/// significant bit first.
+trait Key: Copy + Eq + std::fmt::Debug {
+    /// Address width in bits.
+    const BITS: u8;
+
+    /// Number of leading bits `self` and `other` have in common
+    /// (0..=BITS).
+    fn shared_bits(self, other: Self) -> u8;
+
+    /// Bit number `i` (0 = most significant).
+    ///
+    /// For `i == BITS` the shift wraps and an arbitrary bit comes back;
+    /// that only happens when stepping past a full-length node, which never
+    /// has children, so both slots are `NIL` and the answer does not
+    /// matter. Not branching on it keeps the lookup loop tight.
+    fn bit_at(self, i: u8) -> usize;
+
+    /// Keeps the top `len` bits (`len <= BITS`).
+    fn mask(self, len: u8) -> Self;
+
+    fn to_ip(self) -> IpAddr;
 }
 
-impl<P> Node<P> {
-    fn new(key: u128, len: u8, v6: bool, peer: Option<P>, parent: u32) -> Self {
-        Node {
-            key,
-            len,
-            v6,
-            peer,
-            child: [NIL, NIL],
-            parent,
-            prev: NIL,
-            next: NIL,
+impl Key for u32 {
+    const BITS: u8 = 32;
+
+    #[inline]
+    fn shared_bits(self, other: Self) -> u8 {
+        // At most 32: the cast cannot truncate.
+        (self ^ other).leading_zeros() as u8
+    }
+
+    #[inline]
+    fn bit_at(self, i: u8) -> usize {
+        (self.wrapping_shl(u32::from(i)) >> 31) as usize
+    }
+
+    #[inline]
+    fn mask(self, len: u8) -> Self {
+        // Shifting by 32 overflows; /0 keeps nothing.
+        match u32::MAX.checked_shl(32 - u32::from(len)) {
+            Some(m) => self & m,
+            None => 0,
         }
     }
-}
 
-/// Head of one peer's intrusive list of prefix nodes.
-#[derive(Debug, Clone, Copy)]
-struct PeerList {
-    head: u32,
-    count: usize,
-}
-
-/// A longest-prefix-match table from IP prefixes to peers.
-///
-/// `P` is the transport's peer handle: a small copyable id. It must be
-/// `Hash` because the table keeps a per-peer index for
-/// [`remove_peer`](Self::remove_peer).
-#[derive(Debug, Clone)]
-pub struct AllowedIps<P> {
-    nodes: Vec<Node<P>>,
-    /// Indices of unused slots in `nodes`, reused before the arena grows.
-    free: Vec<u32>,
-    /// Root of the v4 and the v6 trie (`NIL` when empty).
-    roots: [u32; 2],
-    peers: HashMap<P, PeerList>,
-    /// Number of prefixes (not nodes).
-    len: usize,
-}
-
-impl<P: Copy + Eq + Hash> Default for AllowedIps<P> {
-    fn default() -> Self {
-        Self::new()
+    fn to_ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
     }
 }
 
-/// Number of leading bits two left-aligned keys have in common (0..=128).
-#[inline]
-fn shared_bits(a: u128, b: u128) -> u8 {
-    // leading_zeros of a u128 is at most 128, so the cast cannot truncate.
-    (a ^ b).leading_zeros() as u8
+/// An IPv6 key as two `u64` halves (high first): the same value as a
+/// `u128`, with the alignment of a `u64`, so a node is not padded to 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct V6Key([u64; 2]);
+
+impl V6Key {
+    #[inline]
+    fn new(v: u128) -> Self {
+        // Truncating casts split the value into its halves.
+        V6Key([(v >> 64) as u64, v as u64])
+    }
+
+    #[inline]
+    fn get(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
 }
 
-/// Bit number `i` (0 = most significant) of a left-aligned key.
-///
-/// For `i == 128` the shift wraps and an arbitrary bit comes back; that
-/// only happens when stepping past a /128 node, which never has children,
-/// so both slots are `NIL` and the answer does not matter. Not branching on
-/// it keeps the lookup loop tight.
-#[inline]
-fn bit_at(key: u128, i: u8) -> usize {
-    (key.wrapping_shl(u32::from(i)) >> 127) as usize
+impl Key for V6Key {
+    const BITS: u8 = 128;
+
+    #[inline]
+    fn shared_bits(self, other: Self) -> u8 {
+        // At most 128: the cast cannot truncate.
+        (self.get() ^ other.get()).leading_zeros() as u8
+    }
+
+    #[inline]
+    fn bit_at(self, i: u8) -> usize {
+        (self.get().wrapping_shl(u32::from(i)) >> 127) as usize
+    }
+
+    #[inline]
+    fn mask(self, len: u8) -> Self {
+        V6Key::new(mask(self.get(), len))
+    }
+
+    fn to_ip(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(self.get()))
+    }
 }
 
-/// Keeps the top `len` bits of `key`.
+/// Keeps the top `len` bits of a `u128` (`len <= 128`).
 #[inline]
 fn mask(key: u128, len: u8) -> u128 {
     // Shifting a u128 by 128 overflows; /0 keeps nothing.
@@ -164,35 +191,99 @@ fn mask(key: u128, len: u8) -> u128 {
     }
 }
 
-#[inline]
-fn v4_key(addr: [u8; 4]) -> u128 {
-    u128::from(u32::from_be_bytes(addr)) << 96
+#[derive(Debug, Clone)]
+struct Node<K, P> {
+    /// Prefix bits; every bit past `len` is zero.
+    key: K,
+    /// The owner, when `owned`; a default value otherwise.
+    peer: P,
+    /// Children are longer prefixes that extend this one; `child[b]` holds
+    /// those whose bit number `len` is `b`.
+    child: [u32; 2],
+    /// Neighbours in the owning peer's list; `NIL` when not owned.
+    prev: u32,
+    next: u32,
+    /// Prefix length in bits, 0..=K::BITS.
+    len: u8,
+    /// Whether a peer owns this prefix; if not, the node is a branching
+    /// point with two children.
+    owned: bool,
 }
 
-#[inline]
-fn v6_key(addr: [u8; 16]) -> u128 {
-    u128::from_be_bytes(addr)
-}
-
-/// Trie index and masked key of a prefix, or why it is invalid.
-fn prefix_key(addr: IpAddr, cidr: u8) -> Result<(usize, u128), AllowedIpsError> {
-    let (family, key, max) = match addr {
-        IpAddr::V4(a) => (V4, v4_key(a.octets()), 32),
-        IpAddr::V6(a) => (V6, v6_key(a.octets()), 128),
-    };
-    if cidr > max {
-        return Err(AllowedIpsError::CidrTooLarge { cidr, max });
+impl<K: Key, P: Default> Node<K, P> {
+    fn new(key: K, len: u8, owner: Option<P>) -> Self {
+        Node {
+            key,
+            owned: owner.is_some(),
+            peer: owner.unwrap_or_default(),
+            child: [NIL, NIL],
+            prev: NIL,
+            next: NIL,
+            len,
+        }
     }
-    Ok((family, mask(key, cidr)))
 }
 
-impl<P: Copy + Eq + Hash> AllowedIps<P> {
+/// Heads of one peer's intrusive lists of prefix nodes, one per family.
+#[derive(Debug, Clone, Copy)]
+struct PeerList {
+    head: [u32; 2],
+    count: usize,
+}
+
+/// The nodes from a root down to one node, found by walking from the root
+/// (nodes keep no parent index).
+struct Path {
+    nodes: [u32; MAX_DEPTH],
+    len: usize,
+}
+
+/// One family's trie.
+#[derive(Debug, Clone)]
+struct Trie<K, P> {
+    nodes: Vec<Node<K, P>>,
+    /// Indices of unused slots in `nodes`, reused before the arena grows.
+    free: Vec<u32>,
+    root: u32,
+}
+
+/// A longest-prefix-match table from IP prefixes to peers.
+///
+/// `P` is the transport's peer handle: a small copyable id. It must be
+/// `Hash` because the table keeps a per-peer index for
+/// [`remove_peer`](Self::remove_peer), and `Default` to fill the peer field
+/// of nodes no peer owns.
+#[derive(Debug, Clone)]
+pub struct AllowedIps<P> {
+    v4: Trie<u32, P>,
+    v6: Trie<V6Key, P>,
+    peers: HashMap<P, PeerList>,
+    /// Number of prefixes (not nodes).
+    len: usize,
+}
+
+impl<P: Copy + Eq + Hash + Default> Default for AllowedIps<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline]
+fn v4_key(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr)
+}
+
+#[inline]
+fn v6_key(addr: [u8; 16]) -> V6Key {
+    V6Key::new(u128::from_be_bytes(addr))
+}
+
+impl<P: Copy + Eq + Hash + Default> AllowedIps<P> {
     /// An empty table.
     pub fn new() -> Self {
         AllowedIps {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            roots: [NIL, NIL],
+            v4: Trie::new(),
+            v6: Trie::new(),
             peers: HashMap::new(),
             len: 0,
         }
@@ -208,11 +299,10 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
         self.len == 0
     }
 
-    /// Removes every prefix and releases the arena.
+    /// Removes every prefix and releases the arenas.
     pub fn clear(&mut self) {
-        self.nodes.clear();
-        self.free.clear();
-        self.roots = [NIL, NIL];
+        self.v4 = Trie::new();
+        self.v6 = Trie::new();
         self.peers.clear();
         self.len = 0;
     }
@@ -223,116 +313,46 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
     /// `10.0.0.0/8`), as `wg` does. If the prefix is already in the table it
     /// moves to `peer`: a prefix belongs to one peer only.
     pub fn insert(&mut self, addr: IpAddr, cidr: u8, peer: P) -> Result<(), AllowedIpsError> {
-        let (family, key) = prefix_key(addr, cidr)?;
-        let v6 = family == V6;
-        let mut parent = NIL;
-        let mut idx = self.roots[family];
-        loop {
-            if idx == NIL {
-                let new = self.alloc(Node::new(key, cidr, v6, Some(peer), parent))?;
-                self.set_slot(family, parent, key, new);
-                self.link(new, peer);
-                self.len += 1;
-                return Ok(());
+        let added = match addr {
+            IpAddr::V4(a) => {
+                let key = checked(v4_key(a.octets()), cidr)?;
+                self.v4.insert(&mut self.peers, V4, key, cidr, peer)?
             }
-            let node = &self.nodes[idx as usize];
-            let (node_key, node_len) = (node.key, node.len);
-            let common = shared_bits(key, node_key).min(cidr).min(node_len);
-
-            if common == node_len && node_len == cidr {
-                // The prefix is already here, owned or as a branching point.
-                match node.peer {
-                    Some(old) if old == peer => {}
-                    Some(_) => {
-                        self.unlink(idx);
-                        self.nodes[idx as usize].peer = Some(peer);
-                        self.link(idx, peer);
-                    }
-                    None => {
-                        self.nodes[idx as usize].peer = Some(peer);
-                        self.link(idx, peer);
-                        self.len += 1;
-                    }
-                }
-                return Ok(());
+            IpAddr::V6(a) => {
+                let key = checked(v6_key(a.octets()), cidr)?;
+                self.v6.insert(&mut self.peers, V6, key, cidr, peer)?
             }
-            if common == node_len {
-                // The node is a shorter prefix of ours: descend.
-                parent = idx;
-                idx = node.child[bit_at(key, node_len)];
-                continue;
-            }
-            if common == cidr {
-                // Ours is a shorter prefix of the node's: slot in above it.
-                let mut new_node = Node::new(key, cidr, v6, Some(peer), parent);
-                new_node.child[bit_at(node_key, cidr)] = idx;
-                let new = self.alloc(new_node)?;
-                self.nodes[idx as usize].parent = new;
-                self.set_slot(family, parent, key, new);
-                self.link(new, peer);
-                self.len += 1;
-                return Ok(());
-            }
-            // The two diverge after `common` bits: a branching point there
-            // gets the node on one side and our new leaf on the other.
-            let leaf = self.alloc(Node::new(key, cidr, v6, Some(peer), NIL))?;
-            let branch_key = mask(key, common);
-            let mut branch_node = Node::new(branch_key, common, v6, None, parent);
-            branch_node.child[bit_at(node_key, common)] = idx;
-            branch_node.child[bit_at(key, common)] = leaf;
-            let branch = match self.alloc(branch_node) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.release(leaf);
-                    return Err(e);
-                }
-            };
-            self.nodes[leaf as usize].parent = branch;
-            self.nodes[idx as usize].parent = branch;
-            self.set_slot(family, parent, branch_key, branch);
-            self.link(leaf, peer);
+        };
+        if added {
             self.len += 1;
-            return Ok(());
         }
+        Ok(())
     }
 
     /// Removes the prefix `addr/cidr` if it is in the table and belongs to
     /// `peer`; returns whether it did. Host bits are masked as in
     /// [`insert`](Self::insert); an invalid `cidr` matches nothing.
     pub fn remove(&mut self, addr: IpAddr, cidr: u8, peer: P) -> bool {
-        let Ok((family, key)) = prefix_key(addr, cidr) else {
-            return false;
+        let removed = match addr {
+            IpAddr::V4(a) => checked(v4_key(a.octets()), cidr)
+                .is_ok_and(|key| self.v4.remove(&mut self.peers, V4, key, cidr, peer)),
+            IpAddr::V6(a) => checked(v6_key(a.octets()), cidr)
+                .is_ok_and(|key| self.v6.remove(&mut self.peers, V6, key, cidr, peer)),
         };
-        let Some(idx) = self.find_exact(family, key, cidr) else {
-            return false;
-        };
-        if self.nodes[idx as usize].peer != Some(peer) {
-            return false;
+        if removed {
+            self.len -= 1;
         }
-        self.unlink(idx);
-        self.nodes[idx as usize].peer = None;
-        self.len -= 1;
-        self.prune(idx);
-        true
+        removed
     }
 
     /// Removes every prefix of `peer` (both families); returns how many.
+    /// O(the peer's prefixes × depth).
     pub fn remove_peer(&mut self, peer: P) -> usize {
         let Some(list) = self.peers.remove(&peer) else {
             return 0;
         };
-        let mut idx = list.head;
-        while idx != NIL {
-            let node = &mut self.nodes[idx as usize];
-            let next = node.next;
-            node.peer = None;
-            node.prev = NIL;
-            node.next = NIL;
-            // Pruning frees only peerless nodes, so the rest of this list
-            // (all still owned) stays where it is.
-            self.prune(idx);
-            idx = next;
-        }
+        self.v4.remove_list(list.head[V4]);
+        self.v6.remove_list(list.head[V6]);
         self.len -= list.count;
         list.count
     }
@@ -349,13 +369,13 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
     /// [`lookup`](Self::lookup) on the raw bytes of an IPv4 header field.
     #[inline]
     pub fn lookup_v4(&self, addr: [u8; 4]) -> Option<P> {
-        self.longest_match(V4, v4_key(addr))
+        self.v4.longest_match(v4_key(addr))
     }
 
     /// [`lookup`](Self::lookup) on the raw bytes of an IPv6 header field.
     #[inline]
     pub fn lookup_v6(&self, addr: [u8; 16]) -> Option<P> {
-        self.longest_match(V6, v6_key(addr))
+        self.v6.longest_match(v6_key(addr))
     }
 
     /// Every prefix of `peer`, sorted (IPv4 first, then by address and
@@ -365,102 +385,272 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(list.count);
-        let mut idx = list.head;
-        while idx != NIL {
-            let node = &self.nodes[idx as usize];
-            let addr = if node.v6 {
-                IpAddr::V6(Ipv6Addr::from(node.key))
-            } else {
-                // A v4 key sits in the top 32 bits; the shift leaves exactly those.
-                IpAddr::V4(Ipv4Addr::from((node.key >> 96) as u32))
-            };
-            out.push((addr, node.len));
-            idx = node.next;
-        }
+        self.v4.list_entries(list.head[V4], &mut out);
+        self.v6.list_entries(list.head[V6], &mut out);
         out.sort_unstable();
         out
+    }
+
+    /// Nodes in use (prefixes plus branching points), both families.
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        self.v4.node_count() + self.v6.node_count()
+    }
+
+    /// Panics if any structural invariant is broken.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let owned = self.v4.check_invariants(&self.peers) + self.v6.check_invariants(&self.peers);
+        assert_eq!(owned, self.len);
+        let mut listed = 0;
+        for (&peer, list) in &self.peers {
+            assert!(list.count > 0);
+            let n =
+                self.v4.check_list(peer, list.head[V4]) + self.v6.check_list(peer, list.head[V6]);
+            assert_eq!(n, list.count);
+            listed += n;
+        }
+        assert_eq!(listed, self.len);
+    }
+}
+
+/// The masked key of `key/cidr`, or why the length is invalid.
+fn checked<K: Key>(key: K, cidr: u8) -> Result<K, AllowedIpsError> {
+    if cidr > K::BITS {
+        return Err(AllowedIpsError::CidrTooLarge { cidr, max: K::BITS });
+    }
+    Ok(key.mask(cidr))
+}
+
+impl<K: Key, P: Copy + Eq + Hash + Default> Trie<K, P> {
+    fn new() -> Self {
+        Trie {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: NIL,
+        }
+    }
+
+    /// Inserts `key/cidr` (already masked and checked) for `peer`, linking
+    /// it on the peer's list for family `fam`; returns whether the prefix
+    /// is new to the table (rather than moved or already there).
+    fn insert(
+        &mut self,
+        peers: &mut HashMap<P, PeerList>,
+        fam: usize,
+        key: K,
+        cidr: u8,
+        peer: P,
+    ) -> Result<bool, AllowedIpsError> {
+        let mut parent = NIL;
+        let mut idx = self.root;
+        loop {
+            let Some(node) = self.nodes.get(idx as usize) else {
+                let new = self.alloc(Node::new(key, cidr, Some(peer)))?;
+                self.set_slot(parent, key, new);
+                self.link(peers, fam, new, peer);
+                return Ok(true);
+            };
+            let (node_key, node_len) = (node.key, node.len);
+            let common = key.shared_bits(node_key).min(cidr).min(node_len);
+
+            if common == node_len && node_len == cidr {
+                // The prefix is already here, owned or as a branching point.
+                if !node.owned {
+                    self.link(peers, fam, idx, peer);
+                    return Ok(true);
+                }
+                if node.peer != peer {
+                    self.unlink(peers, fam, idx);
+                    self.link(peers, fam, idx, peer);
+                }
+                return Ok(false);
+            }
+            if common == node_len {
+                // The node is a shorter prefix of ours: descend.
+                parent = idx;
+                idx = node.child[key.bit_at(node_len)];
+                continue;
+            }
+            if common == cidr {
+                // Ours is a shorter prefix of the node's: slot in above it.
+                let mut new_node = Node::new(key, cidr, Some(peer));
+                new_node.child[node_key.bit_at(cidr)] = idx;
+                let new = self.alloc(new_node)?;
+                self.set_slot(parent, key, new);
+                self.link(peers, fam, new, peer);
+                return Ok(true);
+            }
+            // The two diverge after `common` bits: a branching point there
+            // gets the node on one side and our new leaf on the other.
+            let leaf = self.alloc(Node::new(key, cidr, Some(peer)))?;
+            let branch_key = key.mask(common);
+            let mut branch_node = Node::new(branch_key, common, None);
+            branch_node.child[node_key.bit_at(common)] = idx;
+            branch_node.child[key.bit_at(common)] = leaf;
+            let branch = match self.alloc(branch_node) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.release(leaf);
+                    return Err(e);
+                }
+            };
+            self.set_slot(parent, branch_key, branch);
+            self.link(peers, fam, leaf, peer);
+            return Ok(true);
+        }
+    }
+
+    /// Removes `key/cidr` (masked and checked) if `peer` owns it, taking it
+    /// off the peer's list for family `fam`.
+    fn remove(
+        &mut self,
+        peers: &mut HashMap<P, PeerList>,
+        fam: usize,
+        key: K,
+        cidr: u8,
+        peer: P,
+    ) -> bool {
+        let Some(path) = self.path_to(key, cidr) else {
+            return false;
+        };
+        let Some(&idx) = path.nodes.get(path.len.wrapping_sub(1)) else {
+            return false;
+        };
+        let node = &self.nodes[idx as usize];
+        if !node.owned || node.peer != peer {
+            return false;
+        }
+        self.unlink(peers, fam, idx);
+        self.disown(idx);
+        self.prune(&path);
+        true
+    }
+
+    /// Disowns and prunes every node of a peer's list starting at `head`
+    /// (the caller has taken the list out of the peer map).
+    fn remove_list(&mut self, head: u32) {
+        let mut idx = head;
+        while let Some(node) = self.nodes.get(idx as usize) {
+            let (key, len, next) = (node.key, node.len, node.next);
+            self.disown(idx);
+            // Pruning frees and splices only unowned nodes, so the rest of
+            // this list (all still owned) stays where it is.
+            if let Some(path) = self.path_to(key, len) {
+                self.prune(&path);
+            }
+            idx = next;
+        }
+    }
+
+    /// Appends the prefixes of the list starting at `head` to `out`.
+    fn list_entries(&self, head: u32, out: &mut Vec<(IpAddr, u8)>) {
+        let mut idx = head;
+        while let Some(node) = self.nodes.get(idx as usize) {
+            out.push((node.key.to_ip(), node.len));
+            idx = node.next;
+        }
     }
 
     /// The hot path: walk down while the node's prefix matches, remembering
     /// the deepest owned node seen.
     #[inline]
-    fn longest_match(&self, family: usize, key: u128) -> Option<P> {
+    fn longest_match(&self, key: K) -> Option<P> {
         let mut best = None;
-        let mut idx = self.roots[family];
+        let mut idx = self.root;
         // `NIL` is past the end of the arena (indices stop short of it), so
         // `get` doubles as the end-of-path test.
         while let Some(node) = self.nodes.get(idx as usize) {
-            if shared_bits(key, node.key) < node.len {
+            if key.shared_bits(node.key) < node.len {
                 break;
             }
-            if node.peer.is_some() {
-                best = node.peer;
+            if node.owned {
+                best = Some(node.peer);
             }
-            idx = node.child[bit_at(key, node.len)];
+            idx = node.child[key.bit_at(node.len)];
         }
         best
     }
 
-    /// The node holding exactly the prefix `key/len`, owned or not.
-    fn find_exact(&self, family: usize, key: u128, len: u8) -> Option<u32> {
-        let mut idx = self.roots[family];
+    /// The nodes from the root down to the one holding exactly the prefix
+    /// `key/len`, owned or not.
+    fn path_to(&self, key: K, len: u8) -> Option<Path> {
+        let mut path = Path {
+            nodes: [NIL; MAX_DEPTH],
+            len: 0,
+        };
+        let mut idx = self.root;
         while let Some(node) = self.nodes.get(idx as usize) {
-            if node.len > len || shared_bits(key, node.key) < node.len {
+            if node.len > len || key.shared_bits(node.key) < node.len {
                 return None;
             }
+            // Lengths strictly grow down a path, so it has at most
+            // MAX_DEPTH nodes; `get_mut` keeps a broken trie from
+            // indexing out of bounds.
+            *path.nodes.get_mut(path.len)? = idx;
+            path.len += 1;
             if node.len == len {
-                return Some(idx);
+                return Some(path);
             }
-            idx = node.child[bit_at(key, node.len)];
+            idx = node.child[key.bit_at(node.len)];
         }
         None
     }
 
     /// Points the slot that should hold a node with prefix `key` below
     /// `parent` (or the root) at `new`.
-    fn set_slot(&mut self, family: usize, parent: u32, key: u128, new: u32) {
-        if parent == NIL {
-            self.roots[family] = new;
-        } else {
-            let p = &mut self.nodes[parent as usize];
-            p.child[bit_at(key, p.len)] = new;
+    fn set_slot(&mut self, parent: u32, key: K, new: u32) {
+        match self.nodes.get_mut(parent as usize) {
+            None => self.root = new,
+            Some(p) => p.child[key.bit_at(p.len)] = new,
         }
     }
 
     /// Points whichever slot held `old` (below `parent`, or the root) at
     /// `new`.
-    fn replace_child(&mut self, v6: bool, parent: u32, old: u32, new: u32) {
-        if parent == NIL {
-            self.roots[if v6 { V6 } else { V4 }] = new;
-        } else {
-            let p = &mut self.nodes[parent as usize];
-            let side = usize::from(p.child[0] != old);
-            p.child[side] = new;
+    fn replace_child(&mut self, parent: u32, old: u32, new: u32) {
+        match self.nodes.get_mut(parent as usize) {
+            None => self.root = new,
+            Some(p) => {
+                let side = usize::from(p.child[0] != old);
+                p.child[side] = new;
+            }
         }
     }
 
-    /// Restores "a peerless node has two children" after `idx` lost its
-    /// peer: frees a childless node (which can leave its parent with one
-    /// child) and splices out a node with one child.
-    fn prune(&mut self, mut idx: u32) {
-        loop {
+    /// Marks a node as owned by no one (its list links already cleared).
+    fn disown(&mut self, idx: u32) {
+        let node = &mut self.nodes[idx as usize];
+        node.owned = false;
+        node.peer = P::default();
+        node.prev = NIL;
+        node.next = NIL;
+    }
+
+    /// Restores "an unowned node has two children" after the last node of
+    /// `path` lost its owner: frees a childless node (which can leave its
+    /// parent with one child) and splices out a node with one child.
+    fn prune(&mut self, path: &Path) {
+        let mut depth = path.len;
+        while depth > 0 {
+            depth -= 1;
+            let idx = path.nodes[depth];
+            let parent = if depth == 0 {
+                NIL
+            } else {
+                path.nodes[depth - 1]
+            };
             let node = &self.nodes[idx as usize];
-            if node.peer.is_some() {
+            if node.owned {
                 return;
             }
-            let (parent, v6) = (node.parent, node.v6);
             match node.child {
                 [NIL, NIL] => {
-                    self.replace_child(v6, parent, idx, NIL);
+                    self.replace_child(parent, idx, NIL);
                     self.release(idx);
-                    if parent == NIL {
-                        return;
-                    }
-                    idx = parent;
                 }
                 [only, NIL] | [NIL, only] => {
-                    self.replace_child(v6, parent, idx, only);
-                    self.nodes[only as usize].parent = parent;
+                    self.replace_child(parent, idx, only);
                     self.release(idx);
                     return;
                 }
@@ -470,7 +660,7 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
     }
 
     /// Stores `node` in a free slot or at the end of the arena.
-    fn alloc(&mut self, node: Node<P>) -> Result<u32, AllowedIpsError> {
+    fn alloc(&mut self, node: Node<K, P>) -> Result<u32, AllowedIpsError> {
         if let Some(idx) = self.free.pop() {
             self.nodes[idx as usize] = node;
             return Ok(idx);
@@ -485,128 +675,128 @@ impl<P: Copy + Eq + Hash> AllowedIps<P> {
 
     fn release(&mut self, idx: u32) {
         let node = &mut self.nodes[idx as usize];
-        node.peer = None;
+        node.owned = false;
+        node.peer = P::default();
         node.child = [NIL, NIL];
-        node.parent = NIL;
         node.prev = NIL;
         node.next = NIL;
         self.free.push(idx);
         // Once everything is gone, drop the free list too, so an emptied
-        // table starts again from a compact arena.
+        // trie starts again from a compact arena.
         if self.free.len() == self.nodes.len() {
             self.nodes.clear();
             self.free.clear();
         }
     }
 
-    /// Pushes `idx` onto `peer`'s list.
-    fn link(&mut self, idx: u32, peer: P) {
-        let list = self.peers.entry(peer).or_insert(PeerList {
-            head: NIL,
+    /// Makes `peer` the owner of `idx` and pushes it onto the peer's list.
+    fn link(&mut self, peers: &mut HashMap<P, PeerList>, fam: usize, idx: u32, peer: P) {
+        let list = peers.entry(peer).or_insert(PeerList {
+            head: [NIL, NIL],
             count: 0,
         });
-        let old_head = list.head;
-        list.head = idx;
+        let old_head = list.head[fam];
+        list.head[fam] = idx;
         list.count += 1;
-        if old_head != NIL {
-            self.nodes[old_head as usize].prev = idx;
+        if let Some(h) = self.nodes.get_mut(old_head as usize) {
+            h.prev = idx;
         }
         let node = &mut self.nodes[idx as usize];
+        node.owned = true;
+        node.peer = peer;
         node.prev = NIL;
         node.next = old_head;
     }
 
-    /// Takes `idx` off its owner's list (the node keeps its `peer` field;
-    /// the caller overwrites it).
-    fn unlink(&mut self, idx: u32) {
+    /// Takes `idx` off its owner's list (the node keeps `owned` and `peer`;
+    /// the caller changes them).
+    fn unlink(&mut self, peers: &mut HashMap<P, PeerList>, fam: usize, idx: u32) {
         let node = &mut self.nodes[idx as usize];
-        let (prev, next) = (node.prev, node.next);
+        let (prev, next, owned, peer) = (node.prev, node.next, node.owned, node.peer);
         node.prev = NIL;
         node.next = NIL;
-        let Some(peer) = node.peer else {
+        if !owned {
             return;
-        };
-        if next != NIL {
-            self.nodes[next as usize].prev = prev;
         }
-        if prev != NIL {
-            self.nodes[prev as usize].next = next;
+        if let Some(n) = self.nodes.get_mut(next as usize) {
+            n.prev = prev;
         }
-        if let Some(list) = self.peers.get_mut(&peer) {
+        if let Some(p) = self.nodes.get_mut(prev as usize) {
+            p.next = next;
+        }
+        if let Some(list) = peers.get_mut(&peer) {
             if prev == NIL {
-                list.head = next;
+                list.head[fam] = next;
             }
             list.count -= 1;
             if list.count == 0 {
-                self.peers.remove(&peer);
+                peers.remove(&peer);
             }
         }
     }
 
-    /// Nodes in use (prefixes plus branching points).
     #[cfg(test)]
     fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
 
-    /// Panics if any structural invariant is broken.
+    /// Checks the trie's structure; returns the number of owned nodes.
     #[cfg(test)]
-    fn check_invariants(&self) {
+    fn check_invariants(&self, peers: &HashMap<P, PeerList>) -> usize {
         let mut reachable = 0;
         let mut owned = 0;
-        for (family, &root) in self.roots.iter().enumerate() {
-            if root == NIL {
-                continue;
+        let mut stack: Vec<u32> = self
+            .nodes
+            .get(self.root as usize)
+            .map(|_| self.root)
+            .into_iter()
+            .collect();
+        while let Some(idx) = stack.pop() {
+            reachable += 1;
+            let node = &self.nodes[idx as usize];
+            assert!(node.len <= K::BITS);
+            assert_eq!(node.key.mask(node.len), node.key, "host bits set");
+            let children = node.child.iter().filter(|&&c| c != NIL).count();
+            if node.owned {
+                owned += 1;
+                assert!(peers.contains_key(&node.peer));
+            } else {
+                assert_eq!(children, 2, "peerless node must branch");
+                assert!(node.prev == NIL && node.next == NIL);
             }
-            assert_eq!(self.nodes[root as usize].parent, NIL);
-            let mut stack = vec![root];
-            while let Some(idx) = stack.pop() {
-                reachable += 1;
-                let node = &self.nodes[idx as usize];
-                assert_eq!(node.v6, family == V6);
-                assert!(node.len <= if node.v6 { 128 } else { 32 });
-                assert_eq!(mask(node.key, node.len), node.key, "host bits set");
-                let children = node.child.iter().filter(|&&c| c != NIL).count();
-                match node.peer {
-                    Some(p) => {
-                        owned += 1;
-                        assert!(self.peers.contains_key(&p));
-                    }
-                    None => assert_eq!(children, 2, "peerless node must branch"),
+            for (side, &c) in node.child.iter().enumerate() {
+                if c == NIL {
+                    continue;
                 }
-                for (side, &c) in node.child.iter().enumerate() {
-                    if c == NIL {
-                        continue;
-                    }
-                    let child = &self.nodes[c as usize];
-                    assert_eq!(child.parent, idx);
-                    assert!(child.len > node.len);
-                    assert!(shared_bits(child.key, node.key) >= node.len);
-                    assert_eq!(bit_at(child.key, node.len), side);
-                    stack.push(c);
-                }
+                let child = &self.nodes[c as usize];
+                assert!(child.len > node.len);
+                assert!(child.key.shared_bits(node.key) >= node.len);
+                assert_eq!(child.key.bit_at(node.len), side);
+                stack.push(c);
             }
         }
         assert_eq!(reachable, self.node_count(), "leaked or dangling nodes");
-        assert_eq!(owned, self.len);
-        let mut listed = 0;
-        for (&peer, list) in &self.peers {
-            assert!(list.count > 0);
-            let mut n = 0;
-            let mut prev = NIL;
-            let mut idx = list.head;
-            while idx != NIL {
-                let node = &self.nodes[idx as usize];
-                assert!(node.peer == Some(peer), "node on the wrong peer list");
-                assert_eq!(node.prev, prev);
-                prev = idx;
-                idx = node.next;
-                n += 1;
-            }
-            assert_eq!(n, list.count);
-            listed += n;
+        owned
+    }
+
+    /// Walks one peer's list in this trie; returns its length.
+    #[cfg(test)]
+    fn check_list(&self, peer: P, head: u32) -> usize {
+        let mut n = 0;
+        let mut prev = NIL;
+        let mut idx = head;
+        while idx != NIL {
+            let node = &self.nodes[idx as usize];
+            assert!(
+                node.owned && node.peer == peer,
+                "node on the wrong peer list"
+            );
+            assert_eq!(node.prev, prev);
+            prev = idx;
+            idx = node.next;
+            n += 1;
         }
-        assert_eq!(listed, self.len);
+        n
     }
 }
 
@@ -626,6 +816,56 @@ mod tests {
     fn ins(t: &mut AllowedIps<u32>, addr: IpAddr, cidr: u8, peer: u32) {
         t.insert(addr, cidr, peer).unwrap();
         t.check_invariants();
+    }
+
+    /// A million prefixes, as a hub with a big routing table has them:
+    /// half IPv4 /30s (in 10.0.0.0/8), half IPv6 /64s (in fd00::/16), in
+    /// a scrambled order (a multiplicative permutation), over 10 peers.
+    fn a_million_prefixes() -> impl Iterator<Item = (IpAddr, u8, u32)> {
+        const N: u32 = 1_000_000;
+        (0u32..1 << 20)
+            .map(|j| j.wrapping_mul(0x9e37_79b1).wrapping_add(12_345) & ((1 << 20) - 1))
+            .filter(|&i| i < N)
+            .map(|i| {
+                let n = i / 2;
+                if i % 2 == 0 {
+                    (
+                        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n << 2))),
+                        30,
+                        i % 10,
+                    )
+                } else {
+                    let a = (0xfd00u128 << 112) | (u128::from(n) << 64);
+                    (IpAddr::V6(Ipv6Addr::from(a)), 64, i % 10)
+                }
+            })
+    }
+
+    #[test]
+    fn allowed_node_sizes() {
+        // The figures the module documentation gives, for the transport's
+        // u32 peer ids.
+        assert_eq!(std::mem::size_of::<Node<u32, u32>>(), 28);
+        assert_eq!(std::mem::size_of::<Node<V6Key, u32>>(), 40);
+    }
+
+    /// Heap per prefix at a million prefixes, counted by the test
+    /// allocator (spare arena capacity included).
+    #[test]
+    fn allowed_memory_per_prefix_at_a_million() {
+        let before = crate::alloc_count::Usage::now();
+        let mut t = AllowedIps::<u32>::new();
+        for (addr, cidr, peer) in a_million_prefixes() {
+            t.insert(addr, cidr, peer).unwrap();
+        }
+        let per = crate::alloc_count::Usage::now().since(&before) / 1_000_000;
+        println!("allowed IPs: {per} bytes per prefix at 1,000,000 prefixes");
+        assert_eq!(t.len(), 1_000_000);
+        assert_eq!(t.lookup(v4("10.0.0.3")), Some(0));
+        assert_eq!(t.lookup(v4("10.0.0.4")), Some(2));
+        assert_eq!(t.lookup(v6("fd00:0:0:1::9")), Some(3));
+        assert_eq!(t.lookup(v6("fd01::")), None);
+        assert!(per < 80, "{per} bytes per prefix");
     }
 
     fn overlapping() -> AllowedIps<u32> {
@@ -903,7 +1143,7 @@ mod tests {
             assert_eq!(t.len(), 1);
             assert_eq!(t.node_count(), 1);
         }
-        assert!(t.nodes.len() <= 4, "arena grew to {}", t.nodes.len());
+        assert!(t.v4.nodes.len() <= 4, "arena grew to {}", t.v4.nodes.len());
     }
 
     #[test]
