@@ -171,12 +171,15 @@ impl CookieChecker {
     }
 }
 
-/// Sender side, per peer: MAC keys for messages to the peer, and the
-/// latest cookie it gave us.
-#[derive(Zeroize, ZeroizeOnDrop)]
+/// Sender side, per peer: the latest cookie the peer gave us.
+///
+/// The two keys derived from the peer's public key (MAC1's, and the
+/// cookie-reply key) are computed when needed rather than kept: one
+/// BLAKE2s each, paid per handshake message we send or cookie reply we
+/// open, against 64 bytes for every configured peer of a big hub. Callers
+/// pass the peer's public key.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
 pub struct CookieJar {
-    mac1_key: [u8; 32],
-    reply_key: [u8; 32],
     cookie: [u8; MAC_LEN],
     #[zeroize(skip)]
     cookie_at: Option<Instant>,
@@ -193,21 +196,11 @@ impl std::fmt::Debug for CookieJar {
 }
 
 impl CookieJar {
-    pub fn new(peer: &PublicKey) -> Self {
-        CookieJar {
-            mac1_key: mac1_key(peer),
-            reply_key: cookie_key(peer),
-            cookie: [0; MAC_LEN],
-            cookie_at: None,
-            last_mac1: None,
-        }
-    }
-
-    /// Fills MAC1 and MAC2 of an outgoing message (`packet` whole, MAC1 at
-    /// `mac1_at`, MAC2 right after it).
-    pub fn stamp(&mut self, now: Instant, packet: &mut [u8], mac1_at: usize) {
+    /// Fills MAC1 and MAC2 of an outgoing message to `peer` (`packet`
+    /// whole, MAC1 at `mac1_at`, MAC2 right after it).
+    pub fn stamp(&mut self, now: Instant, peer: &PublicKey, packet: &mut [u8], mac1_at: usize) {
         let mac2_at = mac1_at + MAC_LEN;
-        let m1 = mac(&self.mac1_key, &packet[..mac1_at]);
+        let m1 = mac(&mac1_key(peer), &packet[..mac1_at]);
         packet[mac1_at..mac2_at].copy_from_slice(&m1);
         self.last_mac1 = Some(m1);
         let fresh = self
@@ -221,13 +214,13 @@ impl CookieJar {
         packet[mac2_at..mac2_at + MAC_LEN].copy_from_slice(&m2);
     }
 
-    /// Opens a cookie reply to our last message. Returns whether a cookie
-    /// was accepted.
-    pub fn consume_reply(&mut self, now: Instant, reply: &CookieReply) -> bool {
+    /// Opens a cookie reply from `peer` to our last message. Returns
+    /// whether a cookie was accepted.
+    pub fn consume_reply(&mut self, now: Instant, peer: &PublicKey, reply: &CookieReply) -> bool {
         let Some(aad) = self.last_mac1 else {
             return false;
         };
-        let aead = XChaCha20Poly1305::new((&self.reply_key).into());
+        let aead = XChaCha20Poly1305::new((&cookie_key(peer)).into());
         let mut buf = reply.cookie;
         let (msg, tag) = buf.split_at_mut(MAC_LEN);
         let ok = aead
@@ -264,9 +257,9 @@ mod tests {
         let now = Instant::now();
         let from: SocketAddr = "192.0.2.7:51820".parse().expect("literal");
         let mut checker = CookieChecker::new(&ours);
-        let mut jar = CookieJar::new(&ours);
+        let mut jar = CookieJar::default();
         let mut m = msg();
-        jar.stamp(now, &mut m, INITIATION_MAC1_OFFSET);
+        jar.stamp(now, &ours, &mut m, INITIATION_MAC1_OFFSET);
         assert_eq!(
             checker.check(now, &m, INITIATION_MAC1_OFFSET, &from, false),
             MacCheck::Ok
@@ -280,8 +273,8 @@ mod tests {
             .expect("16");
         let reply = checker.make_reply(now, 42, &mac1, &from);
         assert_eq!(reply.receiver, 42);
-        assert!(jar.consume_reply(now, &reply));
-        jar.stamp(now, &mut m, INITIATION_MAC1_OFFSET);
+        assert!(jar.consume_reply(now, &ours, &reply));
+        jar.stamp(now, &ours, &mut m, INITIATION_MAC1_OFFSET);
         assert_eq!(
             checker.check(now, &m, INITIATION_MAC1_OFFSET, &from, true),
             MacCheck::Ok
@@ -299,7 +292,7 @@ mod tests {
             MacCheck::NeedCookie
         );
         // And a stale cookie is not used for MAC2.
-        jar.stamp(later, &mut m, INITIATION_MAC1_OFFSET);
+        jar.stamp(later, &ours, &mut m, INITIATION_MAC1_OFFSET);
         assert_eq!(&m[INITIATION_MAC1_OFFSET + 16..], &[0u8; 16]);
     }
 
@@ -309,9 +302,9 @@ mod tests {
         let now = Instant::now();
         let from: SocketAddr = "[2001:db8::1]:9".parse().expect("literal");
         let mut checker = CookieChecker::new(&ours);
-        let mut jar = CookieJar::new(&PublicKey([2; 32]));
+        let mut jar = CookieJar::default();
         let mut m = msg();
-        jar.stamp(now, &mut m, INITIATION_MAC1_OFFSET);
+        jar.stamp(now, &PublicKey([2; 32]), &mut m, INITIATION_MAC1_OFFSET);
         assert_eq!(
             checker.check(now, &m, INITIATION_MAC1_OFFSET, &from, false),
             MacCheck::BadMac1
@@ -324,19 +317,19 @@ mod tests {
         let now = Instant::now();
         let from: SocketAddr = "192.0.2.7:1".parse().expect("literal");
         let mut checker = CookieChecker::new(&ours);
-        let mut jar = CookieJar::new(&ours);
+        let mut jar = CookieJar::default();
         let reply = checker.make_reply(now, 1, &[0; 16], &from);
         // Nothing sent yet: no AAD to check against.
-        assert!(!jar.consume_reply(now, &reply));
+        assert!(!jar.consume_reply(now, &ours, &reply));
         let mut m = msg();
-        jar.stamp(now, &mut m, INITIATION_MAC1_OFFSET);
+        jar.stamp(now, &ours, &mut m, INITIATION_MAC1_OFFSET);
         // Reply bound to a different MAC1.
-        assert!(!jar.consume_reply(now, &reply));
+        assert!(!jar.consume_reply(now, &ours, &reply));
         let mac1: [u8; 16] = m[INITIATION_MAC1_OFFSET..INITIATION_MAC1_OFFSET + 16]
             .try_into()
             .expect("16");
         let mut good = checker.make_reply(now, 1, &mac1, &from);
         good.cookie[3] ^= 1;
-        assert!(!jar.consume_reply(now, &good));
+        assert!(!jar.consume_reply(now, &ours, &good));
     }
 }

@@ -19,8 +19,19 @@
 //! | packets waiting without a session | [`Core::need_handshake`] |
 //! | a deadline passed | [`Core::on_timers`] (see [`Core::next_deadline`]) |
 //! | configuration | [`Core::set_interface`], [`Core::set_peer`], [`Core::remove_peer`] |
+//!
+//! # Scale
+//!
+//! The process loop runs one event, then [`Core::on_timers`], then asks
+//! [`Core::next_deadline`] for its poll timeout, for every event. With
+//! 100,000 peers none of these may look at every peer: each peer's
+//! earliest deadline sits in a binary heap (see [`Deadline`]), so a timer
+//! change costs O(log peers), an expiry O(log peers), and the next
+//! deadline is the heap's top. Removing a peer frees its own indices, not
+//! a scan of the index table.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use proto::ipc::{
@@ -48,6 +59,57 @@ pub const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
 /// (previous, current, next); their indices stay reserved until a newer
 /// install pushes them out.
 const KEYPAIRS_PER_PEER: usize = 3;
+
+/// The local indices of a peer's installed keypairs, oldest first: at most
+/// [`KEYPAIRS_PER_PEER`], kept inline (a `VecDeque` would cost every peer
+/// a heap block for three numbers).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeypairIndices {
+    slots: [u32; KEYPAIRS_PER_PEER],
+    len: u8,
+}
+
+impl KeypairIndices {
+    fn as_slice(&self) -> &[u32] {
+        &self.slots[..usize::from(self.len)]
+    }
+
+    /// Appends `index`; returns the oldest one if that pushed it out.
+    fn push(&mut self, index: u32) -> Option<u32> {
+        let len = usize::from(self.len);
+        if len < KEYPAIRS_PER_PEER {
+            self.slots[len] = index;
+            self.len += 1;
+            return None;
+        }
+        let oldest = self.slots[0];
+        self.slots.rotate_left(1);
+        self.slots[KEYPAIRS_PER_PEER - 1] = index;
+        Some(oldest)
+    }
+
+    /// Empties the list and returns what it held.
+    fn take(&mut self) -> KeypairIndices {
+        std::mem::take(self)
+    }
+}
+
+/// One peer's earliest timer deadline, queued in [`Core`]'s heap.
+///
+/// The heap is lazily invalidated: when a peer's deadline moves, a new
+/// entry is pushed with a fresh `seq` and the old one stays behind, dead.
+/// An entry is live while its peer exists and still has that `seq` (numbers
+/// come from one counter for all peers, so an entry of a removed peer can
+/// never match the peer of the same key added later). Dead entries are
+/// dropped when they reach the top, and all at once when they outnumber
+/// the peers, so the heap stays O(peers) and every operation amortised
+/// O(log peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline {
+    at: Instant,
+    seq: u64,
+    peer: PublicKey,
+}
 
 /// The handshake role's access to the key holder: one question, one
 /// answer. Implemented over the crypto channel in the daemon, and by any
@@ -122,8 +184,9 @@ struct PendingInitiation {
     id: HandshakeId,
 }
 
+/// What the core knows of one peer; its public key is the key of
+/// [`Core`]'s map and not repeated here (32 bytes a peer).
 struct Peer {
-    key: PublicKey,
     persistent_keepalive: Option<u16>,
     cookies: CookieJar,
     timers: Timers,
@@ -133,7 +196,7 @@ struct Peer {
     greatest_timestamp: Tai64N,
     last_initiation_consumed: Option<Instant>,
     /// Local indices of installed keypairs, oldest first.
-    keypairs: VecDeque<u32>,
+    keypairs: KeypairIndices,
     /// When and in which role the newest keypair was made: rekey-by-age
     /// applies only to sessions we initiated.
     newest: Option<(Instant, bool)>,
@@ -143,26 +206,41 @@ struct Peer {
     /// current session, so it is tried once.
     sent_last_minute_handshake: bool,
     last_handshake: Option<Instant>,
+    /// The deadline this peer has queued in the heap (`timers`' earliest
+    /// when last looked at), and that entry's number; see [`Deadline`].
+    scheduled: Option<Instant>,
+    deadline_seq: u64,
 }
 
 impl Peer {
-    fn new(key: PublicKey, persistent_keepalive: Option<u16>) -> Self {
+    fn new(persistent_keepalive: Option<u16>) -> Self {
         Peer {
-            key,
             persistent_keepalive,
-            cookies: CookieJar::new(&key),
+            cookies: CookieJar::default(),
             timers: Timers::default(),
             pending: None,
             last_initiation_sent: None,
             handshake_attempts: 0,
             greatest_timestamp: Tai64N::ZERO,
             last_initiation_consumed: None,
-            keypairs: VecDeque::new(),
+            keypairs: KeypairIndices::default(),
             newest: None,
             awaiting_confirmation: false,
             sent_last_minute_handshake: false,
             last_handshake: None,
+            scheduled: None,
+            deadline_seq: 0,
         }
+    }
+
+    /// Every session index this peer holds: its pending initiation's and
+    /// its keypairs'.
+    fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending
+            .as_ref()
+            .map(|p| p.local_index)
+            .into_iter()
+            .chain(self.keypairs.as_slice().iter().copied())
     }
 }
 
@@ -172,6 +250,11 @@ pub struct Core {
     public_key: Option<PublicKey>,
     checker: Option<CookieChecker>,
     peers: HashMap<PublicKey, Peer>,
+    /// Each peer's earliest deadline (and dead entries); see [`Deadline`].
+    /// Its top is always live, so [`Core::next_deadline`] is a peek.
+    deadlines: BinaryHeap<Reverse<Deadline>>,
+    /// The last [`Deadline::seq`] handed out.
+    deadline_seq: u64,
     indices: IndexTable,
     load: LoadMeter,
     limiter: RateLimiter,
@@ -203,6 +286,8 @@ impl Core {
             public_key: None,
             checker: None,
             peers: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            deadline_seq: 0,
             indices: IndexTable::default(),
             limiter: RateLimiter::default(),
             rng,
@@ -261,10 +346,7 @@ impl Core {
         out: &mut Out,
     ) {
         let persistent_keepalive = persistent_keepalive.filter(|&s| s > 0);
-        let p = self
-            .peers
-            .entry(peer)
-            .or_insert_with(|| Peer::new(peer, None));
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(None));
         let turned_on = persistent_keepalive.is_some() && p.persistent_keepalive.is_none();
         p.persistent_keepalive = persistent_keepalive;
         if persistent_keepalive.is_none() {
@@ -274,29 +356,33 @@ impl Core {
         if turned_on && self.public_key.is_some() {
             self.send_keepalive(now, &peer, out);
         }
+        self.reschedule(&peer);
     }
 
+    /// Forgets a peer: its pending handshake (here and in crypto), its
+    /// session indices, and its timers. O(its own state).
     pub fn remove_peer(&mut self, peer: &PublicKey, crypto: &mut dyn Crypto) {
-        if let Some(mut p) = self.peers.remove(peer) {
-            if let Some(pending) = p.pending.take() {
-                self.indices.free(pending.local_index);
-                crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
-            }
-            // The peer's own indices, not a walk over everyone's: removing
-            // peers one by one stays linear in their number.
-            for i in p.keypairs.drain(..) {
+        if let Some(p) = self.peers.remove(peer) {
+            for i in p.indices() {
                 self.indices.free(i);
             }
+            if let Some(pending) = p.pending {
+                crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
+            }
+            // Its queued deadline is dead now that the peer is gone.
+            self.tidy_deadlines();
         }
     }
 
+    /// Forgets every peer at once: O(peers), not O(peers) per peer.
     pub fn remove_all_peers(&mut self, crypto: &mut dyn Crypto) {
-        for (_, mut p) in self.peers.drain() {
-            if let Some(pending) = p.pending.take() {
+        for (_, p) in self.peers.drain() {
+            if let Some(pending) = p.pending {
                 crypto.ask(HandshakeToCrypto::Abandon { id: pending.id });
             }
         }
         self.indices.clear();
+        self.deadlines.clear();
     }
 
     pub fn peer_count(&self) -> usize {
@@ -314,9 +400,9 @@ impl Core {
     ) -> Vec<HandshakeStatus> {
         peers
             .iter()
-            .filter_map(|k| self.peers.get(k))
-            .map(|p| HandshakeStatus {
-                peer: p.key,
+            .filter_map(|k| Some((k, self.peers.get(k)?)))
+            .map(|(key, p)| HandshakeStatus {
+                peer: *key,
                 last_handshake: p.last_handshake.and_then(|t| {
                     let ago = now.saturating_duration_since(t);
                     let at = wall.checked_sub(ago)?;
@@ -331,25 +417,82 @@ impl Core {
     // ------------------------------------------------------------ timers
 
     /// The earliest deadline of any peer: call [`Core::on_timers`] then.
+    /// O(1): the top of the deadline heap, which is kept live.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .filter_map(|p| p.timers.next_deadline())
-            .min()
+        self.deadlines.peek().map(|Reverse(d)| d.at)
     }
 
-    /// Acts on every deadline at or before `now`.
+    /// Acts on every deadline at or before `now`. O(log peers) per peer
+    /// whose deadline passed, nothing for the others.
     pub fn on_timers(&mut self, now: Instant, crypto: &mut dyn Crypto, out: &mut Out) {
-        let due: Vec<(PublicKey, Vec<TimerKind>)> = self
-            .peers
-            .values_mut()
-            .filter(|p| p.timers.next_deadline().is_some_and(|d| d <= now))
-            .map(|p| (p.key, p.timers.expired(now)))
-            .collect();
+        // Every due peer's expired timers are taken before any is acted
+        // on, so that acting on one (which may set new deadlines at `now`)
+        // cannot make another round fire within this call.
+        let mut due: Vec<(PublicKey, Vec<TimerKind>)> = Vec::new();
+        while let Some(Reverse(top)) = self.deadlines.peek() {
+            if top.at > now {
+                break;
+            }
+            let Some(Reverse(d)) = self.deadlines.pop() else {
+                break;
+            };
+            let Some(p) = self.peers.get_mut(&d.peer) else {
+                continue;
+            };
+            if p.deadline_seq != d.seq {
+                continue;
+            }
+            // Off the heap: nothing is queued for the peer until
+            // `reschedule` below looks at what is left.
+            p.scheduled = None;
+            due.push((d.peer, p.timers.expired(now)));
+        }
         for (key, kinds) in due {
             for kind in kinds {
                 self.on_timer(now, &key, kind, crypto, out);
             }
+            self.reschedule(&key);
+        }
+        self.tidy_deadlines();
+    }
+
+    /// Queues `key`'s earliest deadline if it moved. Every entry point
+    /// that can move a peer's timers calls this for that peer before it
+    /// returns; the unit test `deadline_heap_matches_a_scan` checks that
+    /// none is missed.
+    fn reschedule(&mut self, key: &PublicKey) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let next = p.timers.next_deadline();
+        if next == p.scheduled {
+            return;
+        }
+        self.deadline_seq += 1;
+        p.scheduled = next;
+        p.deadline_seq = self.deadline_seq;
+        if let Some(at) = next {
+            self.deadlines.push(Reverse(Deadline {
+                at,
+                seq: self.deadline_seq,
+                peer: *key,
+            }));
+        }
+        self.tidy_deadlines();
+    }
+
+    /// Restores the heap's invariants: a live top, and no more dead
+    /// entries than peers.
+    fn tidy_deadlines(&mut self) {
+        let peers = &self.peers;
+        let live = |d: &Deadline| peers.get(&d.peer).is_some_and(|p| p.deadline_seq == d.seq);
+        while self.deadlines.peek().is_some_and(|Reverse(d)| !live(d)) {
+            self.deadlines.pop();
+        }
+        // Rebuilding costs O(heap), and is due only after as many
+        // changes as there are peers: amortised O(1) per change.
+        if self.deadlines.len() > 2 * peers.len() + 64 {
+            self.deadlines.retain(|Reverse(d)| live(d));
         }
     }
 
@@ -421,7 +564,7 @@ impl Core {
         let Some(p) = self.peers.get_mut(key) else {
             return;
         };
-        for i in p.keypairs.drain(..) {
+        for &i in p.keypairs.take().as_slice() {
             self.indices.free(i);
         }
         p.newest = None;
@@ -451,6 +594,7 @@ impl Core {
         out: &mut Out,
     ) {
         self.send_initiation(now, peer, false, crypto, out);
+        self.reschedule(peer);
     }
 
     /// Coalesced data-plane activity of one peer. Within one report the
@@ -508,6 +652,7 @@ impl Core {
         if rekey {
             self.send_initiation(now, peer, false, crypto, out);
         }
+        self.reschedule(peer);
     }
 
     // ------------------------------------------------------------ initiations
@@ -563,7 +708,8 @@ impl Core {
             mac2: [0; 16],
         }
         .to_bytes();
-        p.cookies.stamp(now, &mut bytes, INITIATION_MAC1_OFFSET);
+        p.cookies
+            .stamp(now, key, &mut bytes, INITIATION_MAC1_OFFSET);
         p.last_initiation_sent = Some(now);
         p.timers.handshake_initiated(now, &cfg, &mut self.rng);
         p.timers.any_authenticated_packet_sent();
@@ -674,7 +820,7 @@ impl Core {
         let Some(p) = self.peers.get_mut(&entry.peer) else {
             return PacketOutcome::Dropped(DropReason::UnknownIndex);
         };
-        if p.cookies.consume_reply(now, &reply) {
+        if p.cookies.consume_reply(now, &entry.peer, &reply) {
             tracing::debug!(peer = %entry.peer, "received cookie");
             PacketOutcome::CookieAccepted
         } else {
@@ -753,7 +899,8 @@ impl Core {
         let Some(p) = self.peers.get_mut(&peer) else {
             return PacketOutcome::Dropped(DropReason::UnknownIndex);
         };
-        p.cookies.stamp(now, &mut bytes, RESPONSE_MAC1_OFFSET);
+        p.cookies
+            .stamp(now, &peer, &mut bytes, RESPONSE_MAC1_OFFSET);
         // The endpoint first, then the response to the peer: like Linux,
         // the response goes where the initiation came from, from the
         // address it came to, and counts in the peer's transfer.
@@ -781,6 +928,7 @@ impl Core {
             p.timers
                 .any_authenticated_packet_traversal(now, p.persistent_keepalive);
         }
+        self.reschedule(&peer);
         tracing::debug!(%peer, "answered handshake initiation");
         PacketOutcome::Responded(peer)
     }
@@ -848,6 +996,7 @@ impl Core {
         // Confirm the session to the responder at once (the transport
         // sends staged packets instead, if it has any).
         self.send_keepalive(now, &peer, out);
+        self.reschedule(&peer);
         tracing::debug!(%peer, "handshake complete");
         PacketOutcome::Completed(peer)
     }
@@ -864,11 +1013,8 @@ impl Core {
         out: &mut Out,
     ) {
         if let Some(p) = self.peers.get_mut(peer) {
-            p.keypairs.push_back(local_index);
-            while p.keypairs.len() > KEYPAIRS_PER_PEER {
-                if let Some(old) = p.keypairs.pop_front() {
-                    self.indices.free(old);
-                }
+            if let Some(old) = p.keypairs.push(local_index) {
+                self.indices.free(old);
             }
             p.newest = Some((now, initiator));
             p.sent_last_minute_handshake = false;
@@ -880,5 +1026,195 @@ impl Core {
             keys,
             initiator,
         });
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// Panics unless the deadline heap and the index table agree with the
+    /// peers: the heap's top is the earliest deadline of any peer, each
+    /// peer's queued deadline is its timers' earliest and is live in the
+    /// heap, dead entries are bounded, and the index table holds exactly
+    /// the indices the peers hold.
+    fn check_invariants(&self) {
+        let earliest = self
+            .peers
+            .values()
+            .filter_map(|p| p.timers.next_deadline())
+            .min();
+        assert_eq!(self.next_deadline(), earliest);
+        for (key, p) in &self.peers {
+            assert_eq!(p.scheduled, p.timers.next_deadline(), "stale schedule");
+            if let Some(at) = p.scheduled {
+                assert!(
+                    self.deadlines
+                        .iter()
+                        .any(|Reverse(d)| d.peer == *key && d.seq == p.deadline_seq && d.at == at),
+                    "queued deadline missing"
+                );
+            }
+        }
+        assert!(self.deadlines.len() <= 2 * self.peers.len() + 64 + 1);
+        let mut held: Vec<u32> = self.peers.values().flat_map(Peer::indices).collect();
+        let mut table: Vec<u32> = self.indices.all().collect();
+        held.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(held, table, "index table and peers disagree");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The deadline heap and the index bookkeeping, checked against a scan
+    //! of every peer after each event of long random runs between two real
+    //! cores (the fake-clock tests in `tests/timers.rs` check what the
+    //! timers do; this checks that the heap never loses track of them).
+
+    use super::*;
+    use proto::keys::SecretKey;
+    use rand::Rng;
+    use wg_crypto::{public_key, KeyStore};
+
+    struct Side {
+        core: Core,
+        store: KeyStore,
+        public: PublicKey,
+        out: Out,
+    }
+
+    fn side(seed: u8) -> Side {
+        let secret = SecretKey::from_bytes([seed; 32]);
+        let public = public_key(&secret);
+        let mut store = KeyStore::new();
+        store.set_private_key(Some(secret));
+        let mut core = Core::new(Config {
+            seed: Some(u64::from(seed)),
+            ..Config::default()
+        });
+        let mut out = Vec::new();
+        core.set_interface(Some(public), &mut out);
+        Side {
+            core,
+            store,
+            public,
+            out,
+        }
+    }
+
+    /// Takes the handshake packets out of `out`, counting the keypairs
+    /// installed in `installs`.
+    fn packets(out: &mut Out, installs: &mut usize) -> Vec<Vec<u8>> {
+        out.drain(..)
+            .filter_map(|a| match a {
+                HandshakeToTransport::Send { bytes, .. } => Some(bytes),
+                HandshakeToTransport::InstallKeypair { .. } => {
+                    *installs += 1;
+                    None
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deadline_heap_matches_a_scan() {
+        let from = Endpoint::new("192.0.2.1:51820".parse().expect("literal"));
+        let mut installs = 0;
+        for seed in 0..4u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (mut a, mut b) = (side(1), side(2));
+            let t0 = Instant::now();
+            // a knows b and some peers that never answer.
+            let mut peers = vec![b.public];
+            peers.extend((10..16u8).map(|i| public_key(&SecretKey::from_bytes([i; 32]))));
+            for (n, p) in peers.iter().enumerate() {
+                a.store.set_peer(*p, None);
+                let keepalive = (n % 3 == 0).then_some(25);
+                a.core.set_peer(t0, *p, keepalive, &mut a.out);
+            }
+            b.store.set_peer(a.public, None);
+            b.core.set_peer(t0, a.public, Some(7), &mut b.out);
+            let mut now = t0;
+            for _ in 0..1000 {
+                now += Duration::from_millis(rng.gen_range(0..4000));
+                let peer = peers[rng.gen_range(0..peers.len())];
+                let store = &mut a.store;
+                let mut crypto = |q| store.handle_handshake(q);
+                match rng.gen_range(0..10) {
+                    0..=2 => a.core.need_handshake(now, &peer, &mut crypto, &mut a.out),
+                    3..=5 => {
+                        let bits = Activity(rng.gen_range(0..16));
+                        a.core
+                            .handle_activity(now, &peer, bits, &mut crypto, &mut a.out);
+                    }
+                    6 => {
+                        let keepalive = rng.gen_bool(0.5).then(|| rng.gen_range(1..40));
+                        a.core.set_peer(now, peer, keepalive, &mut a.out);
+                    }
+                    7 => {
+                        a.core.remove_peer(&peer, &mut crypto);
+                        a.core.set_peer(now, peer, None, &mut a.out);
+                    }
+                    _ => {}
+                }
+                a.core.on_timers(now, &mut crypto, &mut a.out);
+                a.core.check_invariants();
+                // Deliver what a sent to b and back, so sessions form,
+                // rekey and expire.
+                for pkt in packets(&mut a.out, &mut installs) {
+                    let store = &mut b.store;
+                    let mut crypto = |q| store.handle_handshake(q);
+                    b.core
+                        .handle_packet(now, &pkt, from, &mut crypto, &mut b.out);
+                }
+                let store = &mut b.store;
+                let mut crypto = |q| store.handle_handshake(q);
+                b.core.on_timers(now, &mut crypto, &mut b.out);
+                b.core.check_invariants();
+                for pkt in packets(&mut b.out, &mut installs) {
+                    let store = &mut a.store;
+                    let mut crypto = |q| store.handle_handshake(q);
+                    a.core
+                        .handle_packet(now, &pkt, from, &mut crypto, &mut a.out);
+                }
+                a.core.check_invariants();
+            }
+            assert!(a.core.counters().malformed == 0);
+        }
+        // Sessions formed, were replaced and expired along the way.
+        assert!(installs > 100, "only {installs} keypairs installed");
+    }
+
+    #[test]
+    fn keypair_indices_keep_the_newest_three() {
+        let mut k = KeypairIndices::default();
+        assert_eq!(k.push(1), None);
+        assert_eq!(k.push(2), None);
+        assert_eq!(k.push(3), None);
+        assert_eq!(k.push(4), Some(1));
+        assert_eq!(k.as_slice(), &[2, 3, 4]);
+        assert_eq!(k.take().as_slice(), &[2, 3, 4]);
+        assert!(k.as_slice().is_empty());
+    }
+
+    #[test]
+    fn removing_a_peer_frees_only_its_indices() {
+        let (mut a, b) = (side(1), side(2));
+        let other = public_key(&SecretKey::from_bytes([9; 32]));
+        let t0 = Instant::now();
+        for p in [b.public, other] {
+            a.store.set_peer(p, None);
+            a.core.set_peer(t0, p, None, &mut a.out);
+            let store = &mut a.store;
+            a.core
+                .need_handshake(t0, &p, &mut |q| store.handle_handshake(q), &mut a.out);
+        }
+        assert_eq!(a.core.indices.len(), 2);
+        let store = &mut a.store;
+        a.core
+            .remove_peer(&other, &mut |q| store.handle_handshake(q));
+        assert_eq!(a.core.indices.len(), 1);
+        a.core.check_invariants();
+        assert!(a.core.next_deadline().is_some(), "b's retransmit stays");
     }
 }

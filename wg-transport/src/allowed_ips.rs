@@ -949,6 +949,52 @@ mod tests {
         assert!(t.nodes.len() <= 4, "arena grew to {}", t.nodes.len());
     }
 
+    /// A million prefixes, as a hub with a big routing table has them:
+    /// half IPv4 /30s (in 10.0.0.0/8), half IPv6 /64s (in fd00::/16), in
+    /// a scrambled order (a multiplicative permutation), over 10 peers.
+    fn a_million_prefixes() -> impl Iterator<Item = (IpAddr, u8, u32)> {
+        const N: u32 = 1_000_000;
+        (0u32..1 << 20)
+            .map(|j| j.wrapping_mul(0x9e37_79b1).wrapping_add(12_345) & ((1 << 20) - 1))
+            .filter(|&i| i < N)
+            .map(|i| {
+                let n = i / 2;
+                if i % 2 == 0 {
+                    (
+                        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n << 2))),
+                        30,
+                        i % 10,
+                    )
+                } else {
+                    let a = (0xfd00u128 << 112) | (u128::from(n) << 64);
+                    (IpAddr::V6(Ipv6Addr::from(a)), 64, i % 10)
+                }
+            })
+    }
+
+    /// Heap per prefix at a million prefixes, counted by the test
+    /// allocator (spare arena capacity included). 48-byte nodes with a
+    /// parent index, fewer than two per prefix: about 100 bytes. (A layout
+    /// of 28/40-byte nodes without parent indices, at 71 bytes, is on the
+    /// `scale-memory` branch; it keeps one list per family, which loses
+    /// the cross-family insertion order `wg show` must keep.)
+    #[test]
+    fn allowed_memory_per_prefix_at_a_million() {
+        let before = crate::alloc_count::Usage::now();
+        let mut t = AllowedIps::<u32>::new();
+        for (addr, cidr, peer) in a_million_prefixes() {
+            t.insert(addr, cidr, peer).unwrap();
+        }
+        let per = crate::alloc_count::Usage::now().since(&before) / 1_000_000;
+        println!("allowed IPs: {per} bytes per prefix at 1,000,000 prefixes");
+        assert_eq!(t.len(), 1_000_000);
+        assert_eq!(t.lookup(v4("10.0.0.3")), Some(0));
+        assert_eq!(t.lookup(v4("10.0.0.4")), Some(2));
+        assert_eq!(t.lookup(v6("fd00:0:0:1::9")), Some(3));
+        assert_eq!(t.lookup(v6("fd01::")), None);
+        assert!(per < 110, "{per} bytes per prefix");
+    }
+
     #[test]
     fn allowed_entries_come_in_insertion_order() {
         let mut t = AllowedIps::new();

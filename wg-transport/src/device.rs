@@ -16,10 +16,19 @@
 //! per peer as bit flags and reported at most every [`ACTIVITY_INTERVAL`],
 //! so the handshake channel carries O(peers) messages, not O(packets).
 //!
+//! Scale: a hub may have 100,000 peers, most of them idle at any moment.
+//! An idle peer costs a few hundred bytes (its session keys are allocated
+//! only while a session exists, its staging queue only while packets
+//! wait), and no work: the periodic flush visits only the peers that had
+//! traffic since the last one, and expires keypairs from a deadline heap,
+//! so a tick costs O(active peers), not O(peers). Adding or removing a
+//! peer costs O(its own state).
+//!
 //! This process holds no static key; its session keys come from the
 //! handshake role, and it has no channel to the crypto role at all.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -38,7 +47,7 @@ use proto::wire::{self, MessageType};
 
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
-use crate::keypair::{Keypair, KeypairSlots};
+use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
 
 /// This process's end of the channel with the handshake role: events both
@@ -70,11 +79,34 @@ struct Peer {
     /// Where the peer is, and the local address to answer it from.
     endpoint: Option<Endpoint>,
     slots: KeypairSlots,
+    /// Packets waiting for a session. Its buffer is freed once it is
+    /// emptied (see [`Device::flush_staged`]): a queue that once held
+    /// [`MAX_STAGED`] packets would otherwise keep 6 KiB per peer for good.
     staged: VecDeque<Vec<u8>>,
     rx_bytes: u64,
     tx_bytes: u64,
+    /// Activity bits since the last flush; non-zero exactly when the peer
+    /// is on [`Device::active`] (set them with [`note_activity`]).
     activity: u8,
     last_need_handshake: Option<Instant>,
+}
+
+/// Adds `bits` to the peer's activity for the next flush, and puts the
+/// peer on the list of those to visit then if this is its first since
+/// the last flush.
+fn note_activity(active: &mut Vec<PeerId>, id: PeerId, p: &mut Peer, bits: u8) {
+    if p.activity == 0 {
+        active.push(id);
+    }
+    p.activity |= bits;
+}
+
+/// Removes the index-table entry `index` if it names peer `id`: an index
+/// the handshake role reused for another peer stays theirs.
+fn forget_index(by_index: &mut HashMap<u32, PeerId>, index: u32, id: PeerId) {
+    if by_index.get(&index) == Some(&id) {
+        by_index.remove(&index);
+    }
 }
 
 /// Why the loop ended; every case is fatal for the interface.
@@ -106,10 +138,19 @@ pub struct Device {
     udp4: Option<UdpSocket>,
     udp6: Option<UdpSocket>,
     peers: Vec<Option<Peer>>,
-    /// Slots of `peers` left empty by removed peers.
+    /// Empty slots of `peers`, reused before it grows.
     free_ids: Vec<PeerId>,
     by_key: HashMap<PublicKey, PeerId>,
     by_index: HashMap<u32, PeerId>,
+    /// Peers with activity bits set since the last flush, each once (a
+    /// removed peer's id may linger until then; its slot is then empty, or
+    /// a new peer's whose bits tell whether it had traffic).
+    active: Vec<PeerId>,
+    /// When each installed keypair expires by age: (deadline, peer, local
+    /// index). Entries of keypairs dropped early stay until their deadline
+    /// and are then skipped; [`Device::install_keypair`] compacts the heap
+    /// if they pile up.
+    expiries: BinaryHeap<Reverse<(Instant, PeerId, u32)>>,
     allowed: AllowedIps<PeerId>,
     stats: Stats,
     /// One receive batch per socket, so that a wake-up of both sockets
@@ -181,6 +222,8 @@ impl Device {
             free_ids: Vec::new(),
             by_key: HashMap::new(),
             by_index: HashMap::new(),
+            active: Vec::new(),
+            expiries: BinaryHeap::new(),
             allowed: AllowedIps::new(),
             stats: Stats::default(),
             recv4: RecvBatch::default(),
@@ -296,8 +339,6 @@ impl Device {
             activity: 0,
             last_need_handshake: None,
         };
-        // Reuse a freed slot if there is one: O(1) per peer, so adding
-        // 100,000 peers costs no more than 100,000 times adding one.
         let id = match self.free_ids.pop() {
             Some(free) => {
                 if let Some(slot) = self.peers.get_mut(free as usize) {
@@ -314,17 +355,17 @@ impl Device {
         id
     }
 
+    /// Forgets a peer: its prefixes, its sessions' indices (its own, not a
+    /// scan of everyone's) and its slot, which the next new peer reuses.
     fn remove_peer(&mut self, key: &PublicKey) {
         if let Some(id) = self.by_key.remove(key) {
             self.allowed.remove_peer(id);
-            // Only the peer's own keypairs are in the index table: free
-            // those, rather than walk every peer's.
             if let Some(mut p) = self.peers.get_mut(id as usize).and_then(Option::take) {
                 for i in p.slots.clear() {
-                    self.by_index.remove(&i);
+                    forget_index(&mut self.by_index, i, id);
                 }
-                self.free_ids.push(id);
             }
+            self.free_ids.push(id);
         }
     }
 
@@ -384,6 +425,8 @@ impl Device {
                 self.free_ids.clear();
                 self.by_key.clear();
                 self.by_index.clear();
+                self.active.clear();
+                self.expiries.clear();
                 self.allowed = AllowedIps::new();
             }
             TransportOp::SetEndpoint { peer, endpoint } => {
@@ -576,10 +619,12 @@ impl Device {
             Ok(n) => {
                 buf.truncate(n);
                 p.tx_bytes += n as u64;
-                p.activity |= Activity::AUTH_SENT;
-                if !plaintext.is_empty() {
-                    p.activity |= Activity::DATA_SENT;
-                }
+                let bits = if plaintext.is_empty() {
+                    Activity::AUTH_SENT
+                } else {
+                    Activity::AUTH_SENT | Activity::DATA_SENT
+                };
+                note_activity(&mut self.active, id, p, bits);
                 self.send.push(buf, to.addr, to.src, id);
             }
             Err(e) => {
@@ -588,6 +633,8 @@ impl Device {
         }
     }
 
+    /// Sends the packets staged for a peer if it has a usable session;
+    /// returns whether there were any.
     fn flush_staged(&mut self, id: PeerId, now: Instant) -> bool {
         let Some(p) = self.peer_mut(id) else {
             return false;
@@ -595,7 +642,9 @@ impl Device {
         if !p.slots.can_send(now) {
             return false;
         }
-        let staged: Vec<Vec<u8>> = p.staged.drain(..).collect();
+        // Taking the queue leaves an unallocated one behind; the taken
+        // buffer is freed once the packets are sent.
+        let staged = std::mem::take(&mut p.staged);
         let any = !staged.is_empty();
         for pkt in staged {
             self.encrypt_and_queue(id, &pkt, now);
@@ -629,26 +678,36 @@ impl Device {
         self.report = report;
     }
 
+    /// Reports each active peer's activity bits to the handshake role,
+    /// asks for a rekey where the message count calls for one, and drops
+    /// keypairs that expired by age. O(peers with traffic since the last
+    /// flush + keypairs expiring now): idle peers cost nothing here.
     fn flush_activity(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         self.last_activity_flush = Instant::now();
         let now = self.last_activity_flush;
+        self.expire_keypairs(now);
+        let mut active = std::mem::take(&mut self.active);
         let mut reports = Vec::new();
         let mut rekeys = Vec::new();
-        let mut expired = Vec::new();
-        for p in self.peers.iter_mut().flatten() {
-            if p.activity != 0 {
-                reports.push((p.key, std::mem::take(&mut p.activity)));
+        for &id in &active {
+            let Some(p) = self.peer_mut(id) else {
+                continue;
+            };
+            let bits = std::mem::take(&mut p.activity);
+            if bits != 0 {
+                reports.push((p.key, bits));
             }
+            // The send counter only grows by sending, which is activity:
+            // a peer crosses the rekey count in a flush that visits it.
+            // Asking again is rate-limited by `ask_for_handshake`, and a
+            // peer that sends nothing more needs no new session for it.
             if p.slots.needs_rekey_by_count() {
-                rekeys.push(p.key);
-            }
-            for i in p.slots.drop_expired(now) {
-                expired.push(i);
+                rekeys.push(id);
             }
         }
-        for i in expired {
-            self.by_index.remove(&i);
-        }
+        // Keep the list's buffer for the next interval.
+        active.clear();
+        self.active = active;
         for (peer, bits) in reports {
             self.tell_handshake(
                 handshake,
@@ -658,12 +717,65 @@ impl Device {
                 },
             )?;
         }
-        for peer in rekeys {
-            if let Some(id) = self.peer_id(&peer) {
-                self.ask_for_handshake(id, now, handshake)?;
-            }
+        for id in rekeys {
+            self.ask_for_handshake(id, now, handshake)?;
         }
         Ok(())
+    }
+
+    /// Drops, and zeroizes, the keypairs whose REJECT_AFTER_TIME has
+    /// passed, without waiting for the handshake role to clear the session.
+    ///
+    /// A keypair expired by message count (2^64 - 2^13 messages, out of
+    /// reach in practice) already refuses to send or receive; its keys go
+    /// when its time is up, at most REJECT_AFTER_TIME after it was made.
+    fn expire_keypairs(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id, index))) = self.expiries.peek() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                continue;
+            };
+            // Gone already (replaced, cleared, or its peer removed) unless
+            // the peer still holds that index; and a newer keypair that
+            // reused the index is not expired, so `drop_expired` keeps it.
+            if p.slots.find(index).is_none() {
+                continue;
+            }
+            for i in p.slots.drop_expired(now) {
+                forget_index(&mut self.by_index, i, id);
+            }
+        }
+    }
+
+    /// Installs a finished handshake's keypair for peer `id`: its index
+    /// names the peer from now on, and its age deadline is queued.
+    fn install_keypair(&mut self, id: PeerId, kp: Keypair) {
+        let local_index = kp.local_index();
+        let expires = kp.created() + REJECT_AFTER_TIME;
+        let Some(p) = self.peer_mut(id) else {
+            return;
+        };
+        let freed = p.slots.install(kp);
+        for i in freed {
+            forget_index(&mut self.by_index, i, id);
+        }
+        self.by_index.insert(local_index, id);
+        self.expiries.push(Reverse((expires, id, local_index)));
+        // Entries of keypairs dropped before their deadline (rekeyed,
+        // cleared, peer removed) wait for it; should they outnumber the
+        // live keypairs, drop them now. Amortised O(1) per install.
+        if self.expiries.len() > 2 * self.by_index.len() + 1024 {
+            let peers = &self.peers;
+            self.expiries.retain(|&Reverse((_, id, index))| {
+                peers
+                    .get(id as usize)
+                    .and_then(|p| p.as_ref())
+                    .is_some_and(|p| p.slots.find(index).is_some())
+            });
+        }
     }
 
     // ------------------------------------------------------------ inbound
@@ -754,10 +866,10 @@ impl Device {
         // Roaming: the endpoint, and the local address it used, follow
         // the latest authenticated packet.
         p.endpoint = Some(from);
-        p.activity |= Activity::AUTH_RECEIVED;
+        note_activity(&mut self.active, id, p, Activity::AUTH_RECEIVED);
         let confirmed = d.confirmed_next;
         if let Some(i) = d.released_index {
-            self.by_index.remove(&i);
+            forget_index(&mut self.by_index, i, id);
         }
         // Like Linux, the whole datagram counts in rx if it is a
         // keepalive or an inner packet the peer may send; one dropped for
@@ -770,7 +882,7 @@ impl Device {
             match inner_packet(plain) {
                 Ok(inner) if self.allowed.lookup(inner.src) == Some(id) => {
                     p.rx_bytes += wire_len;
-                    p.activity |= Activity::DATA_RECEIVED;
+                    note_activity(&mut self.active, id, p, Activity::DATA_RECEIVED);
                     let pkt = &plain[..inner.len];
                     if let Err(e) = nix::unistd::write(&self.tun, pkt) {
                         tracing::debug!("tun write: {e}");
@@ -847,12 +959,7 @@ impl Device {
                     now,
                 );
                 drop(keys);
-                let p = self.peer_mut(id)?;
-                let freed = p.slots.install(kp);
-                for i in freed {
-                    self.by_index.remove(&i);
-                }
-                self.by_index.insert(local_index, id);
+                self.install_keypair(id, kp);
                 if initiator {
                     self.flush_staged(id, now);
                 }
@@ -901,17 +1008,236 @@ impl Device {
                     if let Some(p) = self.peer_mut(id) {
                         let freed = p.slots.clear();
                         for i in freed {
-                            self.by_index.remove(&i);
+                            forget_index(&mut self.by_index, i, id);
                         }
                     }
                 }
             }
             HandshakeToTransport::DropStaged { peer } => {
                 if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
-                    p.staged.clear();
+                    // Dropped, not cleared: the queue's buffer goes too.
+                    p.staged = VecDeque::new();
                 }
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scale: what a peer costs the transport role, in memory and in the
+    //! periodic work, at 100,000 peers.
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use proto::keys::{SessionKey, SessionKeys};
+
+    use super::*;
+    use crate::alloc_count::Usage;
+
+    const PEERS: u32 = 100_000;
+
+    fn device() -> Device {
+        // The loop is never run: any fd stands in for the tun device.
+        let tun = match std::fs::File::open("/dev/null") {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => panic!("open /dev/null: {e}"),
+        };
+        Device::new(tun, None, None)
+    }
+
+    fn key(i: u32) -> PublicKey {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = 0x5a;
+        PublicKey(k)
+    }
+
+    /// 10.x.y.z/32 for peer `i`, as a hub gives each client one address.
+    fn addr(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i))
+    }
+
+    fn add_peers(d: &mut Device, n: u32) {
+        for i in 0..n {
+            let id = d.add_peer(key(i));
+            if let Err(e) = d.allowed.insert(addr(i), 32, id) {
+                panic!("insert: {e}");
+            }
+            if let Some(p) = d.peer_mut(id) {
+                p.endpoint = Some(Endpoint::new(std::net::SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                    51820,
+                )));
+            }
+        }
+    }
+
+    fn install(d: &mut Device, i: u32) {
+        let order = HandshakeToTransport::InstallKeypair {
+            peer: key(i),
+            local_index: i,
+            remote_index: i,
+            keys: SessionKeys {
+                send: SessionKey::from_bytes([1; 32]),
+                recv: SessionKey::from_bytes([2; 32]),
+            },
+            initiator: true,
+        };
+        assert!(d.handle_order(order).is_none());
+    }
+
+    /// Bytes per peer (each with an endpoint and one /32) with no session,
+    /// and with one session each, counted by the test allocator with
+    /// malloc's per-block overhead. Every table's spare capacity counts:
+    /// this is what the transport asks of the allocator, an upper bound
+    /// on what it touches. (Before keypairs were boxed: 4695 bytes per
+    /// idle peer.)
+    #[test]
+    fn memory_per_peer() {
+        let mut d = device();
+        let before = Usage::now();
+        add_peers(&mut d, PEERS);
+        let idle = Usage::now().since(&before) / PEERS as isize;
+        let before = Usage::now();
+        for i in 0..PEERS {
+            install(&mut d, i);
+        }
+        let session = Usage::now().since(&before) / PEERS as isize;
+        println!(
+            "transport: {idle} bytes per peer without a session (endpoint, one /32), \
+             {session} more per session (one keypair)"
+        );
+        assert!(idle < 450, "{idle} bytes per idle peer");
+        assert!(session < 2500, "{session} bytes per session");
+    }
+
+    fn channel() -> (
+        HandshakeChannel,
+        Channel<HandshakeToTransport, TransportToHandshake>,
+    ) {
+        let (ours, theirs) = match HandshakeChannel::pair() {
+            Ok(p) => p,
+            Err(e) => panic!("channel pair: {e}"),
+        };
+        let _ = ours.set_nonblocking(true);
+        let _ = theirs.set_nonblocking(true);
+        (ours, theirs)
+    }
+
+    fn received(
+        theirs: &Channel<HandshakeToTransport, TransportToHandshake>,
+    ) -> Vec<TransportToHandshake> {
+        std::iter::from_fn(|| theirs.recv().ok()).collect()
+    }
+
+    #[test]
+    fn flush_reports_only_active_peers_once() {
+        let mut d = device();
+        add_peers(&mut d, 3);
+        let (ours, theirs) = channel();
+        for (id, bits) in [(1, Activity::DATA_SENT), (1, Activity::AUTH_RECEIVED)] {
+            if let Some(p) = d.peers.get_mut(id).and_then(|p| p.as_mut()) {
+                note_activity(&mut d.active, id as PeerId, p, bits);
+            }
+        }
+        assert_eq!(d.active, vec![1]);
+        assert!(d.flush_activity(&ours).is_ok());
+        assert_eq!(
+            received(&theirs),
+            vec![TransportToHandshake::Activity {
+                peer: key(1),
+                activity: Activity(Activity::DATA_SENT | Activity::AUTH_RECEIVED),
+            }]
+        );
+        assert!(d.active.is_empty());
+        assert!(d.flush_activity(&ours).is_ok());
+        assert!(received(&theirs).is_empty());
+    }
+
+    #[test]
+    fn keypairs_expire_by_age_from_the_heap() {
+        let mut d = device();
+        add_peers(&mut d, 3);
+        for i in 0..3 {
+            install(&mut d, i);
+        }
+        assert_eq!(d.by_index.len(), 3);
+        let soon = Instant::now();
+        d.expire_keypairs(soon);
+        assert_eq!(d.by_index.len(), 3, "nothing is due yet");
+        // A session the handshake role cleared early leaves its entry
+        // behind, which its deadline then skips.
+        assert!(d
+            .handle_order(HandshakeToTransport::ExpireKeypairs { peer: key(2) })
+            .is_none());
+        assert_eq!(d.by_index.len(), 2);
+        d.expire_keypairs(soon + REJECT_AFTER_TIME + Duration::from_secs(1));
+        assert!(d.by_index.is_empty());
+        assert!(d.expiries.is_empty());
+        for id in 0..3 {
+            assert!(d
+                .peers
+                .get(id)
+                .and_then(|p| p.as_ref())
+                .is_some_and(|p| p.slots.current().is_none()));
+        }
+    }
+
+    #[test]
+    fn removing_a_peer_frees_its_indices_and_its_slot() {
+        let mut d = device();
+        add_peers(&mut d, 3);
+        for i in 0..3 {
+            install(&mut d, i);
+        }
+        d.remove_peer(&key(1));
+        let mut left: Vec<u32> = d.by_index.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![0, 2]);
+        assert_eq!(d.allowed.lookup(addr(1)), None);
+        // The next peer takes the free slot; the old session's deadline
+        // does not touch the new peer's session.
+        let new = PublicKey([9; 32]);
+        assert_eq!(d.add_peer(new), 1);
+        let order = HandshakeToTransport::InstallKeypair {
+            peer: new,
+            local_index: 1,
+            remote_index: 1,
+            keys: SessionKeys {
+                send: SessionKey::from_bytes([3; 32]),
+                recv: SessionKey::from_bytes([4; 32]),
+            },
+            initiator: true,
+        };
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(d.handle_order(order).is_none());
+        let first_deadline = d.expiries.iter().map(|e| e.0 .0).min();
+        if let Some(at) = first_deadline {
+            d.expire_keypairs(at);
+        }
+        assert_eq!(d.by_index.get(&1), Some(&1));
+        assert!(d.peer_mut(1).is_some_and(|p| p.slots.current().is_some()));
+    }
+
+    #[test]
+    fn staged_queue_frees_its_buffer() {
+        let mut d = device();
+        add_peers(&mut d, 1);
+        if let Some(p) = d.peer_mut(0) {
+            for _ in 0..MAX_STAGED {
+                p.staged.push_back(vec![0; 100]);
+            }
+        }
+        install(&mut d, 0);
+        assert!(d.peer_mut(0).is_some_and(|p| p.staged.capacity() == 0));
+        if let Some(p) = d.peer_mut(0) {
+            p.staged.push_back(Vec::new());
+        }
+        assert!(d
+            .handle_order(HandshakeToTransport::DropStaged { peer: key(0) })
+            .is_none());
+        assert!(d.peer_mut(0).is_some_and(|p| p.staged.capacity() == 0));
     }
 }

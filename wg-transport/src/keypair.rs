@@ -141,11 +141,20 @@ pub enum Slot {
 /// One peer's keypairs: the one in use, the one before it (still accepted
 /// for packets in flight across a rekey), and a responder's not yet
 /// confirmed successor.
+///
+/// Each keypair is boxed. A keypair is over a kilobyte (its replay window
+/// alone is 1 KiB), most peers of a big hub have no session at a given
+/// moment, and the transport keeps one `KeypairSlots` per configured peer:
+/// inline, three empty slots would cost every peer over 3 KiB; boxed they
+/// cost 24 bytes, and a keypair's memory exists only while it does.
+/// The data path pays one pointer load per packet for this (the box is
+/// allocated when a handshake completes, never per packet), and rotating
+/// slots moves pointers, not kilobytes.
 #[derive(Debug, Default)]
 pub struct KeypairSlots {
-    previous: Option<Keypair>,
-    current: Option<Keypair>,
-    next: Option<Keypair>,
+    previous: Option<Box<Keypair>>,
+    current: Option<Box<Keypair>>,
+    next: Option<Box<Keypair>>,
 }
 
 impl KeypairSlots {
@@ -154,28 +163,28 @@ impl KeypairSlots {
     }
 
     pub fn previous(&self) -> Option<&Keypair> {
-        self.previous.as_ref()
+        self.previous.as_deref()
     }
 
     pub fn current(&self) -> Option<&Keypair> {
-        self.current.as_ref()
+        self.current.as_deref()
     }
 
     pub fn next(&self) -> Option<&Keypair> {
-        self.next.as_ref()
+        self.next.as_deref()
     }
 
     pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<&mut Keypair> {
         match slot {
-            Slot::Previous => self.previous.as_mut(),
-            Slot::Current => self.current.as_mut(),
-            Slot::Next => self.next.as_mut(),
+            Slot::Previous => self.previous.as_deref_mut(),
+            Slot::Current => self.current.as_deref_mut(),
+            Slot::Next => self.next.as_deref_mut(),
         }
     }
 
     /// The slot holding the keypair whose local index is `index`.
     pub fn find(&self, index: u32) -> Option<Slot> {
-        let is = |k: &Option<Keypair>| k.as_ref().is_some_and(|k| k.local_index == index);
+        let is = |k: &Option<Box<Keypair>>| k.as_ref().is_some_and(|k| k.local_index == index);
         if is(&self.current) {
             Some(Slot::Current)
         } else if is(&self.previous) {
@@ -197,8 +206,9 @@ impl KeypairSlots {
     /// As responder the keypair waits in next until [`Self::confirm_next`];
     /// previous is dropped, since confirmation will move current there.
     pub fn install(&mut self, keypair: Keypair) -> Vec<u32> {
+        let keypair = Box::new(keypair);
         let mut dropped = Vec::new();
-        let mut drop_kp = |k: Option<Keypair>| {
+        let mut drop_kp = |k: Option<Box<Keypair>>| {
             if let Some(k) = k {
                 dropped.push(k.local_index);
             }
@@ -430,6 +440,16 @@ mod tests {
             k.send_counter = REKEY_AFTER_MESSAGES;
         }
         assert!(r.needs_rekey_by_count());
+    }
+
+    #[test]
+    fn empty_slots_are_three_pointers() {
+        // What every configured peer pays for its slots while it has no
+        // session (see the type's documentation).
+        assert_eq!(
+            std::mem::size_of::<KeypairSlots>(),
+            3 * std::mem::size_of::<usize>()
+        );
     }
 
     #[test]

@@ -19,3 +19,6 @@ pub mod device;
 pub mod keypair;
 pub mod replay;
 pub mod udp;
+
+#[cfg(test)]
+mod alloc_count;
