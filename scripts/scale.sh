@@ -2,8 +2,11 @@
 # Scale, wgd against wireguard-go in the same run: for each size, a fresh
 # interface in a namespace of its own, `wg setconf` of N peers (each with
 # one /32 and, with ALLOWED=M, one peer holding M more prefixes, IPv4 and
-# IPv6 mixed), then `wg show dump`. Prints the seconds each took and the
-# peak resident memory (VmHWM) of all the implementation's processes.
+# IPv6 mixed), then `wg show dump`, `wg syncconf` of the same file with one
+# peer's allowed IP changed, and `wgctl show --json`. Prints the seconds
+# each took, the peak resident memory (VmHWM) of all the implementation's
+# processes, and whether it survived. (Handshakes per second at scale:
+# scripts/storm.sh.)
 #
 # Release build; run as root:
 #   bash scripts/scale.sh [N ...]            default: 1000 10000 50000
@@ -22,6 +25,7 @@ anchor=$PWD/../shared/anchors/wireguard-go
 bash .ci/install-deps >/dev/null
 cargo build --release -q -p wgd -p wgctl
 WGD=$PWD/target/release/wgd
+WGCTL=$PWD/target/release/wgctl
 for u in _wgd _wgd-crypto; do
   id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
 done
@@ -89,10 +93,12 @@ run() { # impl n -> "setconf_s dump_s peak_mib peers_shown"
   esac
   pid=$!
   for _ in $(seq 200); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
-  local s d shown
+  local s d shown y j
   s=$(seconds ip netns exec "$ns" wg setconf "$ifn" "$work/conf")
   d=$(seconds ip netns exec "$ns" wg show "$ifn" dump)
   shown=$( (ip netns exec "$ns" wg show "$ifn" dump 2>/dev/null || true) | tail -n +2 | wc -l)
+  y=$(seconds ip netns exec "$ns" wg syncconf "$ifn" "$work/conf2")
+  j=$(seconds ip netns exec "$ns" "$WGCTL" show "$ifn" --json)
   local peak alive=yes
   peak=$(hwm_kib "$pid")
   kill -0 "$pid" 2>/dev/null || alive=no
@@ -101,17 +107,19 @@ run() { # impl n -> "setconf_s dump_s peak_mib peers_shown"
   pid=
   ip netns del "$ns"
   ns=
-  printf '%s %s %s %s %s\n' "$s" "$d" "$((peak / 1024))" "$shown" "$alive"
+  printf '%s %s %s %s %s %s %s\n' "$s" "$d" "$y" "$j" "$((peak / 1024))" "$shown" "$alive"
 }
 
-printf '%-13s %8s %10s %9s %9s %12s\n' impl peers allowed setconf_s dump_s peak_MiB
+printf '%-13s %8s %10s %9s %9s %10s %8s %9s\n' impl peers allowed setconf_s dump_s syncconf_s wgctl_s peak_MiB
 for n in "${sizes[@]}"; do
   conf "$n" "$allowed" >"$work/conf"
+  # The same configuration with one allowed IP of the first peer changed.
+  sed '0,/^AllowedIPs = 10\.0\.0\.0\/32/s//AllowedIPs = 10.255.255.0\/32/' "$work/conf" >"$work/conf2"
   for impl in $impls; do
-    read -r s d peak shown alive < <(run "$impl" "$n")
+    read -r s d y j peak shown alive < <(run "$impl" "$n")
     note=""
     [ "$shown" = "$n" ] || note="  (dump shows $shown peers)"
     [ "$alive" = yes ] || note="$note  (the daemon died)"
-    printf '%-13s %8s %10s %9s %9s %12s%s\n' "$impl" "$n" "$allowed" "$s" "$d" "$peak" "$note"
+    printf '%-13s %8s %10s %9s %9s %10s %8s %9s%s\n' "$impl" "$n" "$allowed" "$s" "$d" "$y" "$j" "$peak" "$note"
   done
 done

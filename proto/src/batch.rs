@@ -126,7 +126,7 @@ mod tests {
         }
     }
 
-    fn aip() -> AllowedIp {
+    fn worst_aip() -> AllowedIp {
         AllowedIp {
             addr: v6(),
             cidr: u8::MAX,
@@ -174,11 +174,11 @@ mod tests {
             },
             TransportOp::AddAllowedIps {
                 peer: pk(),
-                ips: vec![aip(); ALLOWED_IPS_CHUNK],
+                ips: vec![worst_aip(); ALLOWED_IPS_CHUNK],
             },
             TransportOp::RemoveAllowedIps {
                 peer: pk(),
-                ips: vec![aip(); ALLOWED_IPS_CHUNK],
+                ips: vec![worst_aip(); ALLOWED_IPS_CHUNK],
             },
             TransportOp::ClearAllowedIps(pk()),
         ]
@@ -352,7 +352,7 @@ mod tests {
             };
             STATUS_PAGE
         ];
-        page[0].allowed_ips = vec![aip(); ALLOWED_IPS_CHUNK];
+        page[0].allowed_ips = vec![worst_aip(); ALLOWED_IPS_CHUNK];
         fits("transport status page", &TransportToParent::Status(page));
         fits(
             "GetAllowedIps",
@@ -364,7 +364,7 @@ mod tests {
         fits(
             "allowed IPs chunk",
             &TransportToParent::AllowedIps {
-                ips: vec![aip(); ALLOWED_IPS_CHUNK],
+                ips: vec![worst_aip(); ALLOWED_IPS_CHUNK],
                 more: Some(IpCursor(Some(u32::MAX))),
             },
         );
