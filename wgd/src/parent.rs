@@ -254,7 +254,16 @@ fn start(
 
     // The filter first: installing it without no_new_privs needs
     // CAP_SYS_ADMIN, which restrict_parent takes away.
-    if let Err(e) = crate::confine::install_parent(&[roles::PARENT_SYSCALLS]) {
+    // Filters stack and a restarted role inherits this one: it also
+    // allows what every role's own list allows.
+    let lists = [
+        roles::PARENT_SYSCALLS,
+        roles::COMMON_SYSCALLS,
+        roles::CRYPTO_SYSCALLS,
+        roles::HANDSHAKE_SYSCALLS,
+        roles::TRANSPORT_SYSCALLS,
+    ];
+    if let Err(e) = crate::confine::install_parent(&lists) {
         shutdown(&mut children, &ifname, &sock_path);
         return Err(format!("parent seccomp filter: {e}"));
     }

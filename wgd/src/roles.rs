@@ -209,7 +209,8 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
     ),
 ];
 
-/// The parent: its own jobs (control socket and its client threads, the
+/// The parent (installed together with the roles' lists, since a
+/// restarted role runs under both filters): its own jobs (control socket and its client threads, the
 /// UDP sockets it re-binds and marks, deleting the interface over
 /// netlink, re-reading key files for a restart, reaping, ending and
 /// restarting the roles), and, since a restarted role inherits this
