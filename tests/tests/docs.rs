@@ -255,6 +255,7 @@ fn wgd_page_documents_every_flag() {
         "--foreground",
         "--config",
         "--user",
+        "--handshake-user",
         "--crypto-user",
         "--allow-nobody",
     ] {
@@ -279,7 +280,7 @@ fn wgd_page_synopsis() {
     let synopsis = squash(&section(&render("man/wgd.8"), "SYNOPSIS"));
     assert_eq!(
         synopsis,
-        "wgd [-f] [-c file] [--user name] [--crypto-user name] [--allow-nobody] ifname"
+        "wgd [-f] [-c file] [--user name] [--handshake-user name] [--crypto-user name] [--allow-nobody] ifname"
     );
 }
 
@@ -691,6 +692,10 @@ fn systemd_unit_has_the_required_settings() {
         "CAP_SYS_CHROOT",
         "CAP_SETPCAP",
         "CAP_IPC_LOCK",
+        // the parent: CAP_KILL kept, CAP_SYS_ADMIN for its seccomp filter
+        // without no_new_privs (dropped at once)
+        "CAP_KILL",
+        "CAP_SYS_ADMIN",
     ]
     .into_iter()
     .collect();
