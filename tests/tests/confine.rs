@@ -261,7 +261,7 @@ fn wgd_parent_of(ifname: &str) -> Option<u32> {
             let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"/wgd"))
-                && args.iter().any(|a| *a == ifname.as_bytes())
+                && args.contains(&ifname.as_bytes())
                 && !args.iter().any(|a| *a == b"--role")
         })
 }
