@@ -12,7 +12,7 @@ cargo build --release -p wgd -p wgctl
 WGD=$PWD/target/release/wgd
 
 # wgd refuses to run its roles as root; create its two system users once.
-for u in _wgd _wgd-crypto; do
+for u in _wgd-net _wgd-hs _wgd-crypto; do
   id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
 done
 

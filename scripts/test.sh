@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the end-to-end tests need (Debian
-# packages wireguard-go, wireguard-tools, iproute2, iperf3, ping), creates
+# packages wireguard-go, wireguard-tools, iproute2, iperf3, ping, tcpdump), creates
 # wgd's system users, checks formatting and lints, builds the binaries the
 # end-to-end tests start, and runs every test. Run as root.
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 bash .ci/install-deps
-for u in _wgd _wgd-crypto; do
+for u in _wgd-net _wgd-hs _wgd-crypto; do
   id -u "$u" >/dev/null 2>&1 ||
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
 done

@@ -41,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod error;
 pub mod kernel;
 pub mod names;

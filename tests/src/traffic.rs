@@ -54,6 +54,22 @@ pub fn ping(ns: &Netns, addr: IpAddr, count: u32) -> bool {
     }
 }
 
+/// `ping -c 1 -i 0.1 -w DEADLINE ADDR` inside `ns`: an echo request every
+/// 100 ms until the first reply or the deadline (whole seconds, at least
+/// 1). Returns how long the first reply took, `None` if none came.
+pub fn ping_within(ns: &Netns, addr: IpAddr, deadline: Duration) -> Option<Duration> {
+    let secs = deadline.as_secs().max(1).to_string();
+    let addr_s = addr.to_string();
+    let t0 = std::time::Instant::now();
+    let out = ns
+        .exec(
+            "ping",
+            ["-c", "1", "-i", "0.1", "-w", secs.as_str(), addr_s.as_str()],
+        )
+        .ok()?;
+    out.status.success().then(|| t0.elapsed())
+}
+
 /// `ping -c 1 -W WAIT ADDR` inside `ns` (`WAIT` in whole seconds, at
 /// least 1): true if the one reply came back. Quiet, for probes whose
 /// failure is an outcome to record rather than an error.

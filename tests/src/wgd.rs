@@ -50,6 +50,7 @@ pub struct Wgd<'ns> {
     public_key: String,
     child: Child,
     _conf: tempfile::NamedTempFile,
+    _key: Option<tempfile::NamedTempFile>,
 }
 
 impl<'ns> Wgd<'ns> {
@@ -57,6 +58,26 @@ impl<'ns> Wgd<'ns> {
     /// `private_key`, if `None`, is filled with the fresh key), and waits
     /// for its control socket.
     pub fn start(ns: &'ns Netns, conf: InterfaceConfig, env: &[(&str, &str)]) -> Result<Wgd<'ns>> {
+        Self::start_with(ns, conf, env, false)
+    }
+
+    /// As [`Wgd::start`], but the private key is in a key file of its own
+    /// that the configuration names (`PrivateKeyFile =`): the form a
+    /// restart of the roles can restore (wgd re-reads the file).
+    pub fn start_key_file(
+        ns: &'ns Netns,
+        conf: InterfaceConfig,
+        env: &[(&str, &str)],
+    ) -> Result<Wgd<'ns>> {
+        Self::start_with(ns, conf, env, true)
+    }
+
+    fn start_with(
+        ns: &'ns Netns,
+        conf: InterfaceConfig,
+        env: &[(&str, &str)],
+        key_file: bool,
+    ) -> Result<Wgd<'ns>> {
         let ifname = fresh_ifname()?;
         let (private_key, public_key) = keypair();
         let mut conf = conf;
@@ -69,7 +90,19 @@ impl<'ns> Wgd<'ns> {
         };
         let mut file =
             tempfile::NamedTempFile::new().map_err(|e| Error::io("wgd conf temp file", e))?;
-        file.write_all(conf.to_conf().as_bytes())
+        let mut text = conf.to_conf();
+        let mut key = None;
+        if let (true, Some(k)) = (key_file, &conf.private_key) {
+            let mut kf =
+                tempfile::NamedTempFile::new().map_err(|e| Error::io("wgd key temp file", e))?;
+            writeln!(kf, "{k}").map_err(|e| Error::io("wgd key temp file", e))?;
+            text = text.replace(
+                &format!("PrivateKey = {k}\n"),
+                &format!("PrivateKeyFile = {}\n", kf.path().display()),
+            );
+            key = Some(kf);
+        }
+        file.write_all(text.as_bytes())
             .map_err(|e| Error::io("wgd conf temp file", e))?;
         let bin = binary()?;
         let bin = bin.to_string_lossy().into_owned();
@@ -85,6 +118,7 @@ impl<'ns> Wgd<'ns> {
             public_key,
             child,
             _conf: file,
+            _key: key,
         })
     }
 

@@ -255,6 +255,7 @@ fn wgd_page_documents_every_flag() {
         "--foreground",
         "--config",
         "--user",
+        "--handshake-user",
         "--crypto-user",
         "--allow-nobody",
     ] {
@@ -279,7 +280,7 @@ fn wgd_page_synopsis() {
     let synopsis = squash(&section(&render("man/wgd.8"), "SYNOPSIS"));
     assert_eq!(
         synopsis,
-        "wgd [-f] [-c file] [--user name] [--crypto-user name] [--allow-nobody] ifname"
+        "wgd [-f] [-c file] [--user name] [--handshake-user name] [--crypto-user name] [--allow-nobody] ifname"
     );
 }
 
@@ -288,11 +289,20 @@ fn wgd_page_synopsis() {
 #[test]
 fn wgd_page_useradd_commands_match_wgd() {
     let missing = "wgd-docs-no-such-user";
+    let missing_hs = "wgd-docs-no-such-hs";
     let missing_crypto = "wgd-docs-no-such-crypto";
     let mut cmd = Command::new(wgd_binary());
-    cmd.args(["-f", "--user", missing, "--crypto-user", missing_crypto])
-        .arg("wgdocs0")
-        .env_remove("WG_PROCESS_FOREGROUND");
+    cmd.args([
+        "-f",
+        "--user",
+        missing,
+        "--handshake-user",
+        missing_hs,
+        "--crypto-user",
+        missing_crypto,
+    ])
+    .arg("wgdocs0")
+    .env_remove("WG_PROCESS_FOREGROUND");
     let out = run(cmd);
     let stderr = text(&out.stderr);
     assert!(
@@ -309,7 +319,8 @@ fn wgd_page_useradd_commands_match_wgd() {
     };
     let rendered = squash(&render("man/wgd.8"));
     for (printed, user) in [
-        (hint(missing), "_wgd"),
+        (hint(missing), "_wgd-net"),
+        (hint(missing_hs), "_wgd-hs"),
         (hint(missing_crypto), "_wgd-crypto"),
     ] {
         let name = printed
@@ -334,7 +345,8 @@ fn wgd_page_documents_privileges_environment_and_secrets() {
         "transport",
         "handshake",
         "crypto",
-        "_wgd",
+        "_wgd-net",
+        "_wgd-hs",
         "_wgd-crypto",
         "/run/wgd/empty",
         "NO_NEW_PRIVS",
@@ -680,6 +692,10 @@ fn systemd_unit_has_the_required_settings() {
         "CAP_SYS_CHROOT",
         "CAP_SETPCAP",
         "CAP_IPC_LOCK",
+        // the parent: CAP_KILL kept, CAP_SYS_ADMIN for its seccomp filter
+        // without no_new_privs (dropped at once)
+        "CAP_KILL",
+        "CAP_SYS_ADMIN",
     ]
     .into_iter()
     .collect();
@@ -752,7 +768,7 @@ fn sysusers_creates_both_users() {
             (fields[0].to_string(), fields[1].to_string(), shell)
         })
         .collect();
-    for name in ["_wgd", "_wgd-crypto"] {
+    for name in ["_wgd-net", "_wgd-hs", "_wgd-crypto"] {
         assert!(
             users
                 .iter()
@@ -774,7 +790,7 @@ fn sysusers_creates_both_users() {
         out.status.success(),
         "systemd-sysusers --dry-run {SYSUSERS}:\n{report}"
     );
-    for name in ["_wgd", "_wgd-crypto"] {
+    for name in ["_wgd-net", "_wgd-hs", "_wgd-crypto"] {
         assert!(
             report.contains(&format!("user '{name}'")),
             "systemd-sysusers would not create {name}:\n{report}"

@@ -126,6 +126,8 @@ pub(crate) struct Control {
     /// A child stopped answering, or answered out of step: the supervisor
     /// shuts everything down.
     broken: bool,
+    /// What was applied, without secrets, for restarting the roles.
+    pub(crate) journal: crate::journal::Journal,
 }
 
 impl Control {
@@ -592,7 +594,34 @@ impl Control {
                 peers: BTreeSet::new(),
             },
             broken: false,
+            journal: crate::journal::Journal::default(),
         }
+    }
+
+    /// Applies a control client's `set` and records it in the journal.
+    pub(crate) fn apply_recorded(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
+        let pending = crate::journal::Journal::prepare(&ops);
+        let r = self.apply(ops);
+        self.journal.commit(pending, r.is_ok());
+        r
+    }
+
+    /// The UDP sockets the transport is to be given.
+    pub(crate) fn udp(&self) -> &UdpPair {
+        &self.udp
+    }
+
+    /// Takes new roles' channel ends after a restart: the roles hold
+    /// nothing yet, so neither does the view of them (the sockets, their
+    /// port and mark stay as they are).
+    pub(crate) fn reset(&mut self, ends: ParentEnds) {
+        self.crypto = ends.crypto;
+        self.handshake = ends.handshake;
+        self.transport = ends.transport;
+        self.state.public_key = None;
+        self.state.private_key_file = None;
+        self.state.peers.clear();
+        self.broken = false;
     }
 
     /// Where the private key came from, for `wgctl showconf`.
@@ -651,7 +680,7 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
             }
             Ok(Some(Request::Set(ops))) => {
                 let r = match control.lock() {
-                    Ok(mut c) => c.apply(ops),
+                    Ok(mut c) => c.apply_recorded(ops),
                     Err(_) => Err(libc::EIO),
                 };
                 uapi::format_errno(r.err().unwrap_or(0))

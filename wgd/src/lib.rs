@@ -9,6 +9,9 @@
 //!   child's entry point (privilege drop, then the role's loop from
 //!   `wg-crypto`, `wg-handshake` or `wg-transport`).
 //! - [`privdrop`]: the one audited privilege-drop module.
+//! - [`confine`]: seccomp filters (the lists are in [`roles`]), resource
+//!   limits; `journal`: the configuration, without secrets, that a
+//!   restart of the roles applies again.
 //! - [`net`]: opening the tun device and the sockets.
 //! - [`logging`]: `LOG_LEVEL`-controlled stderr logging.
 //!
@@ -25,8 +28,10 @@ macro_rules! say {
     }};
 }
 
+pub mod confine;
 pub(crate) mod control;
 pub(crate) mod daemon;
+pub(crate) mod journal;
 pub mod logging;
 pub mod net;
 pub mod parent;

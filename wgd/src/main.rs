@@ -20,15 +20,18 @@ struct Cli {
     /// Read this wg(8)-format configuration file at start.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// User for the transport and handshake roles (default _wgd).
+    /// User for the transport role (default _wgd-net).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
-    /// User for the crypto role (default _wgd-crypto); never the same uid
-    /// as --user.
+    /// User for the handshake role (default _wgd-hs).
+    #[arg(long, value_name = "NAME")]
+    handshake_user: Option<String>,
+    /// User for the crypto role (default _wgd-crypto). The three users
+    /// must have three different uids.
     #[arg(long, value_name = "NAME")]
     crypto_user: Option<String>,
-    /// If the users are missing, run as nobody (and a spare uid for
-    /// crypto) instead of refusing to start.
+    /// If the users are missing, run transport as nobody (and handshake
+    /// and crypto as spare uids) instead of refusing to start.
     #[arg(long)]
     allow_nobody: bool,
     /// The interface to create.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         foreground,
         config: cli.config,
         user: cli.user,
+        handshake_user: cli.handshake_user,
         crypto_user: cli.crypto_user,
         allow_nobody: cli.allow_nobody,
     })

@@ -9,34 +9,45 @@
 //! configuration. Then it serves the control socket and watches its
 //! children.
 //!
-//! It fails closed: if any child exits, the parent logs which and why,
-//! deletes the interface, removes the control socket and exits non-zero.
-//! The parent never reads a network packet.
+//! It fails closed without leaking: if a role dies or stops, the parent
+//! logs which and why (the signal; `SIGSYS` is its seccomp filter), keeps
+//! the interface and its routes (it holds the tun device itself, so
+//! packets to the tunnel are dropped, never routed in clear), ends the
+//! other roles and starts all three anew, and applies the configuration
+//! again from its journal ([`crate::journal`]): key files are read again,
+//! peers handshake anew. It exits non-zero, deleting the interface, when
+//! the configuration cannot be restored (a key was given inline), or past
+//! its restart budget ([`RESTART_BUDGET`] in [`RESTART_WINDOW`]). The
+//! parent never reads a network packet.
 //!
 //! Beside it: [`crate::control`] (what a `set` or `get` does to the roles),
 //! [`crate::spawn`] (re-executing a role), [`crate::daemon`] (going to the
 //! background).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use proto::ipc::ParentToTransport;
 use wg_config::config::Config;
 
 use crate::control::{config_ops, serve_client, Control};
 use crate::daemon::{daemonize, report_ready};
+use crate::journal::Journal;
 use crate::net;
 use crate::privdrop::{self, RoleUsers};
-use crate::roles::{self, UserKind, EXIT_TUN_GONE, ROLES};
+use crate::roles::{self, ParentEnds, EXIT_TUN_GONE, ROLES};
 use crate::spawn::{spawn_role, Spawned};
 
 /// Command-line options of the daemon.
@@ -46,6 +57,7 @@ pub struct Options {
     pub foreground: bool,
     pub config: Option<PathBuf>,
     pub user: Option<String>,
+    pub handshake_user: Option<String>,
     pub crypto_user: Option<String>,
     pub allow_nobody: bool,
 }
@@ -55,6 +67,13 @@ pub struct Options {
 const CHILD_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control clients served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 256;
+/// Restarts of the roles allowed within [`RESTART_WINDOW`]; one more and
+/// the parent gives up (fails closed and exits non-zero).
+pub const RESTART_BUDGET: usize = 5;
+/// See [`RESTART_BUDGET`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How long roles get to exit on hang-up before a restart kills them.
+const ROLE_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the daemon. Returns the process exit code.
 pub fn run(opts: Options) -> ExitCode {
@@ -70,6 +89,7 @@ pub fn run(opts: Options) -> ExitCode {
     };
     let users = match privdrop::resolve_users(
         opts.user.as_deref(),
+        opts.handshake_user.as_deref(),
         opts.crypto_user.as_deref(),
         opts.allow_nobody,
     ) {
@@ -97,6 +117,93 @@ pub fn run(opts: Options) -> ExitCode {
             report_ready(&mut ready_pipe, &e);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether this build and this start asked for the test-only hooks
+/// (`--features test-hooks` and `WGD_TEST_HOOKS=1`; see
+/// [`crate::confine::test_hook`]).
+fn test_hooks() -> bool {
+    cfg!(feature = "test-hooks") && std::env::var("WGD_TEST_HOOKS").as_deref() == Ok("1")
+}
+
+/// Starts the three roles: channels, a log pipe each (read by a relay
+/// thread), re-exec. The roles started are pushed to `children` as they
+/// start, so on error the caller can end them.
+fn spawn_generation(
+    users: &RoleUsers,
+    root: &Path,
+    children: &mut Vec<Spawned>,
+) -> Result<ParentEnds, String> {
+    let (ends, children_ends) = roles::channels().map_err(|e| format!("socketpair: {e}"))?;
+    for child_ends in children_ends {
+        let role = child_ends.role();
+        let Some(spec) = ROLES.iter().find(|s| s.role == role) else {
+            return Err(format!("internal: no row for the {role:?} role"));
+        };
+        let fds = child_ends.into_fds();
+        let id = users.of(role);
+        let (log_r, log_w) = log_pipe().map_err(|e| format!("log pipe: {e}"))?;
+        let child = spawn_role(spec.name, &fds, id, root, log_w, test_hooks())
+            .map_err(|e| format!("starting {} role: {e}", spec.name))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // The Child handle is let go: the supervisor reaps by pid.
+        drop(child);
+        tracing::debug!(role = spec.name, pid = %pid, uid = %id.uid, "started");
+        children.push(Spawned {
+            name: spec.name,
+            pid,
+            reaped: false,
+        });
+        if let Err(e) = crate::logging::relay(spec.name, log_r) {
+            tracing::error!("no log relay for the {} role: {e}", spec.name);
+        }
+        // Our copies of the child's ends close here.
+    }
+    Ok(ends)
+}
+
+/// A role's log pipe: the read end for the parent, the write end (not
+/// blocking: a role whose log is not read loses lines rather than
+/// stalling) for the role's standard error.
+fn log_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&w),
+        FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )?;
+    Ok((r, w))
+}
+
+/// Gives the transport the tun device and the UDP sockets (duplicates:
+/// the parent keeps its own, so the interface, its routes and the port
+/// outlive any role).
+fn hand_device(
+    ends: &ParentEnds,
+    tun: &OwnedFd,
+    udp: &net::UdpPair,
+) -> Result<(), proto::channel::ChannelError> {
+    let mut fds: Vec<BorrowedFd<'_>> = vec![tun.as_fd()];
+    fds.extend([&udp.v4, &udp.v6].into_iter().flatten().map(|s| s.as_fd()));
+    let msg = ParentToTransport::Start {
+        v4: udp.v4.is_some(),
+        v6: udp.v6.is_some(),
+    };
+    ends.transport.ask_with_fds(&msg, &fds).map(drop)
+}
+
+fn set_answer_timeouts(ends: &ParentEnds) {
+    for c in [
+        ends.transport.as_fd(),
+        ends.handshake.as_fd(),
+        ends.crypto.as_fd(),
+    ] {
+        let _ = nix::sys::socket::setsockopt(
+            &c,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(CHILD_ANSWER_TIMEOUT.as_secs() as i64, 0),
+        );
     }
 }
 
@@ -136,77 +243,48 @@ fn start(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
 
-    let (ends, children_ends) = roles::channels().map_err(|e| format!("socketpair: {e}"))?;
     let mut children = Vec::new();
-    for child_ends in children_ends {
-        let role = child_ends.role();
-        let Some(spec) = ROLES.iter().find(|s| s.role == role) else {
-            return Err(format!("internal: no row for the {role:?} role"));
-        };
-        let fds = child_ends.into_fds();
-        let id = match spec.user {
-            UserKind::Net => &users.net,
-            UserKind::Crypto => &users.crypto,
-        };
-        let child = spawn_role(spec.name, &fds, id, &root)
-            .map_err(|e| format!("starting {} role: {e}", spec.name))?;
-        tracing::debug!(role = spec.name, pid = child.id(), uid = %id.uid, "started");
-        children.push(Spawned {
-            name: spec.name,
-            child,
-        });
-        // Our copies of the child's ends close here.
-    }
+    let ends = match spawn_generation(&users, &root, &mut children) {
+        Ok(ends) => ends,
+        Err(e) => {
+            shutdown(&mut children, &ifname, &sock_path);
+            return Err(e);
+        }
+    };
 
+    // The filter first: installing it without no_new_privs needs
+    // CAP_SYS_ADMIN, which restrict_parent takes away.
+    // Filters stack and a restarted role inherits this one: it also
+    // allows what every role's own list allows.
+    let lists = [
+        roles::PARENT_SYSCALLS,
+        roles::COMMON_SYSCALLS,
+        roles::CRYPTO_SYSCALLS,
+        roles::HANDSHAKE_SYSCALLS,
+        roles::TRANSPORT_SYSCALLS,
+    ];
+    if let Err(e) = crate::confine::install_parent(&lists) {
+        shutdown(&mut children, &ifname, &sock_path);
+        return Err(format!("parent seccomp filter: {e}"));
+    }
     if let Err(e) = privdrop::restrict_parent() {
         shutdown(&mut children, &ifname, &sock_path);
         return Err(format!("restricting parent privileges: {e}"));
     }
 
-    // The transport gets the tun device and the sockets; we keep only
-    // the sockets (for SO_MARK) and close the tun, so the interface lives
-    // exactly as long as the transport holds it.
-    {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![tun.as_fd()];
-        fds.extend([&udp.v4, &udp.v6].into_iter().flatten().map(|s| s.as_fd()));
-        let msg = ParentToTransport::Start {
-            v4: udp.v4.is_some(),
-            v6: udp.v6.is_some(),
-        };
-        if let Err(e) = ends.transport.ask_with_fds(&msg, &fds) {
-            shutdown(&mut children, &ifname, &sock_path);
-            return Err(format!("handing the device to the transport: {e}"));
-        }
+    if let Err(e) = hand_device(&ends, &tun, &udp) {
+        shutdown(&mut children, &ifname, &sock_path);
+        return Err(format!("handing the device to the transport: {e}"));
     }
-    drop(tun);
-
-    for c in [
-        ends.transport.as_fd(),
-        ends.handshake.as_fd(),
-        ends.crypto.as_fd(),
-    ] {
-        let _ = nix::sys::socket::setsockopt(
-            &c,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(CHILD_ANSWER_TIMEOUT.as_secs() as i64, 0),
-        );
-    }
+    set_answer_timeouts(&ends);
     let listen_port = udp.port;
-    let private_key_file = config
-        .as_ref()
-        .and_then(|c| c.interface.private_key.as_ref())
-        .and_then(|k| k.file.clone());
-    let control = Arc::new(Mutex::new(Control::new(ends, udp, fwmark)));
+    let mut control = Control::new(ends, udp, fwmark);
     if let Some(cfg) = config {
-        let ops = config_ops(cfg);
-        let r = match control.lock() {
-            Ok(mut c) => {
-                let r = c.apply(ops);
-                c.set_private_key_file(private_key_file);
-                r
-            }
-            Err(_) => Err(libc::EIO),
-        };
+        let journal = Journal::from_config(&cfg);
+        let private_key_file = journal.private_key_file();
+        let r = control.apply(config_ops(cfg));
+        control.set_private_key_file(private_key_file);
+        control.journal = journal;
         if let Err(errno) = r {
             shutdown(&mut children, &ifname, &sock_path);
             return Err(format!(
@@ -215,170 +293,317 @@ fn start(
             ));
         }
     }
+    if let Some(why) = control.journal.lost() {
+        tracing::info!("a role that dies will end the daemon: {why}");
+    }
     tracing::info!(interface = %ifname, port = listen_port, "started");
     report_ready(ready, "ok");
-    Ok(supervise(
-        children, listener, sfd, control, &ifname, &sock_path,
-    ))
+    let mut sup = Supervisor {
+        children,
+        control: Arc::new(Mutex::new(control)),
+        tun,
+        users,
+        root,
+        ifname: ifname.clone(),
+        sock_path,
+        restarts: VecDeque::new(),
+    };
+    Ok(sup.supervise(listener, sfd))
 }
 
-/// Kills nothing it cannot: the parent has no CAP_KILL over the children's
-/// uids, so it closes their channels (they exit on hang-up) and deletes
-/// the interface itself.
-/// Stops the daemon in order: hang up the roles' channels first, so each
-/// role sees its parent go and exits quietly (the transport closing the
-/// tun device takes the interface with it), give them a moment, then
-/// make sure the interface and the socket are gone.
-fn stop(
-    children: &mut [Spawned],
-    ifname: &str,
-    sock_path: &std::path::Path,
-    control: &Mutex<Control>,
-) {
-    // A client thread may hold the lock for one request; don't wait long.
-    let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    loop {
-        match control.try_lock() {
-            Ok(c) => {
-                c.hang_up();
-                break;
+/// What the parent watches and what it needs to restart the roles.
+struct Supervisor {
+    children: Vec<Spawned>,
+    control: Arc<Mutex<Control>>,
+    /// The tun device, held for the interface's whole life: a dead
+    /// transport must not take the interface and its routes with it.
+    tun: OwnedFd,
+    users: RoleUsers,
+    root: PathBuf,
+    ifname: String,
+    sock_path: PathBuf,
+    /// When the roles were restarted, within the last [`RESTART_WINDOW`].
+    restarts: VecDeque<Instant>,
+}
+
+/// What happened to a role.
+enum Fault {
+    Exited(i32),
+    Signaled(Signal),
+    Stopped(Signal),
+}
+
+impl Fault {
+    fn describe(&self) -> String {
+        match self {
+            Fault::Exited(c) => format!("exited with status {c}"),
+            Fault::Signaled(Signal::SIGSYS) => {
+                "was killed by SIGSYS (seccomp: a system call outside its allowlist)".into()
             }
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(_) => break,
+            Fault::Signaled(s) => format!("was killed by signal {}", s.as_str()),
+            Fault::Stopped(s) => format!("was stopped by signal {}", s.as_str()),
         }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    while children
-        .iter_mut()
-        .any(|c| matches!(c.child.try_wait(), Ok(None)))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    shutdown(children, ifname, sock_path);
 }
 
-fn shutdown(children: &mut [Spawned], ifname: &str, sock_path: &std::path::Path) {
+/// Asks the kernel about one child without blocking, stops included.
+fn poll_child(c: &mut Spawned) -> Option<Fault> {
+    if c.reaped {
+        return None;
+    }
+    match waitpid(c.pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+        Ok(WaitStatus::Exited(_, code)) => {
+            c.reaped = true;
+            Some(Fault::Exited(code))
+        }
+        Ok(WaitStatus::Signaled(_, sig, _)) => {
+            c.reaped = true;
+            Some(Fault::Signaled(sig))
+        }
+        Ok(WaitStatus::Stopped(_, sig)) => Some(Fault::Stopped(sig)),
+        Ok(_) => None,
+        Err(Errno::ECHILD) => {
+            c.reaped = true;
+            Some(Fault::Exited(-1))
+        }
+        Err(_) => None,
+    }
+}
+
+/// Ends roles that did not exit on hang-up: SIGKILL (the parent keeps
+/// CAP_KILL for this; it also ends a stopped role) and reap.
+fn end_children(children: &mut [Spawned], grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        for c in children.iter_mut() {
+            if !c.reaped {
+                let _ = waitpid(c.pid, Some(WaitPidFlag::WNOHANG))
+                    .map(|s| c.reaped = !matches!(s, WaitStatus::StillAlive))
+                    .map_err(|e| c.reaped = e == Errno::ECHILD);
+            }
+        }
+        if children.iter().all(|c| c.reaped) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for c in children.iter_mut().filter(|c| !c.reaped) {
+        // Not reaped, so the pid is still this child's.
+        let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
+        let _ = waitpid(c.pid, None);
+        c.reaped = true;
+    }
+}
+
+impl Supervisor {
+    fn supervise(&mut self, listener: UnixListener, sfd: SignalFd) -> ExitCode {
+        let clients = Arc::new(AtomicUsize::new(0));
+        let _ = listener.set_nonblocking(true);
+        loop {
+            let (sig_ready, accept_ready) = {
+                let mut fds = [
+                    PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::from(500u16)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!("poll: {e}");
+                        self.stop();
+                        return ExitCode::from(1);
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            let mut first_pid = None;
+            if sig_ready {
+                while let Ok(Some(info)) = sfd.read_signal() {
+                    let sig = Signal::try_from(info.ssi_signo as i32).ok();
+                    if sig == Some(Signal::SIGCHLD) {
+                        // Look at the child that signalled first: when one
+                        // role dies the others may follow, and the log must
+                        // name the first.
+                        first_pid.get_or_insert(info.ssi_pid);
+                    }
+                    if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
+                        tracing::info!(interface = %self.ifname, "stopping on signal");
+                        self.stop();
+                        return ExitCode::SUCCESS;
+                    }
+                }
+            }
+            if let Some(pid) = first_pid {
+                if let Some(i) = self
+                    .children
+                    .iter()
+                    .position(|c| c.pid.as_raw() as u32 == pid)
+                {
+                    self.children.swap(0, i);
+                }
+            }
+            let fault = self
+                .children
+                .iter_mut()
+                .find_map(|c| poll_child(c).map(|f| (c.name, f)));
+            let fault = match fault {
+                Some(("transport", Fault::Exited(code))) if code == i32::from(EXIT_TUN_GONE) => {
+                    tracing::info!(interface = %self.ifname, "interface was removed, stopping");
+                    self.stop();
+                    return ExitCode::SUCCESS;
+                }
+                Some((name, f)) => Some(format!("{name} role {}", f.describe())),
+                None if self.control.lock().map_or(true, |c| c.is_broken()) => {
+                    Some("a role stopped answering".into())
+                }
+                None => None,
+            };
+            if let Some(what) = fault {
+                if let Err(code) = self.recover(&what) {
+                    return code;
+                }
+                continue;
+            }
+            if !self.sock_path.exists() {
+                tracing::info!("control socket removed, stopping");
+                self.stop();
+                return ExitCode::SUCCESS;
+            }
+            if accept_ready {
+                self.accept(&listener, &clients);
+            }
+        }
+    }
+
+    fn accept(&self, listener: &UnixListener, clients: &Arc<AtomicUsize>) {
+        while let Ok((stream, _)) = listener.accept() {
+            if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                drop(stream);
+                continue;
+            }
+            clients.fetch_add(1, Ordering::SeqCst);
+            let control = Arc::clone(&self.control);
+            let clients = Arc::clone(clients);
+            let spawned = std::thread::Builder::new()
+                .name("uapi".into())
+                .spawn(move || {
+                    serve_client(stream, &control);
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                tracing::error!("could not start a control client thread");
+            }
+        }
+    }
+
+    /// A role died or stopped: restart all three with the journal's
+    /// configuration, or fail closed (`Err` with the exit code) when that
+    /// cannot be done.
+    fn recover(&mut self, what: &str) -> Result<(), ExitCode> {
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            self.restarts.pop_front();
+        }
+        let lost = match self.control.lock() {
+            Ok(c) => c.journal.lost().map(str::to_owned),
+            Err(_) => Some("the control state is poisoned".into()),
+        };
+        let refuse = if let Some(why) = lost {
+            Some(format!("cannot restore the configuration: {why}"))
+        } else if self.restarts.len() >= RESTART_BUDGET {
+            Some(format!(
+                "restart budget spent ({RESTART_BUDGET} restarts in {}s)",
+                RESTART_WINDOW.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            tracing::error!("{what}; {why}; failing closed: removing {}", self.ifname);
+            self.stop();
+            return Err(ExitCode::from(1));
+        }
+        self.restarts.push_back(now);
+        tracing::error!(
+            "{what}; the interface stays and drops its traffic while the roles restart ({} of {RESTART_BUDGET} in {}s)",
+            self.restarts.len(),
+            RESTART_WINDOW.as_secs()
+        );
+        match self.restart() {
+            Ok(()) => {
+                tracing::info!(interface = %self.ifname, "roles restarted");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    "restarting the roles failed: {e}; failing closed: removing {}",
+                    self.ifname
+                );
+                self.stop();
+                Err(ExitCode::from(1))
+            }
+        }
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        let mut control = self
+            .control
+            .lock()
+            .map_err(|_| "control state poisoned".to_string())?;
+        control.hang_up();
+        end_children(&mut self.children, ROLE_EXIT_GRACE);
+        self.children.clear();
+        let ends = spawn_generation(&self.users, &self.root, &mut self.children)?;
+        hand_device(&ends, &self.tun, control.udp())
+            .map_err(|e| format!("handing the device to the transport: {e}"))?;
+        set_answer_timeouts(&ends);
+        control.reset(ends);
+        let ops = control.journal.replay()?;
+        control.apply(ops).map_err(|errno| {
+            format!(
+                "applying the configuration again: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )
+        })?;
+        let file = control.journal.private_key_file();
+        control.set_private_key_file(file);
+        Ok(())
+    }
+
+    /// Stops the daemon in order: hang up the roles' channels first, so
+    /// each role sees its parent go and exits quietly, give them a moment,
+    /// end the rest, then make sure the interface and the socket are gone.
+    fn stop(&mut self) {
+        // A client thread may hold the lock for one request; don't wait long.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match self.control.try_lock() {
+                Ok(c) => {
+                    c.hang_up();
+                    break;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break,
+            }
+        }
+        end_children(&mut self.children, ROLE_EXIT_GRACE);
+        shutdown(&mut self.children, &self.ifname, &self.sock_path);
+    }
+}
+
+/// Deletes the interface and the control socket, and ends any role left.
+fn shutdown(children: &mut [Spawned], ifname: &str, sock_path: &Path) {
     if net::interface_exists(ifname) {
         if let Err(e) = net::delete_interface(ifname) {
             tracing::error!("deleting interface {ifname}: {e}");
         }
     }
     let _ = std::fs::remove_file(sock_path);
-    for c in children.iter_mut() {
-        // Try anyway; it works when the parent still has the privilege.
-        let _ = c.child.kill();
-    }
-}
-
-fn describe(status: std::process::ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!(
-            "killed by signal {}",
-            Signal::try_from(s).map_or_else(|_| s.to_string(), |sig| sig.as_str().to_string())
-        ),
-        _ => "ended".into(),
-    }
-}
-
-fn supervise(
-    mut children: Vec<Spawned>,
-    listener: UnixListener,
-    sfd: SignalFd,
-    control: Arc<Mutex<Control>>,
-    ifname: &str,
-    sock_path: &std::path::Path,
-) -> ExitCode {
-    let clients = Arc::new(AtomicUsize::new(0));
-    let _ = listener.set_nonblocking(true);
-    let mut first_exit: Option<u32> = None;
-    loop {
-        let (sig_ready, accept_ready) = {
-            let mut fds = [
-                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::from(500u16)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    tracing::error!("poll: {e}");
-                    stop(&mut children, ifname, sock_path, &control);
-                    return ExitCode::from(1);
-                }
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
-        };
-        if sig_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let sig = Signal::try_from(info.ssi_signo as i32).ok();
-                if sig == Some(Signal::SIGCHLD) {
-                    // Look at the child that signalled first: when one role
-                    // dies the others follow, and the log must name the
-                    // first.
-                    first_exit.get_or_insert(info.ssi_pid);
-                }
-                if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
-                    tracing::info!(interface = %ifname, "stopping on signal");
-                    stop(&mut children, ifname, sock_path, &control);
-                    return ExitCode::SUCCESS;
-                }
-            }
-        }
-        // Any child that ended, for whatever reason, ends the interface.
-        if let Some(pid) = first_exit {
-            if let Some(i) = children.iter().position(|c| c.child.id() == pid) {
-                children.swap(0, i);
-            }
-        }
-        for c in children.iter_mut() {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                let name = c.name;
-                if name == "transport" && status.code() == Some(i32::from(EXIT_TUN_GONE)) {
-                    tracing::info!(interface = %ifname, "interface was removed, stopping");
-                    stop(&mut children, ifname, sock_path, &control);
-                    return ExitCode::SUCCESS;
-                }
-                tracing::error!(
-                    "{name} role {}; failing closed: removing {ifname}",
-                    describe(status)
-                );
-                stop(&mut children, ifname, sock_path, &control);
-                return ExitCode::from(1);
-            }
-        }
-        if control.lock().map_or(true, |c| c.is_broken()) {
-            tracing::error!("a role stopped answering; failing closed: removing {ifname}");
-            stop(&mut children, ifname, sock_path, &control);
-            return ExitCode::from(1);
-        }
-        if !sock_path.exists() {
-            tracing::info!("control socket removed, stopping");
-            stop(&mut children, ifname, sock_path, &control);
-            return ExitCode::SUCCESS;
-        }
-        if accept_ready {
-            while let Ok((stream, _)) = listener.accept() {
-                if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                    drop(stream);
-                    continue;
-                }
-                clients.fetch_add(1, Ordering::SeqCst);
-                let control = Arc::clone(&control);
-                let clients = Arc::clone(&clients);
-                let spawned = std::thread::Builder::new()
-                    .name("uapi".into())
-                    .spawn(move || {
-                        serve_client(stream, &control);
-                        clients.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    tracing::error!("could not start a control client thread");
-                }
-            }
-        }
-    }
+    end_children(children, Duration::ZERO);
 }

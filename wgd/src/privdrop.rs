@@ -19,28 +19,33 @@
 //! The children end up with their role's uid and primary gid (no
 //! supplementary groups), chrooted in an empty root-owned directory, with
 //! every capability set empty (effective, permitted, inheritable, ambient and
-//! bounding), `no_new_privs` set and not dumpable. The crypto role runs under
-//! a uid of its own, different from the handshake's: processes of the same
-//! uid may `ptrace(2)` and `kill(2)` each other, and the handshake role parses
-//! network input while crypto holds the static key.
+//! bounding), `no_new_privs` set and not dumpable. Each role runs under a
+//! uid of its own (`_wgd-net`, `_wgd-hs`, `_wgd-crypto`): processes of the
+//! same uid may `ptrace(2)`, `kill(2)`, stop and `prlimit(2)` each other,
+//! and the transport and handshake roles parse network input while crypto
+//! holds the static key. After the drop each role also gets its resource
+//! limits and its seccomp filter ([`crate::confine`]).
 //!
 //! # What the parent keeps
 //!
 //! The parent stays uid 0 (so that it still owns what it created as root,
 //! such as the control socket it unlinks on exit) but keeps only these
-//! capabilities, in its effective, permitted and bounding sets:
+//! capabilities in its effective and permitted sets:
 //!
 //! | privilege | why it is kept |
 //! | --- | --- |
 //! | `CAP_NET_ADMIN` | configure the tun device's link state, set `SO_MARK` (fwmark) on the UDP sockets when `fwmark` changes, and delete the interface when failing closed |
 //! | `CAP_NET_BIND_SERVICE` | re-bind the UDP socket when `wg set listen-port` moves it to a port below 1024 |
-//! | uid 0 (no capability) | remove the root-owned control socket and open files it created as root; it gives no power over other users' files without `CAP_DAC_OVERRIDE` |
+//! | `CAP_KILL` | end a role that is stopped or does not exit when its channels are hung up, before restarting the roles (they run under other uids) |
+//! | uid 0 (no capability) | remove the root-owned control socket and open files it created as root (the configuration and key files it re-reads for a restart); it gives no power over other users' files without `CAP_DAC_OVERRIDE` |
 //!
-//! Everything else is gone, including `CAP_KILL`: the children run under
-//! other uids, so the parent cannot signal them and shuts them down by
-//! closing their channels instead (it can still `waitpid(2)` for them). The
-//! parent is also made non-dumpable because secrets pass through it on their
-//! way to crypto.
+//! Its bounding set keeps, beside those three, what a freshly re-executed
+//! role needs until its own drop ([`RESPAWN_CAPS`]: `CAP_SETUID`,
+//! `CAP_SETGID`, `CAP_SYS_CHROOT`, `CAP_SETPCAP`, `CAP_IPC_LOCK`): a root
+//! process's `execve(2)` gets its bounding set as its permitted set, and
+//! that is how the parent restarts the roles after one dies without holding
+//! those capabilities itself. The parent is made non-dumpable because
+//! secrets pass through it on their way to crypto.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -55,10 +60,13 @@ use nix::sys::prctl;
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 use nix::unistd::{self, Gid, Group, Uid, User};
 
-/// Default user of the transport and handshake roles.
-pub const DEFAULT_USER: &str = "_wgd";
+/// Default user of the transport role.
+pub const DEFAULT_USER: &str = "_wgd-net";
 
-/// Default user of the crypto role; must differ from [`DEFAULT_USER`].
+/// Default user of the handshake role.
+pub const DEFAULT_HANDSHAKE_USER: &str = "_wgd-hs";
+
+/// Default user of the crypto role.
 pub const DEFAULT_CRYPTO_USER: &str = "_wgd-crypto";
 
 /// Where children are chrooted. Under `/run` so that it lives on a tmpfs,
@@ -68,13 +76,14 @@ pub const EMPTY_ROOT: &str = "/run/wgd/empty";
 /// The commands that create wgd's default users, for the README and for
 /// error messages.
 pub const CREATE_USERS_HINT: &str = concat!(
-    "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin _wgd\n",
+    "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin _wgd-net\n",
+    "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin _wgd-hs\n",
     "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin _wgd-crypto\n",
 );
 
-/// With `allow_nobody`, the crypto role falls back to the first of these ids
-/// (searched downwards from 65533, just below Debian's `nobody`) that has
-/// neither a passwd nor a group entry.
+/// With `allow_nobody`, the handshake and crypto roles fall back to the
+/// first of these ids (searched downwards from 65533, just below Debian's
+/// `nobody`) that have neither a passwd nor a group entry, one each.
 const FALLBACK_ID_RANGE: std::ops::RangeInclusive<u32> = 65000..=65533;
 
 /// What [`lock_memory`] raises the crypto role's `RLIMIT_MEMLOCK` to.
@@ -91,8 +100,24 @@ pub const CRYPTO_MEMLOCK_LIMIT: u64 = 256 << 20;
 /// allocations after the lock.
 pub const MEMLOCK_HEADROOM: u64 = 64 << 20;
 
-const KEPT_PARENT_CAPS: [Capability; 2] =
-    [Capability::CAP_NET_ADMIN, Capability::CAP_NET_BIND_SERVICE];
+/// The parent's effective and permitted capabilities (see the module
+/// documentation).
+const KEPT_PARENT_CAPS: [Capability; 3] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_KILL,
+];
+
+/// Kept in the parent's bounding set only, for the roles it re-executes:
+/// each needs these until [`drop_child_privileges`] (and crypto
+/// `CAP_IPC_LOCK` for [`lock_memory`]), and drops them there.
+pub const RESPAWN_CAPS: [Capability; 5] = [
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_IPC_LOCK,
+];
 
 /// A user that a role runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,12 +129,12 @@ pub struct Identity {
     pub gid: Gid,
 }
 
-/// The identities of the unprivileged roles.
+/// The identities of the unprivileged roles: three different uids, so
+/// that no role can signal, stop, trace or `prlimit(2)` another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleUsers {
-    /// Transport and handshake.
-    pub net: Identity,
-    /// Crypto; always a different uid from `net`.
+    pub transport: Identity,
+    pub handshake: Identity,
     pub crypto: Identity,
 }
 
@@ -132,14 +157,18 @@ pub enum PrivError {
         uid: Uid,
         gid: Gid,
     },
-    #[error("crypto user {crypto:?} and transport/handshake user {net:?} share uid {uid}: crypto needs a uid of its own so that the handshake role cannot trace or signal it")]
+    #[error("{a} user {a_name:?} and {b} user {b_name:?} share uid {uid}: each role needs a uid of its own so that no role can trace, stop or signal another")]
     SameUid {
-        net: String,
-        crypto: String,
+        a: &'static str,
+        a_name: String,
+        b: &'static str,
+        b_name: String,
         uid: Uid,
     },
-    #[error("no unused uid/gid in {FALLBACK_ID_RANGE:?} for the crypto role; create {DEFAULT_CRYPTO_USER} instead")]
-    NoFallbackId,
+    #[error(
+        "no unused uid/gid in {FALLBACK_ID_RANGE:?} for the {0} role; create its user instead"
+    )]
+    NoFallbackId(&'static str),
     #[error("memory not locked: {0}")]
     Memlock(String),
     #[error("empty root {path}: {reason}")]
@@ -197,12 +226,15 @@ fn lookup_user(name: &str) -> Result<Option<Identity>, PrivError> {
     }))
 }
 
-/// An id for crypto that no account uses, so that sharing it gives nothing
-/// away. Ids are probed in a fixed order so that the choice is stable
-/// across restarts.
-fn fallback_crypto_identity(net: &Identity) -> Result<Identity, PrivError> {
+/// An id for a role that no account uses, so that sharing it gives
+/// nothing away, and that none of `taken` uses. Ids are probed in a fixed
+/// order so that the choice is stable across restarts.
+fn fallback_identity(role: &'static str, taken: &[&Identity]) -> Result<Identity, PrivError> {
     for raw in FALLBACK_ID_RANGE.rev() {
-        if raw == net.uid.as_raw() || raw == net.gid.as_raw() {
+        if taken
+            .iter()
+            .any(|t| raw == t.uid.as_raw() || raw == t.gid.as_raw())
+        {
             continue;
         }
         let uid = Uid::from_raw(raw);
@@ -223,7 +255,7 @@ fn fallback_crypto_identity(net: &Identity) -> Result<Identity, PrivError> {
             });
         }
     }
-    Err(PrivError::NoFallbackId)
+    Err(PrivError::NoFallbackId(role))
 }
 
 fn refuse_root(role: &'static str, id: &Identity) -> Result<(), PrivError> {
@@ -240,33 +272,43 @@ fn refuse_root(role: &'static str, id: &Identity) -> Result<(), PrivError> {
 
 /// Resolve the users the roles run as.
 ///
-/// `user` (default [`DEFAULT_USER`]) runs transport and handshake;
-/// `crypto_user` (default [`DEFAULT_CRYPTO_USER`]) runs crypto. A missing
-/// user is an error whose message holds the `useradd` command creating it.
+/// `user` (default [`DEFAULT_USER`]) runs transport, `handshake_user`
+/// (default [`DEFAULT_HANDSHAKE_USER`]) handshake and `crypto_user`
+/// (default [`DEFAULT_CRYPTO_USER`]) crypto. A missing user is an error
+/// whose message holds the `useradd` command creating it.
 ///
 /// With `allow_nobody` (meant for tests and quick trials, not production),
-/// a missing `user` falls back to `nobody`, and a missing `crypto_user` to a
-/// uid/gid pair that has no passwd or group entry, searched downwards from
-/// 65533 and never equal to the `net` uid or gid. `nobody` is shared with
-/// other daemons (and NFS squashing), which is why this is not the default.
+/// a missing `user` falls back to `nobody`, and a missing handshake or
+/// crypto user to a uid/gid pair that has no passwd or group entry,
+/// searched downwards from 65533 and never equal to another role's uid or
+/// gid. `nobody` is shared with other daemons (and NFS squashing), which is
+/// why this is not the default.
 ///
-/// Either role resolving to uid 0 or gid 0, or both resolving to the same
+/// Any role resolving to uid 0 or gid 0, or two roles resolving to the same
 /// uid, is an error.
 pub fn resolve_users(
     user: Option<&str>,
+    handshake_user: Option<&str>,
     crypto_user: Option<&str>,
     allow_nobody: bool,
 ) -> Result<RoleUsers, PrivError> {
-    let net_name = user.unwrap_or(DEFAULT_USER);
-    let crypto_name = crypto_user.unwrap_or(DEFAULT_CRYPTO_USER);
-    let net = lookup_user(net_name)?;
-    let crypto = lookup_user(crypto_name)?;
+    let names = [
+        user.unwrap_or(DEFAULT_USER),
+        handshake_user.unwrap_or(DEFAULT_HANDSHAKE_USER),
+        crypto_user.unwrap_or(DEFAULT_CRYPTO_USER),
+    ];
+    let found = [
+        lookup_user(names[0])?,
+        lookup_user(names[1])?,
+        lookup_user(names[2])?,
+    ];
 
-    if !allow_nobody && (net.is_none() || crypto.is_none()) {
-        let missing: Vec<&str> = [(net_name, &net), (crypto_name, &crypto)]
-            .into_iter()
+    if !allow_nobody && found.iter().any(Option::is_none) {
+        let missing: Vec<&str> = names
+            .iter()
+            .zip(&found)
             .filter(|(_, id)| id.is_none())
-            .map(|(name, _)| name)
+            .map(|(name, _)| *name)
             .collect();
         let mut commands = String::new();
         for name in &missing {
@@ -278,28 +320,60 @@ pub fn resolve_users(
         });
     }
 
-    let net = match net {
+    let [transport, handshake, crypto] = found;
+    let transport = match transport {
         Some(id) => id,
         None => lookup_user("nobody")?.ok_or_else(|| PrivError::MissingUsers {
-            names: format!("{net_name}, nobody"),
-            commands: format!("    {}\n", create_user_command(net_name)),
+            names: format!("{}, nobody", names[0]),
+            commands: format!("    {}\n", create_user_command(names[0])),
         })?,
     };
+    // The fallback ids avoid every id a named user has, so that a
+    // fallback never shares a uid with a real role user.
+    let named: Vec<Identity> = [&handshake, &crypto]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let mut taken: Vec<&Identity> = named.iter().collect();
+    taken.push(&transport);
+    let handshake = match handshake {
+        Some(id) => id,
+        None => fallback_identity("handshake", &taken)?,
+    };
+    let mut taken: Vec<&Identity> = named.iter().collect();
+    taken.extend([&transport, &handshake]);
     let crypto = match crypto {
         Some(id) => id,
-        None => fallback_crypto_identity(&net)?,
+        None => fallback_identity("crypto", &taken)?,
     };
 
-    refuse_root("transport/handshake", &net)?;
+    refuse_root("transport", &transport)?;
+    refuse_root("handshake", &handshake)?;
     refuse_root("crypto", &crypto)?;
-    if net.uid == crypto.uid {
-        return Err(PrivError::SameUid {
-            net: net.name,
-            crypto: crypto.name,
-            uid: crypto.uid,
-        });
+    let roles = [
+        ("transport", &transport),
+        ("handshake", &handshake),
+        ("crypto", &crypto),
+    ];
+    for (i, (a, a_id)) in roles.iter().enumerate() {
+        for (b, b_id) in &roles[i + 1..] {
+            if a_id.uid == b_id.uid {
+                return Err(PrivError::SameUid {
+                    a,
+                    a_name: a_id.name.clone(),
+                    b,
+                    b_name: b_id.name.clone(),
+                    uid: a_id.uid,
+                });
+            }
+        }
     }
-    Ok(RoleUsers { net, crypto })
+    Ok(RoleUsers {
+        transport,
+        handshake,
+        crypto,
+    })
 }
 
 /// Prepare [`EMPTY_ROOT`] and return its path; see [`empty_root_at`].
@@ -617,25 +691,26 @@ fn verify_child(id: &Identity) -> Result<(), PrivError> {
     Ok(())
 }
 
-/// Reduce the parent, which stays uid 0, to `CAP_NET_ADMIN` and
-/// `CAP_NET_BIND_SERVICE` (see the module documentation for why each is
-/// kept), and make it non-dumpable.
+/// Reduce the parent, which stays uid 0, to `CAP_NET_ADMIN`,
+/// `CAP_NET_BIND_SERVICE` and `CAP_KILL` (see the module documentation for
+/// why each is kept), with [`RESPAWN_CAPS`] left in its bounding set only,
+/// and make it non-dumpable.
 ///
-/// Ordering requirement: call this only AFTER all children have been
-/// spawned. The parent spawns them by `fork`+`execve` of its own binary as
-/// root, and each child needs `CAP_SYS_CHROOT`, `CAP_SETUID`, `CAP_SETGID`,
-/// `CAP_SETPCAP` (and `CAP_IPC_LOCK` for crypto) until it has called
-/// [`drop_child_privileges`]; after this call the parent can no longer give
-/// them any of that. The bounding set is reduced as well, so no later
-/// `execve` by the parent regains the rest. A role that dies is not
-/// re-spawned; the parent fails closed instead.
+/// Call this after the first roles have been spawned (they start with the
+/// parent's full set). Roles the parent restarts later get exactly its
+/// bounding set at their `execve(2)`, which is all they need to drop
+/// privileges. Before it narrows anything, this raises `RLIMIT_MEMLOCK`
+/// for the children to come (see [`lock_memory`]; best effort), since a
+/// restarted crypto role no longer has `CAP_SYS_RESOURCE` to do it.
 pub fn restrict_parent() -> Result<(), PrivError> {
     let keep_mask = KEPT_PARENT_CAPS.iter().fold(0u64, |m, c| m | c.bitmask());
+    let bound_mask = RESPAWN_CAPS.iter().fold(keep_mask, |m, c| m | c.bitmask());
     let keep: CapsHashSet = KEPT_PARENT_CAPS.into_iter().collect();
+    let _ = raise_memlock_limit();
 
     // While CAP_SETPCAP is still effective: an execve as uid 0 would
     // otherwise get back every capability left in the bounding set.
-    bounding_set_retain(keep_mask)?;
+    bounding_set_retain(bound_mask)?;
 
     // Nothing is meant to cross an execve implicitly.
     caps::clear(None, CapSet::Ambient).map_err(capserr("clear ambient capabilities"))?;
@@ -665,9 +740,9 @@ pub fn restrict_parent() -> Result<(), PrivError> {
         )));
     }
     let bounding = bounding_set()?;
-    if bounding != keep_mask {
+    if bounding != bound_mask {
         return Err(PrivError::Verify(format!(
-            "parent bounding set is {bounding:#x}, expected {keep_mask:#x}"
+            "parent bounding set is {bounding:#x}, expected {bound_mask:#x}"
         )));
     }
     let ambient = ambient_set()?;

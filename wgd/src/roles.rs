@@ -17,13 +17,14 @@
 //!
 //! | role | runs as | channels (fd 3, 4, …) | extra |
 //! | --- | --- | --- | --- |
-//! | transport | the net user | parent, handshake | tun + UDP fds from the parent |
-//! | handshake | the net user | parent, transport, crypto | |
-//! | crypto | the crypto user | parent, handshake | memory locked before the drop |
+//! | transport | `_wgd-net` | parent, handshake | tun + UDP fds from the parent |
+//! | handshake | `_wgd-hs` | parent, transport, crypto | |
+//! | crypto | `_wgd-crypto` | parent, handshake | memory locked before the drop |
 //!
 //! Every child then calls the one privilege-drop function,
-//! [`crate::privdrop::drop_child_privileges`], before it reads a single
-//! message.
+//! [`crate::privdrop::drop_child_privileges`], sets its resource limits
+//! and installs its seccomp filter (the lists below, each beside its row)
+//! before it reads a single message.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use proto::ipc::{
     ParentToCrypto, ParentToHandshake, ParentToTransport, TransportToHandshake, TransportToParent,
 };
 
+use crate::confine::{any, eq, masked, only, Allow};
 use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,42 +47,329 @@ pub enum Role {
     Crypto,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserKind {
-    /// `--user`: the transport and handshake roles.
-    Net,
-    /// `--crypto-user`: never the same uid as [`UserKind::Net`], so the
-    /// handshake role cannot signal or trace the key holder.
-    Crypto,
-}
-
+/// One row of the roles table: what a role is and what the kernel holds it
+/// to after its privilege drop (see [`crate::confine`]).
 pub struct RoleSpec {
     pub role: Role,
     pub name: &'static str,
-    pub user: UserKind,
     pub lock_memory: bool,
+    /// `RLIMIT_NOFILE`: one above the highest descriptor the role needs.
+    pub nofile: u64,
+    /// Its seccomp allowlist, on top of [`COMMON_SYSCALLS`].
+    pub syscalls: &'static [Allow],
 }
 
 pub const ROLES: [RoleSpec; 3] = [
+    // Holds the static private key and the PSKs. Descriptors: stdio, its
+    // two channels (3, 4); it receives none.
     RoleSpec {
         role: Role::Crypto,
         name: "crypto",
-        user: UserKind::Crypto,
         lock_memory: true,
+        nofile: 8,
+        syscalls: CRYPTO_SYSCALLS,
     },
+    // Parses handshake packets, runs the timers. Descriptors: stdio, its
+    // three channels (3, 4, 5); it receives none.
     RoleSpec {
         role: Role::Handshake,
         name: "handshake",
-        user: UserKind::Net,
         lock_memory: false,
+        nofile: 8,
+        syscalls: HANDSHAKE_SYSCALLS,
     },
+    // The data plane. Descriptors: stdio, two channels (3, 4), the tun
+    // device and two UDP sockets (5-7), and two new sockets while a
+    // listen-port change replaces the old ones (8, 9).
     RoleSpec {
         role: Role::Transport,
         name: "transport",
-        user: UserKind::Net,
         lock_memory: false,
+        nofile: 12,
+        syscalls: TRANSPORT_SYSCALLS,
     },
 ];
+
+// ------------------------------------------------------ seccomp lists ----
+//
+// Found with `strace -f` under the end-to-end tests (pairs, datapath,
+// uapi, daemon: rekeys, roaming, a listen-port change, paged status) and
+// kept as small as that allows. Everything here runs after the privilege
+// drop; what a role does before (loading, the drop itself) is allowed by
+// the parent's list, which a restarted role inherits. Filters are
+// installed before a role reads its first message; a call not listed
+// kills the process with SIGSYS.
+
+/// PROT_EXEC: no role maps executable memory after start.
+const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
+
+/// Every role, after its drop.
+pub const COMMON_SYSCALLS: &[Allow] = &[
+    any(
+        libc::SYS_read,
+        "read a channel message's bytes (and the tun device, in transport)",
+    ),
+    any(
+        libc::SYS_write,
+        "the log line to its stderr pipe (and the tun device, in transport)",
+    ),
+    any(
+        libc::SYS_poll,
+        "wait on its channels (and sockets), with the timer's timeout",
+    ),
+    any(
+        libc::SYS_recvmsg,
+        "receive one channel message, with descriptors (SCM_RIGHTS)",
+    ),
+    any(libc::SYS_sendmsg, "send one channel message"),
+    any(
+        libc::SYS_getrandom,
+        "randomness: ephemeral keys, cookie secret, indices, jitter",
+    ),
+    any(libc::SYS_brk, "the heap"),
+    only(
+        libc::SYS_mmap,
+        "large allocations, never executable",
+        &[masked(2, PROT_EXEC, 0)],
+    ),
+    any(libc::SYS_munmap, "free large allocations"),
+    any(libc::SYS_mremap, "grow large allocations"),
+    any(libc::SYS_madvise, "the allocator returning memory"),
+    any(
+        libc::SYS_futex,
+        "uncontended std locks (stderr) may still wake",
+    ),
+    any(
+        libc::SYS_clock_gettime,
+        "the clock, when the vDSO cannot answer",
+    ),
+    any(libc::SYS_rt_sigreturn, "return from a signal handler"),
+    any(libc::SYS_close, "close its descriptors on the way out"),
+    any(
+        libc::SYS_sigaltstack,
+        "std removes its stack-overflow guard at exit",
+    ),
+    only(
+        libc::SYS_fcntl,
+        "std checks a descriptor is open before closing it",
+        &[eq(1, libc::F_GETFD as u64)],
+    ),
+    any(libc::SYS_exit_group, "exit"),
+    any(libc::SYS_exit, "exit (thread)"),
+];
+
+/// Crypto: its two channels and memory, nothing else. No socket, connect,
+/// open or execve in any form; no descriptor made or changed.
+pub const CRYPTO_SYSCALLS: &[Allow] = &[];
+
+/// Handshake: its three channels and memory. No open, no socket.
+pub const HANDSHAKE_SYSCALLS: &[Allow] = &[];
+
+/// Transport: the descriptors it was given, and nothing that makes a new
+/// one but what a `NewSockets` message carries: no socket, no open, no
+/// fork.
+pub const TRANSPORT_SYSCALLS: &[Allow] = &[
+    any(libc::SYS_recvmmsg, "read UDP datagrams in batches"),
+    any(libc::SYS_sendmmsg, "send UDP datagrams in batches"),
+    only(
+        libc::SYS_fcntl,
+        "make the tun device non-blocking (get flags)",
+        &[eq(1, libc::F_GETFL as u64)],
+    ),
+    only(
+        libc::SYS_fcntl,
+        "make the tun device non-blocking (set flags)",
+        &[eq(1, libc::F_SETFL as u64)],
+    ),
+    only(
+        libc::SYS_ioctl,
+        "make a new UDP socket non-blocking",
+        &[eq(1, libc::FIONBIO)],
+    ),
+    only(
+        libc::SYS_setsockopt,
+        "IP_PKTINFO on a new IPv4 socket (replies from the address the peer used)",
+        &[eq(1, libc::SOL_IP as u64), eq(2, libc::IP_PKTINFO as u64)],
+    ),
+    only(
+        libc::SYS_setsockopt,
+        "IPV6_RECVPKTINFO on a new IPv6 socket",
+        &[
+            eq(1, libc::SOL_IPV6 as u64),
+            eq(2, libc::IPV6_RECVPKTINFO as u64),
+        ],
+    ),
+    any(
+        libc::SYS_clock_nanosleep,
+        "back off a moment when a send queue is full",
+    ),
+    any(
+        libc::SYS_nanosleep,
+        "back off a moment when a send queue is full",
+    ),
+];
+
+/// The parent (installed together with the roles' lists, since a
+/// restarted role runs under both filters): its own jobs (control socket and its client threads, the
+/// UDP sockets it re-binds and marks, deleting the interface over
+/// netlink, re-reading key files for a restart, reaping, ending and
+/// restarting the roles), and, since a restarted role inherits this
+/// filter, what a role does from `fork(2)` to its own filter: the child's
+/// set-up before exec, loading the binary, the privilege drop.
+pub const PARENT_SYSCALLS: &[Allow] = &[
+    // Its own work.
+    any(
+        libc::SYS_read,
+        "control clients, the signalfd, log pipes, key files",
+    ),
+    any(libc::SYS_write, "its log, replies"),
+    any(libc::SYS_poll, "the supervisor's loop"),
+    any(libc::SYS_accept4, "control clients"),
+    any(libc::SYS_shutdown, "hang up the roles' channels"),
+    any(libc::SYS_recvfrom, "control requests"),
+    any(libc::SYS_sendto, "control replies, the netlink request"),
+    any(libc::SYS_recvmsg, "channel answers, the netlink ack"),
+    any(libc::SYS_sendmsg, "channel requests with descriptors"),
+    any(
+        libc::SYS_setsockopt,
+        "timeouts, SO_MARK, socket options of new UDP sockets",
+    ),
+    any(libc::SYS_getsockopt, "socket options"),
+    any(libc::SYS_getsockname, "the port of a new UDP socket"),
+    any(libc::SYS_bind, "a new UDP socket (listen-port change)"),
+    only(
+        libc::SYS_socket,
+        "new UDP sockets (IPv4)",
+        &[eq(0, libc::AF_INET as u64)],
+    ),
+    only(
+        libc::SYS_socket,
+        "new UDP sockets (IPv6)",
+        &[eq(0, libc::AF_INET6 as u64)],
+    ),
+    only(
+        libc::SYS_socket,
+        "RTM_DELLINK when failing closed",
+        &[eq(0, libc::AF_NETLINK as u64)],
+    ),
+    only(
+        libc::SYS_socket,
+        "if_nametoindex",
+        &[eq(0, libc::AF_UNIX as u64)],
+    ),
+    any(libc::SYS_socketpair, "the channels of restarted roles"),
+    any(
+        libc::SYS_pipe2,
+        "log pipes of restarted roles; std's spawn status pipe",
+    ),
+    any(libc::SYS_ioctl, "FIONBIO, SIOCGIFINDEX"),
+    any(libc::SYS_fcntl, "descriptor flags"),
+    any(libc::SYS_close, "descriptors"),
+    any(libc::SYS_dup, "descriptors"),
+    any(libc::SYS_dup2, "descriptors"),
+    any(libc::SYS_dup3, "descriptors"),
+    any(libc::SYS_openat, "key files (restart), /proc, the loader"),
+    any(
+        libc::SYS_statx,
+        "does the control socket / interface still exist",
+    ),
+    any(libc::SYS_newfstatat, "file metadata"),
+    any(libc::SYS_fstat, "file metadata"),
+    any(libc::SYS_lseek, "file reads"),
+    any(libc::SYS_unlink, "remove the control socket"),
+    any(libc::SYS_unlinkat, "remove the control socket"),
+    any(libc::SYS_wait4, "reap roles, see them stop"),
+    any(libc::SYS_waitid, "reap roles"),
+    only(
+        libc::SYS_kill,
+        "end a stopped or stuck role",
+        &[eq(1, libc::SIGKILL as u64)],
+    ),
+    any(libc::SYS_clone, "restart a role (fork)"),
+    any(libc::SYS_clone3, "control-client and log-relay threads"),
+    any(
+        libc::SYS_execve,
+        "restart a role (re-exec of /proc/self/exe)",
+    ),
+    any(libc::SYS_set_robust_list, "new threads"),
+    any(libc::SYS_rseq, "new threads"),
+    any(libc::SYS_sigaltstack, "new threads' stack-overflow guard"),
+    any(libc::SYS_sched_getaffinity, "std's thread set-up"),
+    any(libc::SYS_gettid, "std's thread set-up"),
+    any(
+        libc::SYS_prctl,
+        "thread names; a role's drop (capabilities, no_new_privs, dumpable)",
+    ),
+    any(libc::SYS_mmap, "memory, thread stacks, the loader"),
+    any(libc::SYS_mprotect, "thread stack guards, the loader"),
+    any(libc::SYS_munmap, "memory"),
+    any(libc::SYS_mremap, "memory"),
+    any(libc::SYS_madvise, "memory"),
+    any(libc::SYS_brk, "the heap"),
+    any(libc::SYS_futex, "locks between threads"),
+    any(libc::SYS_getrandom, "std's hash seeds"),
+    any(
+        libc::SYS_clock_gettime,
+        "the clock, when the vDSO cannot answer",
+    ),
+    any(libc::SYS_clock_nanosleep, "short bounded waits"),
+    any(libc::SYS_nanosleep, "short bounded waits"),
+    any(libc::SYS_rt_sigprocmask, "signal masks (threads, children)"),
+    any(
+        libc::SYS_rt_sigaction,
+        "signal dispositions (std, children)",
+    ),
+    any(libc::SYS_rt_sigreturn, "return from a signal handler"),
+    any(libc::SYS_exit, "thread exit"),
+    any(libc::SYS_exit_group, "exit"),
+    // A role between fork and its own filter (also run by the parent at
+    // its start, before this filter existed).
+    any(libc::SYS_setsid, "a role's own session"),
+    any(
+        libc::SYS_close_range,
+        "a role closes what it must not inherit",
+    ),
+    any(libc::SYS_arch_prctl, "the loader (TLS)"),
+    any(libc::SYS_set_tid_address, "the loader"),
+    any(libc::SYS_access, "the loader"),
+    any(libc::SYS_pread64, "the loader"),
+    any(
+        libc::SYS_prlimit64,
+        "stack limit; a role's RLIMIT_MEMLOCK and its limits",
+    ),
+    any(libc::SYS_setrlimit, "a role's limits"),
+    any(libc::SYS_getrlimit, "limits"),
+    any(libc::SYS_mlockall, "crypto locks its memory"),
+    any(libc::SYS_munlockall, "crypto gives up locking"),
+    any(libc::SYS_chroot, "a role's chroot"),
+    any(libc::SYS_chdir, "a role's chdir(\"/\")"),
+    any(libc::SYS_setgroups, "a role's drop"),
+    any(libc::SYS_setresgid, "a role's drop"),
+    any(libc::SYS_setresuid, "a role's drop"),
+    any(libc::SYS_setgid, "a role checks it cannot return to root"),
+    any(libc::SYS_setuid, "a role checks it cannot return to root"),
+    any(libc::SYS_getgroups, "a role verifies its drop"),
+    any(libc::SYS_getresuid, "a role verifies its drop"),
+    any(libc::SYS_getresgid, "a role verifies its drop"),
+    any(libc::SYS_capget, "a role verifies its drop"),
+    any(libc::SYS_capset, "a role clears its capabilities"),
+    any(libc::SYS_seccomp, "a role installs its own filter"),
+    any(libc::SYS_getpid, "std"),
+    any(libc::SYS_getuid, "std"),
+    any(libc::SYS_geteuid, "std"),
+    any(libc::SYS_readlink, "std's current_exe"),
+];
+
+impl crate::privdrop::RoleUsers {
+    /// The user `role` runs as.
+    pub fn of(&self, role: Role) -> &Identity {
+        match role {
+            Role::Transport => &self.transport,
+            Role::Handshake => &self.handshake,
+            Role::Crypto => &self.crypto,
+        }
+    }
+}
 
 pub fn spec_by_name(name: &str) -> Option<&'static RoleSpec> {
     ROLES.iter().find(|r| r.name == name)
@@ -289,7 +578,8 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         say!("wgd[{role_name}]: bad role arguments");
         return ExitCode::from(2);
     };
-    crate::logging::init(spec.name);
+    crate::logging::init_role();
+    crate::confine::name_process(spec.name);
     // SAFETY: this is the child the parent started as `spec.role`, and
     // nothing has opened a descriptor yet.
     let ends = unsafe { ChildEnds::inherit(spec.role) };
@@ -307,7 +597,19 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         tracing::error!("dropping privileges failed: {e}");
         return ExitCode::from(1);
     }
-    tracing::debug!(uid = %a.uid, "privileges dropped");
+    // Only crypto may lock memory (it did above); the others may not.
+    let memlock = (!spec.lock_memory).then_some(0);
+    if let Err(e) = crate::confine::set_role_limits(spec.nofile, memlock) {
+        tracing::error!("resource limits: {e}");
+        return ExitCode::from(1);
+    }
+    #[cfg(feature = "test-hooks")]
+    crate::confine::test_hook::arm(spec.name);
+    if let Err(e) = crate::confine::install(&[COMMON_SYSCALLS, spec.syscalls]) {
+        tracing::error!("{e}");
+        return ExitCode::from(1);
+    }
+    tracing::debug!(uid = %a.uid, "privileges dropped, confined");
     match ends {
         ChildEnds::Crypto { parent, handshake } => {
             let why = wg_crypto::process::run(&parent, &handshake);

@@ -1,7 +1,10 @@
 //! Re-executing this binary as one role (see [`crate::roles`] for the
 //! table and the child's side): the channels placed at descriptors 3..,
 //! every other descriptor closed on exec, a cleared environment, signals
-//! unblocked. Used by the parent at start-up.
+//! unblocked, a session of its own with no controlling terminal, standard
+//! input and output on /dev/null and standard error on a pipe the parent
+//! reads (so no role ever holds the administrator's terminal, or a log
+//! file). Used by the parent at start-up and when it restarts the roles.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -12,22 +15,28 @@ use nix::sys::signal::SigSet;
 use crate::privdrop;
 use crate::roles::FIRST_CHANNEL_FD;
 
-/// A running role and its name, for supervision.
+/// A running role and its name, for supervision. The parent reaps it
+/// itself with `waitpid(2)` (to see it stop, not only end), so it keeps
+/// the pid and whether it was reaped, never signalling a reaped pid.
 pub(crate) struct Spawned {
     pub(crate) name: &'static str,
-    pub(crate) child: Child,
+    pub(crate) pid: nix::unistd::Pid,
+    pub(crate) reaped: bool,
 }
 
 /// Most channels a role is given (each role has two today).
 const MAX_ROLE_CHANNELS: usize = 4;
 
-/// Re-executes this binary as one role, with its channels at fds 3.. and
-/// all signals unblocked.
+/// Re-executes this binary as one role, with its channels at fds 3..,
+/// `stderr` (the write end of its log pipe) as standard error and all
+/// signals unblocked. `test_hooks` passes `WGD_TEST_HOOKS` on (test builds).
 pub(crate) fn spawn_role(
     name: &'static str,
     channels: &[OwnedFd],
     id: &privdrop::Identity,
     root: &std::path::Path,
+    stderr: OwnedFd,
+    test_hooks: bool,
 ) -> std::io::Result<Child> {
     // The child side of fork must not allocate (another thread of the
     // parent may have held the allocator's lock at the fork), so the
@@ -52,19 +61,31 @@ pub(crate) fn spawn_role(
         .arg("--root")
         .arg(root)
         .env_clear()
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr));
     for var in ["LOG_LEVEL", "WGD_TEST_REKEY_AFTER_SECS"] {
         if let Ok(v) = std::env::var(var) {
             cmd.env(var, v);
         }
     }
+    if test_hooks {
+        cmd.env("WGD_TEST_HOOKS", "1");
+    }
     // SAFETY: the closure runs in the forked child before exec. It
     // allocates nothing (fixed arrays; `last_os_error` and
     // `from_raw_os_error` build an error without a heap value) and calls
-    // only fcntl, dup2, close_range and pthread_sigmask, which are
+    // only setsid, fcntl, dup2, close_range and pthread_sigmask, which are
     // async-signal-safe system-call wrappers.
     unsafe {
         cmd.pre_exec(move || {
+            // A session of its own, and so no controlling terminal: a
+            // compromised role cannot reach the administrator's terminal
+            // (TIOCSTI, job-control signals), and its stdio is not that
+            // terminal either (set up above).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // Move every channel out of the 3.. range first, so that
             // placing one cannot clobber another still to be placed.
             // The temporary copies are close-on-exec, so only the final

@@ -348,11 +348,14 @@ fn parent_keeps_only_net_admin_and_bind_service() {
         },
         |_| (),
     );
-    // 1 << CAP_NET_ADMIN (12) | 1 << CAP_NET_BIND_SERVICE (10)
-    let kept = "0000000000001400";
+    // 1 << CAP_NET_ADMIN (12) | 1 << CAP_NET_BIND_SERVICE (10) | 1 << CAP_KILL (5)
+    let kept = "0000000000001420";
+    // ... and, in the bounding set only, what a restarted role needs:
+    // SETGID (6), SETUID (7), SETPCAP (8), IPC_LOCK (14), SYS_CHROOT (18).
+    let bounding = "00000000000455e0";
     assert_eq!(get(&m, "CapEff"), kept);
     assert_eq!(get(&m, "CapPrm"), kept);
-    assert_eq!(get(&m, "CapBnd"), kept);
+    assert_eq!(get(&m, "CapBnd"), bounding);
     assert_eq!(get(&m, "CapInh"), "0000000000000000");
     assert_eq!(get(&m, "CapAmb"), "0000000000000000");
     assert_eq!(get(&m, "Uid"), "0 0 0 0", "the parent stays uid 0");
@@ -365,7 +368,7 @@ fn resolve_users_missing_and_fallback() {
     let missing = "_wgd-test-no-such-user";
     let missing_crypto = "_wgd-test-no-such-crypto";
 
-    let err = privdrop::resolve_users(Some(missing), Some(missing_crypto), false)
+    let err = privdrop::resolve_users(Some(missing), None, Some(missing_crypto), false)
         .expect_err("missing users must be an error");
     let msg = err.to_string();
     assert!(msg.contains("useradd"), "{msg}");
@@ -378,30 +381,40 @@ fn resolve_users_missing_and_fallback() {
         "{msg}"
     );
 
-    let users = privdrop::resolve_users(Some(missing), Some(missing_crypto), true)
-        .expect("fallback with allow_nobody");
+    let users = privdrop::resolve_users(
+        Some(missing),
+        Some("_wgd-test-no-such-hs"),
+        Some(missing_crypto),
+        true,
+    )
+    .expect("fallback with allow_nobody");
     let nobody = User::from_name("nobody")
         .expect("getpwnam")
         .expect("no user nobody");
-    assert_eq!(users.net.uid, nobody.uid);
-    assert_eq!(users.net.gid, nobody.gid);
-    assert_ne!(users.crypto.uid, users.net.uid);
-    assert_ne!(users.crypto.gid, users.net.gid);
-    assert!(!users.crypto.uid.is_root() && users.crypto.gid.as_raw() != 0);
-    assert!(User::from_uid(users.crypto.uid)
-        .expect("getpwuid")
-        .is_none());
+    assert_eq!(users.transport.uid, nobody.uid);
+    assert_eq!(users.transport.gid, nobody.gid);
+    for id in [&users.handshake, &users.crypto] {
+        assert_ne!(id.uid, users.transport.uid);
+        assert_ne!(id.gid, users.transport.gid);
+        assert!(!id.uid.is_root() && id.gid.as_raw() != 0);
+        assert!(User::from_uid(id.uid).expect("getpwuid").is_none());
+    }
+    assert_ne!(users.handshake.uid, users.crypto.uid);
 
-    // Both roles under one uid would let handshake trace crypto.
-    let err = privdrop::resolve_users(Some("nobody"), Some("nobody"), false)
+    // Two roles under one uid could trace and signal each other.
+    let err = privdrop::resolve_users(Some("nobody"), None, Some("nobody"), false)
         .expect_err("same uid must be an error");
     assert!(err.to_string().contains("uid"), "{err}");
 
-    let err = privdrop::resolve_users(Some("root"), Some("nobody"), false)
+    let err = privdrop::resolve_users(Some("root"), None, Some("nobody"), false)
         .expect_err("root must be refused");
     assert!(err.to_string().contains("root"), "{err}");
 
-    for name in [privdrop::DEFAULT_USER, privdrop::DEFAULT_CRYPTO_USER] {
+    for name in [
+        privdrop::DEFAULT_USER,
+        privdrop::DEFAULT_HANDSHAKE_USER,
+        privdrop::DEFAULT_CRYPTO_USER,
+    ] {
         assert!(privdrop::CREATE_USERS_HINT.contains(&privdrop::create_user_command(name)));
     }
 }

@@ -1,0 +1,438 @@
+//! Issue 11, the process half: the roles are confined by the kernel and a
+//! role's death never leaks cleartext.
+//!
+//! - `forbidden_syscall_kills_the_role_and_wgd_recovers`: through the
+//!   test-only hook (wgd built with `test-hooks`, started with
+//!   `WGD_TEST_HOOKS=1`), SIGUSR2 makes crypto call socket(), transport
+//!   fork() and handshake openat(); the kernel kills each (SIGSYS), the
+//!   parent logs the role and "seccomp", the interface keeps its routes,
+//!   and the tunnel carries traffic again within 2 s of the restart;
+//! - `kill9_under_flood_leaks_nothing`: with a default route on the
+//!   underlay (so a lost interface would send tunnel traffic out in
+//!   clear), `ping -f` through the tunnel while each role in turn is
+//!   killed with SIGKILL; tcpdump on the veth sees only WireGuard messages
+//!   and no packet to or from an inner address, and the tunnel works
+//!   again within 2 s of each restart;
+//! - `roles_have_no_terminal`: wgd started on a pseudo-terminal (its
+//!   controlling terminal); every role leads its own session with no
+//!   terminal (`/proc/PID/stat`: session = pid, tty_nr 0) and holds no
+//!   terminal descriptor, so TIOCSTI has nothing to act on;
+//! - `roles_are_confined`: for each role, `/proc/PID/status` (three
+//!   distinct uids, Seccomp 2, NoNewPrivs 1, CapEff/CapPrm/CapBnd 0),
+//!   `/proc/PID/limits` (processes 0, core 0, file size 0, open files as
+//!   wgd sets them) and no descriptor on a regular file.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{ip, net, sa, INNER_A4, INNER_B4, OUTER_A4, OUTER_B4, PORT_B};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use wgd_tests::capture::Capture;
+use wgd_tests::traffic::ping_within;
+use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, PeerConfig, WgGo, Wgd};
+
+const ROLES: [&str; 3] = ["crypto", "handshake", "transport"];
+/// The issue's bound from a restart to traffic flowing again.
+const RECOVERY: Duration = Duration::from_secs(2);
+/// Bound on noticing a dead role and restarting all three.
+const RESTART: Duration = Duration::from_secs(5);
+
+/// `/proc/PID/stat` fields: (state, session, tty_nr, starttime).
+fn stat(pid: u32) -> Option<(char, u32, i64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(3)?.parse().ok()?,
+        f.get(4)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Whether the process `pid` that started at `start` is still running.
+fn alive(pid: u32, start: u64) -> bool {
+    stat(pid).is_some_and(|(state, _, _, t)| t == start && state != 'Z')
+}
+
+/// wgd (key in a key file, so restarts apply) in net A, wireguard-go in
+/// net B, A knowing B's endpoint; inner addresses up on both.
+struct Tunnel<'n> {
+    wgd: Wgd<'n>,
+    _go: WgGo<'n>,
+}
+
+fn tunnel<'n>(net: &'n common::Net, env: &[(&str, &str)]) -> Tunnel<'n> {
+    let (ka, pa) = keypair();
+    let (kb, pb) = keypair();
+    let conf_a = InterfaceConfig {
+        private_key: Some(ka),
+        listen_port: None,
+        fwmark: None,
+        peers: vec![
+            PeerConfig::new(&pb, &[&format!("{INNER_B4}/32")]).endpoint(sa(OUTER_B4, PORT_B))
+        ],
+    };
+    let conf_b = InterfaceConfig {
+        private_key: Some(kb),
+        listen_port: Some(PORT_B),
+        fwmark: None,
+        peers: vec![PeerConfig::new(&pa, &[&format!("{INNER_A4}/32")])],
+    };
+    let wgd = Wgd::start_key_file(&net.ns_a, conf_a, env).expect("start wgd");
+    let go = WgGo::start(&net.ns_b).expect("start wireguard-go");
+    go.setconf(&conf_b).expect("configure wireguard-go");
+    wgd.add_addr(&format!("{INNER_A4}/24"))
+        .expect("inner address A");
+    wgd.up().expect("wgd link up");
+    wgd_tests::add_addr(&net.ns_b, go.ifname(), &format!("{INNER_B4}/24"))
+        .expect("inner address B");
+    net.ns_b
+        .ip(["link", "set", go.ifname(), "up"])
+        .expect("wireguard-go link up");
+    let first = ping_within(&net.ns_a, ip(INNER_B4), Duration::from_secs(5));
+    assert!(
+        first.is_some(),
+        "no traffic through the tunnel before any fault\n{}",
+        wgd.child().report()
+    );
+    Tunnel { wgd, _go: go }
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
+}
+
+/// The route to the peer's inner prefix through the tunnel, as `ip route`
+/// shows it.
+fn tunnel_route(ns: &Netns, ifname: &str) -> bool {
+    ns.ip(["-4", "route", "show", "dev", ifname])
+        .map(|r| r.contains("10.211.0.0/24"))
+        .unwrap_or(false)
+}
+
+/// Waits for the parent's log to say it restarted the roles once more
+/// than `before` times; returns when it did.
+fn wait_restart(w: &Wgd<'_>, before: usize, why: &str) -> Instant {
+    wait_until(RESTART, "roles restarted", || {
+        count(&w.child().stderr(), "roles restarted") > before
+    })
+    .unwrap_or_else(|e| panic!("{e} after {why}\n{}", w.child().report()));
+    Instant::now()
+}
+
+/// After a restart: the interface and its route are there, new roles
+/// run, and a ping gets through within [`RECOVERY`].
+fn assert_recovered(net: &common::Net, w: &Wgd<'_>, restarted: Instant, why: &str) {
+    assert!(
+        w.interface_exists() && tunnel_route(&net.ns_a, w.ifname()),
+        "interface or route gone after {why}\n{}",
+        w.child().report()
+    );
+    let took = ping_within(&net.ns_a, ip(INNER_B4), RECOVERY);
+    let since = restarted.elapsed();
+    assert!(
+        took.is_some() && since <= RECOVERY + Duration::from_millis(300),
+        "no traffic within {RECOVERY:?} of the restart after {why} (ping: {took:?}, {since:?} since the restart)\n{}",
+        w.child().report()
+    );
+    eprintln!("after {why}: traffic again {since:?} after the restart");
+    assert_eq!(
+        w.roles().len(),
+        3,
+        "three roles after {why}\n{}",
+        w.child().report()
+    );
+}
+
+#[test]
+fn forbidden_syscall_kills_the_role_and_wgd_recovers() {
+    let net = net();
+    let t = tunnel(&net, &[("WGD_TEST_HOOKS", "1")]);
+    let w = &t.wgd;
+    for (role, call) in [
+        ("crypto", "socket"),
+        ("transport", "fork"),
+        ("handshake", "openat"),
+    ] {
+        let pid = w
+            .role_pid(role)
+            .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
+        let (_, _, _, start) = stat(pid).expect("role stat");
+        let before = count(&w.child().stderr(), "roles restarted");
+        kill(Pid::from_raw(pid as i32), Signal::SIGUSR2).expect("SIGUSR2 the role");
+        let why = format!("{call}() in {role}");
+        wait_until(RESTART, "the role to die", || !alive(pid, start))
+            .unwrap_or_else(|e| panic!("{e}: {why} did not kill it\n{}", w.child().report()));
+        let restarted = wait_restart(w, before, &why);
+        let log = w.child().stderr();
+        let cause = format!("{role} role was killed by SIGSYS (seccomp");
+        assert!(
+            log.contains(&cause),
+            "the parent logs {cause:?} after {why}\n{}",
+            w.child().report()
+        );
+        assert_recovered(&net, w, restarted, &why);
+    }
+    assert!(w.child().is_running(), "{}", w.child().report());
+}
+
+#[test]
+fn kill9_under_flood_leaks_nothing() {
+    let net = net();
+    // A default route on the underlay: should the interface go, tunnel
+    // traffic would leave through the veth in clear (and wireguard-go's
+    // side, which owns 10.211.0.2, would even answer it).
+    net.ns_a
+        .ip(["route", "add", "default", "via", OUTER_B4])
+        .expect("default route");
+    let t = tunnel(&net, &[]);
+    let w = &t.wgd;
+    let capture = Capture::start(&net.ns_a, &net.veth.a).expect("tcpdump on the underlay");
+    for role in ROLES {
+        let pid = w
+            .role_pid(role)
+            .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
+        let before = count(&w.child().stderr(), "roles restarted");
+        // A bounded flood: at most 20,000 requests or 4 s.
+        let flood = net
+            .ns_a
+            .spawn(
+                "ping",
+                ["-f", "-q", "-c", "20000", "-w", "4", "-s", "200", INNER_B4],
+            )
+            .expect("ping -f");
+        // Let the flood run through the tunnel first.
+        let rx0 = w
+            .dump()
+            .ok()
+            .map_or(0, |d| d.peers.first().map_or(0, |p| p.rx_bytes));
+        wait_until(Duration::from_secs(3), "flood traffic", || {
+            w.dump()
+                .ok()
+                .and_then(|d| d.peers.first().map(|p| p.rx_bytes))
+                .is_some_and(|rx| rx > rx0 + 20_000)
+        })
+        .unwrap_or_else(|e| panic!("{e} before killing {role}\n{}", w.child().report()));
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL the role");
+        let why = format!("kill -9 of {role} under ping -f");
+        let restarted = wait_restart(w, before, &why);
+        assert_recovered(&net, w, restarted, &why);
+        flood
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("ping -f did not end: {e}"));
+    }
+    let packets = capture.finish().expect("read the capture");
+    let inner = |a: &IpAddr| matches!(a, IpAddr::V4(v4) if v4.octets()[..3] == [10, 211, 0]);
+    let wg = packets.iter().filter(|p| p.is_wireguard()).count();
+    let leaks: Vec<String> = packets
+        .iter()
+        .filter(|p| inner(&p.src) || inner(&p.dst) || (p.proto == 17 && !p.is_wireguard()))
+        .take(10)
+        .map(|p| format!("{p:?}"))
+        .collect();
+    eprintln!(
+        "underlay capture: {} packets, {wg} WireGuard messages",
+        packets.len()
+    );
+    assert!(
+        wg > 100,
+        "the capture saw only {wg} WireGuard messages: is it working?"
+    );
+    assert!(
+        leaks.is_empty(),
+        "cleartext on the underlay ({OUTER_A4} side):\n{}\n{}",
+        leaks.join("\n"),
+        w.child().report()
+    );
+}
+
+/// Finds the wgd parent serving `ifname` (not a role: no `--role`).
+fn wgd_parent_of(ifname: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .find(|pid| {
+            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"/wgd"))
+                && args.contains(&ifname.as_bytes())
+                && !args.iter().any(|a| *a == b"--role")
+        })
+}
+
+fn role_children(parent: u32) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = st
+            .rfind(')')
+            .and_then(|i| st[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = args
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if let Some(i) = args.iter().position(|a| a == "--role") {
+            if let Some(r) = args.get(i + 1) {
+                out.insert(r.clone(), pid);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn roles_have_no_terminal() {
+    let ns = Netns::new().expect("namespace");
+    let (key, _) = keypair();
+    let conf = InterfaceConfig {
+        private_key: Some(key),
+        ..Default::default()
+    };
+    let mut file = tempfile::NamedTempFile::new().expect("conf file");
+    std::io::Write::write_all(&mut file, conf.to_conf().as_bytes()).expect("write conf");
+    let ifname = wgd_tests::wggo::fresh_ifname().expect("interface name");
+    let bin = wgd_tests::wgd::binary().expect("wgd binary");
+    // script(1) runs wgd on a new pseudo-terminal, its controlling
+    // terminal, as an administrator's shell would.
+    let cmdline = format!(
+        "exec {} -f -c {} {ifname}",
+        bin.display(),
+        file.path().display()
+    );
+    let script = ns
+        .spawn(
+            "script",
+            ["-q", "-f", "-e", "-c", cmdline.as_str(), "/dev/null"],
+        )
+        .expect("script");
+    let parent = wait_until(Duration::from_secs(10), "wgd under script", || {
+        wgd_parent_of(&ifname).is_some_and(|p| role_children(p).len() == 3)
+    })
+    .ok()
+    .and_then(|()| wgd_parent_of(&ifname))
+    .unwrap_or_else(|| panic!("wgd did not start on the terminal\n{}", script.report()));
+    let (_, _, parent_tty, _) = stat(parent).expect("parent stat");
+    assert_ne!(
+        parent_tty, 0,
+        "the test needs wgd itself to have a controlling terminal"
+    );
+    let mut bad = Vec::new();
+    for (role, pid) in role_children(parent) {
+        let (_, session, tty, _) = stat(pid).expect("role stat");
+        if session != pid || tty != 0 {
+            bad.push(format!(
+                "{role}: session {session} (pid {pid}), tty_nr {tty}"
+            ));
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            let t = target.to_string_lossy();
+            if t.starts_with("/dev/pts") || t.starts_with("/dev/tty") || t == "/dev/console" {
+                bad.push(format!(
+                    "{role}: fd {:?} is the terminal {t}",
+                    fd.file_name()
+                ));
+            }
+        }
+    }
+    // Stop it by the socket's removal: the interface goes with it.
+    let _ = std::fs::remove_file(wgd_tests::socket_path(&ifname));
+    let _ = script.wait_exit(Duration::from_secs(5));
+    assert!(bad.is_empty(), "{}\n{}", bad.join("\n"), script.report());
+}
+
+/// `/proc/PID/limits`: limit name → (soft, hard).
+fn limits(pid: u32) -> BTreeMap<String, (String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            // "Max open files            8                    8                    files"
+            let name = l.get(..26)?.trim().to_string();
+            let mut rest = l.get(26..)?.split_whitespace();
+            Some((name, (rest.next()?.to_string(), rest.next()?.to_string())))
+        })
+        .collect()
+}
+
+#[test]
+fn roles_are_confined() {
+    let net = net();
+    let t = tunnel(&net, &[]);
+    let w = &t.wgd;
+    let roles: BTreeMap<String, u32> = w.roles().into_iter().map(|r| (r.role, r.pid)).collect();
+    assert_eq!(roles.len(), 3, "{}", w.child().report());
+    let mut bad = Vec::new();
+    let mut uids = HashSet::new();
+    for (role, &pid) in &roles {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        uids.insert(field("Uid"));
+        for (k, want) in [
+            ("Seccomp", "2"),
+            ("NoNewPrivs", "1"),
+            ("CapEff", "0000000000000000"),
+            ("CapPrm", "0000000000000000"),
+            ("CapBnd", "0000000000000000"),
+        ] {
+            if field(k) != want {
+                bad.push(format!("{role}: {k} is {:?}, want {want}", field(k)));
+            }
+        }
+        if field("Uid").starts_with("0") {
+            bad.push(format!("{role}: runs as root"));
+        }
+        let nofile = if role == "transport" { "12" } else { "8" };
+        let lim = limits(pid);
+        for (name, want) in [
+            ("Max processes", "0"),
+            ("Max core file size", "0"),
+            ("Max file size", "0"),
+            ("Max open files", nofile),
+        ] {
+            let got = lim.get(name);
+            if got != Some(&(want.to_string(), want.to_string())) {
+                bad.push(format!("{role}: {name} is {got:?}, want {want} {want}"));
+            }
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .flatten()
+        {
+            if std::fs::metadata(fd.path()).is_ok_and(|m| m.is_file()) {
+                let target = std::fs::read_link(fd.path()).unwrap_or_default();
+                bad.push(format!(
+                    "{role}: fd {:?} names the regular file {}",
+                    fd.file_name(),
+                    target.display()
+                ));
+            }
+        }
+    }
+    if uids.len() != 3 {
+        bad.push(format!("the roles' uids are not three distinct: {uids:?}"));
+    }
+    assert!(bad.is_empty(), "{}\n{}", bad.join("\n"), w.child().report());
+}
