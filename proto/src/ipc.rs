@@ -65,7 +65,9 @@ impl Endpoint {
 
 /// Why the crypto role refused a request. Deliberately coarse: the
 /// handshake role needs to know only that a handshake failed, not which
-/// step of the Noise computation did.
+/// step of the Noise computation did; the two policy refusals of an
+/// initiation (replay, flood) are told apart so that the handshake role
+/// counts them where it counts its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum CryptoError {
     #[error("no private key configured")]
@@ -80,6 +82,13 @@ pub enum CryptoError {
     Rejected,
     #[error("internal crypto failure")]
     Internal,
+    /// An initiation whose timestamp is not newer than the greatest
+    /// consumed from its peer: a replay.
+    #[error("initiation timestamp is not newer than the last one")]
+    ReplayedTimestamp,
+    /// An initiation from a peer whose last one was consumed too recently.
+    #[error("too many initiations from this peer")]
+    InitiationFlood,
 }
 
 // ---------------------------------------------------------------- parent ↔ crypto
@@ -591,6 +600,8 @@ mod tests {
             CryptoError::WrongState,
             CryptoError::Rejected,
             CryptoError::Internal,
+            CryptoError::ReplayedTimestamp,
+            CryptoError::InitiationFlood,
         ] {
             round_trip(CryptoToHandshake::Refused(e));
         }

@@ -14,7 +14,17 @@
 //!   abandons the old, as a new initiation supersedes the last in
 //!   WireGuard), so memory is bounded by the number of peers;
 //! - no operation returns the static private key or a PSK: the fields are
-//!   private, and no method or reply type carries a [`SecretKey`] out.
+//!   private, and no method or reply type carries a [`SecretKey`] out;
+//! - an initiation is consumed only if its timestamp is newer than every
+//!   earlier one of its peer, and at most one per
+//!   [`MIN_INITIATION_INTERVAL`] per peer: a replayed or flooding
+//!   initiation gets no handshake, so no response and no keys (the
+//!   handshake role checks the same, but the key holder does not rely on
+//!   a neighbour for what it may release);
+//! - a response that does not authenticate leaves its handshake in place,
+//!   so a forged response (the receiver index is on the wire, MAC1 needs
+//!   only our public key) cannot kill the genuine handshake, as in Linux
+//!   and wireguard-go.
 //!
 //! Handshake states are snow's `HandshakeState`s. snow does not zeroize
 //! its own symmetric state, so each is dropped the moment its handshake
@@ -26,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::ipc::{
     CryptoError, CryptoOp, CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto,
@@ -50,6 +60,11 @@ pub const PROLOGUE: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 const PSK_POSITION: u8 = 2;
 const ZERO_PSK: [u8; 32] = [0u8; 32];
 
+/// The key holder consumes at most one initiation per peer this often:
+/// 50 a second, as Linux (`INITIATIONS_PER_SECOND`) and wireguard-go
+/// (`HandshakeInitationRate`) allow.
+pub const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
+
 /// TAI64 labels count from 2^62, plus the 10 s TAI-UTC offset of 1970.
 const TAI64_BASE: u64 = 0x4000_0000_0000_000a;
 /// Low bits of the nanoseconds cleared, as Linux and wireguard-go do, so
@@ -67,6 +82,23 @@ struct Peer {
     initiating: Option<HandshakeId>,
     /// The pending handshake this peer started with us, if any.
     responding: Option<HandshakeId>,
+    /// The greatest timestamp of an initiation consumed from this peer:
+    /// one not newer is a replay.
+    greatest_timestamp: Tai64N,
+    /// When the last initiation from this peer was consumed.
+    last_initiation: Option<Instant>,
+}
+
+impl Peer {
+    fn new(psk: Option<SecretKey>) -> Self {
+        Peer {
+            psk,
+            initiating: None,
+            responding: None,
+            greatest_timestamp: Tai64N::ZERO,
+            last_initiation: None,
+        }
+    }
 }
 
 enum Step {
@@ -168,14 +200,7 @@ impl KeyStore {
                 true
             }
             None => {
-                self.peers.insert(
-                    peer,
-                    Peer {
-                        psk,
-                        initiating: None,
-                        responding: None,
-                    },
-                );
+                self.peers.insert(peer, Peer::new(psk));
                 false
             }
         };
@@ -303,12 +328,26 @@ impl KeyStore {
         Ok((id, NoiseInitiation(out)))
     }
 
-    /// Reads a peer's initiation. Returns who sent it and its timestamp;
-    /// refuses it if it does not authenticate or the sender is not a
-    /// configured peer. The handshake role checks the timestamp against
-    /// replay before it asks for the response.
+    /// Reads a peer's initiation now; see [`KeyStore::consume_initiation_at`].
     pub fn consume_initiation(
         &mut self,
+        msg: &NoiseInitiation,
+    ) -> Result<(HandshakeId, PublicKey, Tai64N), CryptoError> {
+        self.consume_initiation_at(Instant::now(), msg)
+    }
+
+    /// Reads a peer's initiation at `now`. Returns who sent it and its
+    /// timestamp; refuses it if it does not authenticate, the sender is
+    /// not a configured peer, its timestamp is not newer than the greatest
+    /// consumed from that peer (a replay: [`CryptoError::ReplayedTimestamp`])
+    /// or the peer's last initiation was consumed less than
+    /// [`MIN_INITIATION_INTERVAL`] ago ([`CryptoError::InitiationFlood`]).
+    /// A refused initiation leaves no handshake behind: nothing can answer
+    /// it or release keys for it. The handshake role checks timestamps and
+    /// rate too, on its own clock, before it asks for the response.
+    pub fn consume_initiation_at(
+        &mut self,
+        now: Instant,
         msg: &NoiseInitiation,
     ) -> Result<(HandshakeId, PublicKey, Tai64N), CryptoError> {
         let identity = self.identity.as_ref().ok_or(CryptoError::NoPrivateKey)?;
@@ -325,19 +364,27 @@ impl KeyStore {
         }
         let mut ts = [0u8; 12];
         ts.copy_from_slice(&payload[..12]);
+        let timestamp = Tai64N(ts);
         let remote: [u8; 32] = hs
             .get_remote_static()
             .and_then(|r| r.try_into().ok())
             .ok_or(CryptoError::Rejected)?;
         let peer = PublicKey(remote);
-        if !self.peers.contains_key(&peer) {
-            return Err(CryptoError::UnknownPeer);
+        let p = self.peers.get_mut(&peer).ok_or(CryptoError::UnknownPeer)?;
+        if timestamp <= p.greatest_timestamp {
+            return Err(CryptoError::ReplayedTimestamp);
         }
-        let id = self.new_id();
-        if let Some(p) = self.peers.get_mut(&peer) {
-            if let Some(old) = p.responding.replace(id) {
-                self.pending.remove(&old);
-            }
+        if p.last_initiation
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
+        {
+            return Err(CryptoError::InitiationFlood);
+        }
+        p.greatest_timestamp = timestamp;
+        p.last_initiation = Some(now);
+        let id = HandshakeId(self.next_id);
+        self.next_id += 1;
+        if let Some(old) = p.responding.replace(id) {
+            self.pending.remove(&old);
         }
         self.pending.insert(
             id,
@@ -346,7 +393,7 @@ impl KeyStore {
                 step: Step::InitiationConsumed(Box::new(hs)),
             },
         );
-        Ok((id, peer, Tai64N(ts)))
+        Ok((id, peer, timestamp))
     }
 
     /// Takes a pending handshake out of the table if it is at the step
@@ -425,29 +472,38 @@ impl KeyStore {
     }
 
     /// Reads the peer's response to our initiation. On success the keys
-    /// wait for `release_keys`. A response that does not authenticate ends
-    /// the handshake (snow's state is consumed by the attempt); the
-    /// handshake role retries with a fresh initiation after REKEY_TIMEOUT.
+    /// wait for `release_keys`. A response that does not authenticate
+    /// changes nothing: the handshake stays, waiting for its genuine
+    /// response, as in Linux and wireguard-go (anyone who saw our
+    /// initiation's sender index on the wire can send a response to it).
+    ///
+    /// This relies on snow: `HandshakeState::read_message` restores its
+    /// symmetric state (chaining key, hash) when a message fails, and the
+    /// response pattern (`e, ee, se, psk`) overwrites everything else it
+    /// touched (the remote ephemeral, the cipher key) before using it, so
+    /// the state after a failed read is the state before it. The tests
+    /// (`wg-crypto/tests/keystore.rs`, a forged response and then the
+    /// genuine one) hold snow to it.
     pub fn consume_response(
         &mut self,
         id: HandshakeId,
         msg: &NoiseResponse,
     ) -> Result<(), CryptoError> {
-        let pending = self.take(id, |s| matches!(s, Step::InitiationSent(_)))?;
-        let Step::InitiationSent(mut hs) = pending.step else {
+        let pending = self
+            .pending
+            .get_mut(&id)
+            .ok_or(CryptoError::UnknownHandshake)?;
+        let Step::InitiationSent(hs) = &mut pending.step else {
             return Err(CryptoError::WrongState);
         };
         let peer = pending.peer;
         let mut payload = Zeroizing::new([0u8; NOISE_RESPONSE_LEN]);
-        let result = hs.read_message(&msg.0, &mut payload[..]);
-        let result = match result {
-            Ok(0) => Ok(hs.dangerously_get_raw_split()),
-            Ok(_) => Err(CryptoError::Rejected),
-            Err(e) => Err(rejected(e)),
-        };
-        drop(hs);
-        match result {
-            Ok((i2r, r2i)) => {
+        match hs.read_message(&msg.0, &mut payload[..]) {
+            Ok(0) => {
+                let (i2r, r2i) = hs.dangerously_get_raw_split();
+                // The state is finished: drop it (snow does not zeroize
+                // its own) and keep only the keys.
+                self.pending.remove(&id);
                 let keys = SessionKeys {
                     send: SessionKey::from_bytes(i2r),
                     recv: SessionKey::from_bytes(r2i),
@@ -455,10 +511,15 @@ impl KeyStore {
                 self.finish(id, peer, keys);
                 Ok(())
             }
-            Err(e) => {
+            // Not a WireGuard response (its payload is empty by length):
+            // the state has moved past the message, so it cannot wait for
+            // another.
+            Ok(_) => {
+                self.pending.remove(&id);
                 self.forget(id, &peer);
-                Err(e)
+                Err(CryptoError::Internal)
             }
+            Err(e) => Err(rejected(e)),
         }
     }
 
@@ -506,20 +567,29 @@ impl KeyStore {
 
     /// One question from the handshake role, one answer.
     pub fn handle_handshake(&mut self, msg: HandshakeToCrypto) -> CryptoToHandshake {
+        self.handle_handshake_at(Instant::now(), msg)
+    }
+
+    /// One question from the handshake role at `now` (the clock of the
+    /// initiation rate limit; tests on a fake clock pass theirs).
+    pub fn handle_handshake_at(
+        &mut self,
+        now: Instant,
+        msg: HandshakeToCrypto,
+    ) -> CryptoToHandshake {
         let answer = match msg {
             HandshakeToCrypto::CreateInitiation { peer } => self
                 .create_initiation(&peer)
                 .map(|(id, noise)| CryptoToHandshake::Initiation { id, noise }),
-            HandshakeToCrypto::ConsumeInitiation { noise } => {
-                self.consume_initiation(&noise)
-                    .map(
-                        |(id, peer, timestamp)| CryptoToHandshake::InitiationConsumed {
-                            id,
-                            peer,
-                            timestamp,
-                        },
-                    )
-            }
+            HandshakeToCrypto::ConsumeInitiation { noise } => self
+                .consume_initiation_at(now, &noise)
+                .map(
+                    |(id, peer, timestamp)| CryptoToHandshake::InitiationConsumed {
+                        id,
+                        peer,
+                        timestamp,
+                    },
+                ),
             HandshakeToCrypto::CreateResponse { id } => self
                 .create_response(id)
                 .map(|noise| CryptoToHandshake::Response { noise }),

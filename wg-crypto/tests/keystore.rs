@@ -1,7 +1,10 @@
 //! The key store's handshakes between two stores, and its permit rules.
 
+use std::time::{Duration, Instant};
+
 use proto::ipc::{CryptoError, CryptoToHandshake, HandshakeToCrypto};
 use proto::keys::{HandshakeId, NoiseResponse, PublicKey, SecretKey};
+use wg_crypto::keystore::MIN_INITIATION_INTERVAL;
 use wg_crypto::{generate_private_key, public_key, KeyStore};
 
 struct Side {
@@ -61,7 +64,10 @@ fn psk_mismatch_fails_at_the_initiator() {
         a.store.consume_response(ia, &resp),
         Err(CryptoError::Rejected)
     );
-    assert_eq!(a.store.release_keys(ia), Err(CryptoError::UnknownHandshake));
+    // The handshake stays, waiting for a response that authenticates;
+    // it has no keys to release.
+    assert_eq!(a.store.release_keys(ia), Err(CryptoError::WrongState));
+    assert_eq!(a.store.pending_count(), 1);
 }
 
 #[test]
@@ -161,9 +167,13 @@ fn a_new_initiation_supersedes_the_old_one() {
 fn timestamps_strictly_increase() {
     let (mut a, mut b) = pair(None, None);
     let mut last = None;
-    for _ in 0..5 {
+    let start = Instant::now();
+    for i in 0..5 {
         let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
-        let (id, _, ts) = b.store.consume_initiation(&init).expect("consume");
+        let (id, _, ts) = b
+            .store
+            .consume_initiation_at(start + MIN_INITIATION_INTERVAL * i, &init)
+            .expect("consume");
         b.store.abandon(id).expect("abandon");
         if let Some(l) = last {
             assert!(ts > l);
@@ -223,4 +233,177 @@ fn dispatch_answers_every_request() {
             .handle_handshake(HandshakeToCrypto::Abandon { id: ia }),
         CryptoToHandshake::Refused(CryptoError::UnknownHandshake)
     );
+}
+
+/// A forged response — the right handshake, any bytes — is refused and
+/// leaves the handshake in place: the genuine response still completes it,
+/// with the keys the responder has.
+#[test]
+fn a_forged_response_leaves_the_handshake_in_place() {
+    for psk in [None, Some([5u8; 32])] {
+        let (mut a, mut b) = pair(psk, psk);
+        let t0 = Instant::now();
+        // b's genuine response to an earlier initiation of a's, which the
+        // later one superseded: authentic bytes, the wrong handshake.
+        let (_, earlier) = a.store.create_initiation(&b.public).expect("earlier");
+        let (ie, _, _) = b
+            .store
+            .consume_initiation_at(t0, &earlier)
+            .expect("earlier");
+        let stale = b.store.create_response(ie).expect("stale response");
+        let (ia, init) = a.store.create_initiation(&b.public).expect("initiation");
+        let (ib, _, _) = b
+            .store
+            .consume_initiation_at(t0 + MIN_INITIATION_INTERVAL, &init)
+            .expect("consume");
+        let genuine = b.store.create_response(ib).expect("response");
+        // Garbage, an all-zero ephemeral (refused by the DH), the genuine
+        // ephemeral with a bad tag, and the stale response.
+        let mut bad_tag = genuine.clone();
+        bad_tag.0[47] ^= 1;
+        let forgeries = [
+            NoiseResponse([0xa5; 48]),
+            NoiseResponse([0; 48]),
+            bad_tag,
+            stale,
+        ];
+        for forged in &forgeries {
+            assert_eq!(
+                a.store.consume_response(ia, forged),
+                Err(CryptoError::Rejected)
+            );
+            assert_eq!(a.store.release_keys(ia), Err(CryptoError::WrongState));
+        }
+        a.store
+            .consume_response(ia, &genuine)
+            .expect("the genuine response after the forgeries");
+        let ka = a.store.release_keys(ia).expect("keys a");
+        let kb = b.store.release_keys(ib).expect("keys b");
+        assert_eq!(ka.send, kb.recv);
+        assert_eq!(ka.recv, kb.send);
+        assert_eq!(a.store.pending_count(), 0);
+    }
+}
+
+/// The same through the dispatch the handshake role talks to.
+#[test]
+fn a_forged_response_is_refused_through_dispatch() {
+    let (mut a, mut b) = pair(None, None);
+    let CryptoToHandshake::Initiation { id: ia, noise } = a
+        .store
+        .handle_handshake(HandshakeToCrypto::CreateInitiation { peer: b.public })
+    else {
+        panic!("no initiation");
+    };
+    let (ib, _, _) = b.store.consume_initiation(&noise).expect("consume");
+    let genuine = b.store.create_response(ib).expect("response");
+    assert_eq!(
+        a.store
+            .handle_handshake(HandshakeToCrypto::ConsumeResponse {
+                id: ia,
+                noise: NoiseResponse([1; 48]),
+            }),
+        CryptoToHandshake::Refused(CryptoError::Rejected)
+    );
+    assert_eq!(
+        a.store
+            .handle_handshake(HandshakeToCrypto::ConsumeResponse {
+                id: ia,
+                noise: genuine,
+            }),
+        CryptoToHandshake::ResponseConsumed
+    );
+}
+
+/// A replayed initiation — byte for byte one consumed before, or an older
+/// one — is refused, creates no handshake and so no response and no keys,
+/// however long after the first it comes.
+#[test]
+fn a_replayed_initiation_gets_nothing() {
+    let (mut a, mut b) = pair(None, None);
+    let t0 = Instant::now();
+    let (_, older) = a.store.create_initiation(&b.public).expect("older");
+    let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
+    let (ib, who, _) = b.store.consume_initiation_at(t0, &init).expect("consume");
+    assert_eq!(who, a.public);
+    let resp = b.store.create_response(ib).expect("response");
+    b.store.release_keys(ib).expect("keys");
+    let _ = resp;
+    let pending = b.store.pending_count();
+    for (later, replay) in [(1, &init), (2, &older), (3, &init)] {
+        let at = t0 + Duration::from_secs(later);
+        assert_eq!(
+            b.store.consume_initiation_at(at, replay).map(|_| ()),
+            Err(CryptoError::ReplayedTimestamp)
+        );
+        assert_eq!(b.store.pending_count(), pending, "no handshake left behind");
+    }
+    // Through the dispatch: refused, and no id exists to ask a response
+    // or keys of.
+    assert_eq!(
+        b.store
+            .handle_handshake(HandshakeToCrypto::ConsumeInitiation {
+                noise: init.clone()
+            }),
+        CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp)
+    );
+    assert_eq!(
+        b.store.create_response(HandshakeId(ib.0 + 1)),
+        Err(CryptoError::UnknownHandshake)
+    );
+    // A fresh initiation (newer timestamp) is answered.
+    let (_, fresh) = a.store.create_initiation(&b.public).expect("fresh");
+    let (id, _, _) = b
+        .store
+        .consume_initiation_at(t0 + Duration::from_secs(4), &fresh)
+        .expect("fresh initiation");
+    b.store
+        .create_response(id)
+        .expect("response to the fresh one");
+}
+
+/// At most one initiation per peer per 20 ms is consumed; one refused for
+/// the rate leaves no handshake, and the next in time is taken.
+#[test]
+fn initiations_per_peer_are_rate_limited() {
+    let (mut a, mut b) = pair(None, None);
+    let (mut c, _) = pair(None, None);
+    b.store.set_peer(c.public, None);
+    c.store.set_peer(b.public, None);
+    let t0 = Instant::now();
+    let (_, first) = a.store.create_initiation(&b.public).expect("first");
+    let (_, second) = a.store.create_initiation(&b.public).expect("second");
+    let (_, third) = a.store.create_initiation(&b.public).expect("third");
+    let (_, from_c) = c.store.create_initiation(&b.public).expect("from c");
+    b.store.consume_initiation_at(t0, &first).expect("first");
+    let pending = b.store.pending_count();
+    let soon = t0 + MIN_INITIATION_INTERVAL - Duration::from_millis(1);
+    assert_eq!(
+        b.store.consume_initiation_at(soon, &second).map(|_| ()),
+        Err(CryptoError::InitiationFlood)
+    );
+    assert_eq!(b.store.pending_count(), pending);
+    // Another peer is not held back by this one.
+    b.store
+        .consume_initiation_at(soon, &from_c)
+        .expect("another peer");
+    // The refused one did not count: the next after the interval is taken.
+    b.store
+        .consume_initiation_at(t0 + MIN_INITIATION_INTERVAL, &third)
+        .expect("after the interval");
+}
+
+/// Removing a peer forgets its timestamps: re-added, it starts afresh (as
+/// a new peer does in Linux).
+#[test]
+fn a_removed_peer_starts_afresh() {
+    let (mut a, mut b) = pair(None, None);
+    let t0 = Instant::now();
+    let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
+    b.store.consume_initiation_at(t0, &init).expect("consume");
+    b.store.remove_peer(&a.public);
+    b.store.set_peer(a.public, None);
+    b.store
+        .consume_initiation_at(t0 + Duration::from_secs(1), &init)
+        .expect("a re-added peer has no history");
 }
