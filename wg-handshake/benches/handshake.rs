@@ -66,15 +66,19 @@ fn bench(c: &mut Criterion) {
             step += 1;
             let now = t0 + std::time::Duration::from_secs(6 * step);
             let store = &mut a.store;
-            a.core
-                .need_handshake(now, &pb, &mut |q| store.handle_handshake(q), &mut a.out);
+            a.core.need_handshake(
+                now,
+                &pb,
+                &mut |q| store.handle_handshake_at(now, q),
+                &mut a.out,
+            );
             let init = packet(&mut a.out);
             let store = &mut b.store;
             let r = b.core.handle_packet(
                 now,
                 &init,
                 from_a,
-                &mut |q| store.handle_handshake(q),
+                &mut |q| store.handle_handshake_at(now, q),
                 &mut b.out,
             );
             assert_eq!(r, PacketOutcome::Responded(pa));
@@ -84,7 +88,7 @@ fn bench(c: &mut Criterion) {
                 now,
                 &resp,
                 from_b,
-                &mut |q| store.handle_handshake(q),
+                &mut |q| store.handle_handshake_at(now, q),
                 &mut a.out,
             );
             assert_eq!(r, PacketOutcome::Completed(pb));

@@ -844,6 +844,14 @@ impl Core {
                 peer,
                 timestamp,
             } => (id, peer, timestamp),
+            // The key holder checks timestamps and rate itself and says
+            // why it refused: counted as our own checks count them.
+            CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp) => {
+                return PacketOutcome::Dropped(DropReason::ReplayedTimestamp)
+            }
+            CryptoToHandshake::Refused(CryptoError::InitiationFlood) => {
+                return PacketOutcome::Dropped(DropReason::InitiationFlood)
+            }
             CryptoToHandshake::Refused(e) => {
                 return PacketOutcome::Dropped(DropReason::Rejected(e))
             }
@@ -952,14 +960,34 @@ impl Core {
             id,
             noise: NoiseResponse(msg.noise),
         });
-        if let CryptoToHandshake::Refused(e) = answer {
-            // Crypto has dropped the handshake; forget it too, and let the
-            // retransmit timer start a fresh one.
-            self.indices.free(msg.receiver);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.pending = None;
+        match answer {
+            CryptoToHandshake::ResponseConsumed => {}
+            // A response that does not authenticate changes nothing: the
+            // key holder keeps the handshake, and so do we (its index, the
+            // pending initiation, the retransmit timer), so the genuine
+            // response still completes it. Anyone who saw our initiation
+            // on the wire knows its index, and MAC1 needs only our public
+            // key: dropping the handshake here would let them cancel every
+            // handshake we start. Linux and wireguard-go keep it too.
+            CryptoToHandshake::Refused(CryptoError::Rejected) => {
+                return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Rejected));
             }
-            return PacketOutcome::Dropped(DropReason::Rejected(e));
+            // Crypto no longer has the handshake (or never had it in that
+            // state): forget it too, and let the retransmit timer start a
+            // fresh one.
+            other => {
+                self.indices.free(msg.receiver);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.pending.as_ref().is_some_and(|q| q.id == id) {
+                        p.pending = None;
+                    }
+                }
+                let e = match other {
+                    CryptoToHandshake::Refused(e) => e,
+                    _ => CryptoError::Internal,
+                };
+                return PacketOutcome::Dropped(DropReason::Rejected(e));
+            }
         }
         let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
             CryptoToHandshake::Keys(k) => k,

@@ -493,3 +493,52 @@ fn rekeyed_session_still_interoperates() {
         exchange_data(&mut slots, &mut bt.tunn, now);
     }
 }
+
+/// boringtun answers our initiation; before its response arrives, forged
+/// ones do (our initiation's index, valid MAC1, Noise bytes that do not
+/// authenticate, among them boringtun's own response with a bit flipped).
+/// Each is refused and leaves the handshake alone: boringtun's genuine
+/// response then completes it, and data flows both ways.
+#[test]
+fn forged_responses_then_boringtun_completes_our_handshake() {
+    for psk in [None, Some([0x3c; 32])] {
+        let t0 = Instant::now();
+        let mut us = Node::new(cfg(), OUR_ADDR);
+        let (mut bt, _) = remote(&us.public, psk, None);
+        us.add_peer(t0, bt.public, psk);
+        us.drain();
+        us.need_handshake(t0, &bt.public);
+        let init = sent_packets(&us.drain()).remove(0);
+        let mut buf = vec![0u8; 2048];
+        let genuine = match bt.tunn.decapsulate(Some(us.addr.ip()), &init, &mut buf) {
+            TunnResult::WriteToNetwork(r) => r.to_vec(),
+            other => panic!("boringtun rejected our initiation: {}", name(&other)),
+        };
+        let forgeries = [
+            forged_response(&init, &us.public, [0xee; 48]),
+            tampered_response(&genuine, &us.public, 0),
+            tampered_response(&genuine, &us.public, 47),
+        ];
+        for forged in &forgeries {
+            assert_eq!(
+                us.receive(t0, forged, bt_addr()),
+                PacketOutcome::Dropped(DropReason::Rejected(proto::ipc::CryptoError::Rejected))
+            );
+            assert_eq!(installs(&us.drain()), 0);
+        }
+        assert_eq!(
+            us.receive(t0, &genuine, bt_addr()),
+            PacketOutcome::Completed(bt.public)
+        );
+        let actions = us.drain();
+        let mut slots = KeypairSlots::new();
+        assert!(install(&mut slots, &actions, t0));
+        let mut ka = vec![0u8; 64];
+        let n = slots.encapsulate(t0, &[], &mut ka).expect("keepalive");
+        assert!(matches!(
+            bt.tunn.decapsulate(None, &ka[..n], &mut buf),
+            TunnResult::Done
+        ));
+        exchange_data(&mut slots, &mut bt.tunn, t0);
+    }
+}

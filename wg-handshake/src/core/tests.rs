@@ -75,7 +75,7 @@ fn deadline_heap_matches_a_scan() {
             now += Duration::from_millis(rng.gen_range(0..4000));
             let peer = peers[rng.gen_range(0..peers.len())];
             let store = &mut a.store;
-            let mut crypto = |q| store.handle_handshake(q);
+            let mut crypto = |q| store.handle_handshake_at(now, q);
             match rng.gen_range(0..10) {
                 0..=2 => a.core.need_handshake(now, &peer, &mut crypto, &mut a.out),
                 3..=5 => {
@@ -99,17 +99,17 @@ fn deadline_heap_matches_a_scan() {
             // rekey and expire.
             for pkt in packets(&mut a.out, &mut installs) {
                 let store = &mut b.store;
-                let mut crypto = |q| store.handle_handshake(q);
+                let mut crypto = |q| store.handle_handshake_at(now, q);
                 b.core
                     .handle_packet(now, &pkt, from, &mut crypto, &mut b.out);
             }
             let store = &mut b.store;
-            let mut crypto = |q| store.handle_handshake(q);
+            let mut crypto = |q| store.handle_handshake_at(now, q);
             b.core.on_timers(now, &mut crypto, &mut b.out);
             b.core.check_invariants();
             for pkt in packets(&mut b.out, &mut installs) {
                 let store = &mut a.store;
-                let mut crypto = |q| store.handle_handshake(q);
+                let mut crypto = |q| store.handle_handshake_at(now, q);
                 a.core
                     .handle_packet(now, &pkt, from, &mut crypto, &mut a.out);
             }
@@ -142,13 +142,17 @@ fn removing_a_peer_frees_only_its_indices() {
         a.store.set_peer(p, None);
         a.core.set_peer(t0, p, None, &mut a.out);
         let store = &mut a.store;
-        a.core
-            .need_handshake(t0, &p, &mut |q| store.handle_handshake(q), &mut a.out);
+        a.core.need_handshake(
+            t0,
+            &p,
+            &mut |q| store.handle_handshake_at(t0, q),
+            &mut a.out,
+        );
     }
     assert_eq!(a.core.indices.len(), 2);
     let store = &mut a.store;
     a.core
-        .remove_peer(&other, &mut |q| store.handle_handshake(q));
+        .remove_peer(&other, &mut |q| store.handle_handshake_at(t0, q));
     assert_eq!(a.core.indices.len(), 1);
     a.core.check_invariants();
     assert!(a.core.next_deadline().is_some(), "b's retransmit stays");

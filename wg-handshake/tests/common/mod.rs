@@ -1,5 +1,7 @@
 //! Test harness: a handshake core with an in-process key store as its
-//! crypto role, and helpers to pick actions out of its output.
+//! crypto role, and helpers to pick actions out of its output. The key
+//! store is asked on the same fake clock as the core (its initiation rate
+//! limit reads it).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -46,14 +48,21 @@ impl Node {
 
     pub fn need_handshake(&mut self, now: Instant, peer: &PublicKey) {
         let store = &mut self.store;
-        self.core
-            .need_handshake(now, peer, &mut |q| store.handle_handshake(q), &mut self.out);
+        self.core.need_handshake(
+            now,
+            peer,
+            &mut |q| store.handle_handshake_at(now, q),
+            &mut self.out,
+        );
     }
 
     pub fn on_timers(&mut self, now: Instant) {
         let store = &mut self.store;
-        self.core
-            .on_timers(now, &mut |q| store.handle_handshake(q), &mut self.out);
+        self.core.on_timers(
+            now,
+            &mut |q| store.handle_handshake_at(now, q),
+            &mut self.out,
+        );
     }
 
     pub fn activity(&mut self, now: Instant, peer: &PublicKey, bits: u8) {
@@ -62,7 +71,7 @@ impl Node {
             now,
             peer,
             proto::ipc::Activity(bits),
-            &mut |q| store.handle_handshake(q),
+            &mut |q| store.handle_handshake_at(now, q),
             &mut self.out,
         );
     }
@@ -73,7 +82,7 @@ impl Node {
             now,
             bytes,
             proto::ipc::Endpoint::new(from),
-            &mut |q| store.handle_handshake(q),
+            &mut |q| store.handle_handshake_at(now, q),
             &mut self.out,
         )
     }
@@ -157,4 +166,38 @@ pub fn handshake(
         PacketOutcome::Completed(b.public)
     );
     (a.drain(), b_actions)
+}
+
+/// A response anyone who saw `init` on the wire can make: type 2, the
+/// initiation's sender index as receiver, `noise` as its Noise part, and
+/// a valid MAC1 for `to` (MAC1 needs only the public key).
+pub fn forged_response(init: &[u8], to: &PublicKey, noise: [u8; 48]) -> Vec<u8> {
+    use proto::wire::{Response, RESPONSE_MAC1_OFFSET};
+    let receiver = u32::from_le_bytes([init[4], init[5], init[6], init[7]]);
+    let mut bytes = Response {
+        sender: 0x0bad_f00d,
+        receiver,
+        noise,
+        mac1: [0; 16],
+        mac2: [0; 16],
+    }
+    .to_bytes();
+    let mac1 = wg_handshake::mac::mac(
+        &wg_handshake::mac::mac1_key(to),
+        &bytes[..RESPONSE_MAC1_OFFSET],
+    );
+    bytes[RESPONSE_MAC1_OFFSET..RESPONSE_MAC1_OFFSET + 16].copy_from_slice(&mac1);
+    bytes.to_vec()
+}
+
+/// `genuine` with one bit of its Noise part flipped at `at` (0..48) and
+/// MAC1 made valid again: what an attacker who saw the genuine response
+/// could send first.
+pub fn tampered_response(genuine: &[u8], to: &PublicKey, at: usize) -> Vec<u8> {
+    let mut noise = [0u8; 48];
+    noise.copy_from_slice(&genuine[12..60]);
+    noise[at] ^= 1;
+    let mut init_like = [0u8; 8];
+    init_like[4..8].copy_from_slice(&genuine[8..12]);
+    forged_response(&init_like, to, noise)
 }
