@@ -376,6 +376,7 @@ mod tests {
             source_not_allowed: u64::MAX,
             no_route: u64::MAX,
             send_failed: u64::MAX,
+            bad_order: u64::MAX,
         };
         fits(
             "transport counters",

@@ -333,6 +333,14 @@ pub struct DropCounters {
     pub no_route: u64,
     /// Datagrams the kernel refused to send (unreachable, too big).
     pub send_failed: u64,
+    /// Orders of the handshake role the transport refused: a datagram
+    /// that is not a handshake message of its exact length, an
+    /// initiation or response not to a configured peer, a cookie reply
+    /// not to the source of a handshake packet the transport passed on, a
+    /// keypair on an index already in use, a handshake received from an
+    /// address no handshake packet came from. The genuine handshake role
+    /// sends none of these: each is a sign that it is not itself.
+    pub bad_order: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,7 +25,9 @@
 //! peer costs O(its own state).
 //!
 //! This process holds no static key; its session keys come from the
-//! handshake role, and it has no channel to the crypto role at all.
+//! handshake role, and it has no channel to the crypto role at all. It
+//! does not take that role's orders on trust either: what it sends, and
+//! where, is checked by [`crate::orders`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -47,6 +49,7 @@ use proto::wire::{self, MessageType};
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
+use crate::orders::{check_received, check_send, BadOrder, RecentSources};
 use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
 
 mod config;
@@ -153,6 +156,9 @@ pub struct Device {
     /// if they pile up.
     expiries: BinaryHeap<Reverse<(Instant, PeerId, u32)>>,
     allowed: AllowedIps<PeerId>,
+    /// Sources of the handshake packets passed on lately: where cookie
+    /// replies may go and endpoints may move to.
+    recent: RecentSources,
     stats: Stats,
     /// One receive batch per socket, so that a wake-up of both sockets
     /// never has one socket's datagrams overwrite the other's.
@@ -226,6 +232,7 @@ impl Device {
             active: Vec::new(),
             expiries: BinaryHeap::new(),
             allowed: AllowedIps::new(),
+            recent: RecentSources::default(),
             stats: Stats::default(),
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
@@ -635,13 +642,25 @@ impl Device {
                 self.receive_data(dgram, from);
                 Ok(())
             }
-            Ok(_) => self.tell_handshake(
-                handshake,
-                &TransportToHandshake::HandshakePacket {
+            Ok(_) => {
+                self.stats.ipc_to_handshake += 1;
+                match handshake.send(&TransportToHandshake::HandshakePacket {
                     bytes: dgram.to_vec(),
                     from,
-                },
-            ),
+                }) {
+                    // Remembered only once the handshake role has it:
+                    // where it may answer with a cookie reply, and where
+                    // the peer's endpoint may move.
+                    Ok(()) => {
+                        self.recent.record(from);
+                        Ok(())
+                    }
+                    // The handshake role is busy: a packet it does not see
+                    // is a lost packet, which UDP allows.
+                    Err(ChannelError::WouldBlock) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Err(_) => {
                 self.stats.drops.malformed += 1;
                 Ok(())
@@ -711,6 +730,20 @@ impl Device {
 
     // ------------------------------------------------------------ handshake orders
 
+    /// An order the genuine handshake role never gives: dropped, counted,
+    /// and logged (the first and then every power of two, so a flood of
+    /// them cannot flood the log).
+    fn bad_order(&mut self, why: BadOrder) {
+        let c = &mut self.stats.drops.bad_order;
+        *c += 1;
+        if c.is_power_of_two() {
+            tracing::error!(
+                count = *c,
+                "refused an order of the handshake role ({why:?}): it is not behaving as itself"
+            );
+        }
+    }
+
     fn drain_handshake(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         // Bounded, so a chatty handshake role cannot starve the data path.
         for _ in 0..64 {
@@ -731,6 +764,10 @@ impl Device {
         let now = Instant::now();
         match msg {
             HandshakeToTransport::Send { to, bytes } => {
+                if let Err(why) = check_send(&to, &bytes, &mut self.recent) {
+                    self.bad_order(why);
+                    return None;
+                }
                 let dest = match to {
                     Destination::Addr(e) => Some(e),
                     Destination::Peer(k) => self
@@ -762,6 +799,13 @@ impl Device {
                 initiator,
             } => {
                 let id = self.peer_id(&peer)?;
+                // An index names one keypair: a new one may not take over
+                // another's (it would steal that peer's packets).
+                if self.by_index.contains_key(&local_index) {
+                    drop(keys);
+                    self.bad_order(BadOrder::IndexInUse);
+                    return None;
+                }
                 let kp = Keypair::new(
                     local_index,
                     remote_index,
@@ -777,14 +821,17 @@ impl Device {
                 }
             }
             HandshakeToTransport::HandshakeReceived { peer, from, len } => {
+                // The endpoint follows only a packet that came, and only
+                // a handshake message's size counts: the handshake role
+                // can neither send a peer's traffic elsewhere nor inflate
+                // its counters.
+                if let Err(why) = check_received(&from, len, &self.recent) {
+                    self.bad_order(why);
+                    return None;
+                }
                 if let Some(p) = self.peer_id(&peer).and_then(|id| self.peer_mut(id)) {
                     p.endpoint = Some(from);
-                    // Only a handshake message's size is believed: the
-                    // handshake role cannot inflate a peer's counters.
-                    let len = len as usize;
-                    if len == wire::INITIATION_LEN || len == wire::RESPONSE_LEN {
-                        p.rx_bytes += len as u64;
-                    }
+                    p.rx_bytes += u64::from(len);
                 }
             }
             HandshakeToTransport::ClearEndpointSource { peer } => {

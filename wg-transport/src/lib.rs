@@ -11,12 +11,14 @@
 //! - [`data`]: encapsulation and decapsulation of type-4 data messages.
 //! - [`udp`]: batched UDP receive and send (recvmmsg/sendmmsg).
 //! - [`device`]: the transport process's loop over tun, UDP and channels.
+//! - [`orders`]: the checks on the handshake role's orders.
 
 pub mod aead;
 pub mod allowed_ips;
 pub mod data;
 pub mod device;
 pub mod keypair;
+pub mod orders;
 pub mod replay;
 pub mod udp;
 

@@ -175,6 +175,7 @@ pub fn pretty(name: &str, dev: &Device, color: bool, now: u64) -> String {
             (d.source_not_allowed, "source not allowed"),
             (d.no_route, "no route"),
             (d.send_failed, "send failed"),
+            (d.bad_order, "bad handshake-role orders"),
         ]
         .into_iter()
         .filter(|(n, _)| *n != 0)
@@ -657,7 +658,8 @@ mod tests {
                 "fwmark": 32,
                 "drops": {
                     "malformed": 0, "unknown_index": 0, "replay": 0,
-                    "auth_failed": 0, "source_not_allowed": 0, "no_route": 0, "send_failed": 0
+                    "auth_failed": 0, "source_not_allowed": 0, "no_route": 0, "send_failed": 0,
+                    "bad_order": 0
                 },
                 "handshake_drops": {
                     "malformed": 0, "bad_mac1": 0, "cookie_replies_sent": 0, "rate_limited": 0,
@@ -699,12 +701,14 @@ mod tests {
         let mut dev = device();
         dev.stats.as_mut().unwrap().drops.replay = 3;
         dev.stats.as_mut().unwrap().drops.send_failed = 7;
+        dev.stats.as_mut().unwrap().drops.bad_order = 2;
         let text = serde_json::to_string(&json("wg0", &dev)).unwrap();
+        // New counters go at the end, after the ones scripts already read.
         assert!(
             text.contains(
                 "\"fwmark\":32,\"drops\":{\"malformed\":0,\"unknown_index\":0,\"replay\":3,\
-                 \"auth_failed\":0,\"source_not_allowed\":0,\"no_route\":0,\"send_failed\":7},\
-                 \"handshake_drops\":{"
+                 \"auth_failed\":0,\"source_not_allowed\":0,\"no_route\":0,\"send_failed\":7,\
+                 \"bad_order\":2},\"handshake_drops\":{"
             ),
             "{text}"
         );

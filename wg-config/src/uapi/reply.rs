@@ -200,6 +200,7 @@ pub fn format_wgd_extra(dev: &Device, s: &mut String) {
         ("drop_source_not_allowed", d.source_not_allowed),
         ("drop_no_route", d.no_route),
         ("drop_send_failed", d.send_failed),
+        ("drop_bad_order", d.bad_order),
         ("ipc_to_handshake", stats.ipc_to_handshake),
     ] {
         put(s, format_args!("{k}={v}"));
@@ -327,6 +328,7 @@ mod tests {
             ..Device::default()
         };
         dev.stats.as_mut().unwrap().drops.replay = 3;
+        dev.stats.as_mut().unwrap().drops.bad_order = 2;
         dev.stats.as_mut().unwrap().handshake.bad_mac1 = 5;
         let text = format_wgd_get(&dev);
         assert!(text.starts_with(&format!(
@@ -334,6 +336,7 @@ mod tests {
             "01".repeat(32)
         )));
         assert!(text.contains("\ndrop_replay=3\n"));
+        assert!(text.contains("\ndrop_send_failed=0\ndrop_bad_order=2\nipc_to_handshake=9\n"));
         assert!(text.contains("\nipc_to_handshake=9\n"));
         assert!(text.contains("\nhandshake_bad_mac1=5\n"));
         assert!(text.ends_with("\nlisten_port=7\nerrno=0\n\n"));

@@ -215,3 +215,175 @@ fn staged_queue_frees_its_buffer() {
         .is_none());
     assert!(d.peer_mut(0).is_some_and(|p| p.staged.capacity() == 0));
 }
+
+/// A device whose IPv4 socket is bound on loopback, with peer 0 at
+/// `peer`'s address, and a channel pair standing in for the handshake
+/// role.
+fn udp_device() -> (
+    Device,
+    std::net::UdpSocket,
+    HandshakeChannel,
+    Channel<HandshakeToTransport, TransportToHandshake>,
+) {
+    let bind = |what| match std::net::UdpSocket::bind("127.0.0.1:0") {
+        Ok(s) => s,
+        Err(e) => panic!("bind {what}: {e}"),
+    };
+    let ours = bind("device");
+    let peer = bind("peer");
+    if let Err(e) = peer.set_read_timeout(Some(Duration::from_secs(2))) {
+        panic!("timeout: {e}");
+    }
+    let tun = match std::fs::File::open("/dev/null") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => panic!("open /dev/null: {e}"),
+    };
+    let mut d = Device::new(tun, Some(ours), None);
+    let id = d.add_peer(key(0));
+    let at = peer.local_addr().ok().map(Endpoint::new);
+    if let Some(p) = d.peer_mut(id) {
+        p.endpoint = at;
+    }
+    let (chan, theirs) = channel();
+    (d, peer, chan, theirs)
+}
+
+fn message(kind: u8, len: usize) -> Vec<u8> {
+    let mut b = vec![0xa5u8; len];
+    b[..4].copy_from_slice(&[kind, 0, 0, 0]);
+    b
+}
+
+/// Datagrams that reached `sock`, waiting at most its read timeout for
+/// the first and not at all for the rest.
+fn arrived(sock: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+        if sock.set_nonblocking(true).is_err() {
+            break;
+        }
+    }
+    got
+}
+
+/// Issue 11: the transport puts on the wire only handshake messages of
+/// their exact lengths, initiations and responses to peers, cookie
+/// replies to the source of a packet it passed on (one each); every
+/// other order is refused and counted, and the loop goes on.
+#[test]
+fn handshake_orders_are_checked_before_anything_is_sent() {
+    let (mut d, peer, chan, theirs) = udp_device();
+    let peer_ep = match peer.local_addr() {
+        Ok(a) => Endpoint::new(a),
+        Err(e) => panic!("local addr: {e}"),
+    };
+    let stranger = Endpoint::new("127.0.0.1:9".parse().expect("literal"));
+    let send = |to, bytes| HandshakeToTransport::Send { to, bytes };
+    let to_peer = Destination::Peer(key(0));
+    let initiation = message(1, 148);
+    let cookie = message(3, 64);
+    let refused = [
+        send(to_peer, message(4, 32)),
+        send(to_peer, message(1, 149)),
+        send(to_peer, message(2, 148)),
+        send(to_peer, message(9, 148)),
+        send(to_peer, vec![0x41; 60_000]),
+        send(to_peer, cookie.clone()),
+        send(Destination::Addr(peer_ep), initiation.clone()),
+        send(Destination::Addr(peer_ep), message(2, 92)),
+        // No handshake packet has come from there yet.
+        send(Destination::Addr(peer_ep), cookie.clone()),
+    ];
+    let n = refused.len() as u64;
+    for order in refused {
+        assert!(d.handle_order(order).is_none());
+    }
+    assert_eq!(d.stats.drops.bad_order, n);
+    assert!(d.handle_order(send(to_peer, initiation.clone())).is_none());
+    d.flush_udp();
+    assert_eq!(arrived(&peer), vec![initiation.clone()]);
+
+    // A handshake packet from the peer goes to the handshake role and
+    // makes its source a place one cookie reply may go.
+    let mut pkt = message(1, 148);
+    assert!(d.receive_datagram(&mut pkt, peer_ep, &chan).is_ok());
+    assert!(matches!(
+        theirs.recv(),
+        Ok(TransportToHandshake::HandshakePacket { from, .. }) if from == peer_ep
+    ));
+    assert!(d
+        .handle_order(send(Destination::Addr(stranger), cookie.clone()))
+        .is_none());
+    assert!(d
+        .handle_order(send(Destination::Addr(peer_ep), cookie.clone()))
+        .is_none());
+    assert!(d
+        .handle_order(send(Destination::Addr(peer_ep), cookie.clone()))
+        .is_none());
+    assert_eq!(d.stats.drops.bad_order, n + 2, "stranger, second reply");
+    let _ = peer.set_nonblocking(false);
+    d.flush_udp();
+    assert_eq!(arrived(&peer), vec![cookie]);
+}
+
+#[test]
+fn handshake_received_moves_the_endpoint_only_to_a_real_source() {
+    let (mut d, peer, chan, _theirs) = udp_device();
+    let before = d.peer_mut(0).and_then(|p| p.endpoint);
+    let stranger = Endpoint::new("192.0.2.77:1".parse().expect("literal"));
+    let order = |from, len| HandshakeToTransport::HandshakeReceived {
+        peer: key(0),
+        from,
+        len,
+    };
+    assert!(d.handle_order(order(stranger, 148)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 1);
+    assert_eq!(d.peer_mut(0).and_then(|p| p.endpoint), before);
+    let mut pkt = message(1, 148);
+    assert!(d.receive_datagram(&mut pkt, stranger, &chan).is_ok());
+    assert!(d.handle_order(order(stranger, 1_000_000)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 2);
+    assert!(d.peer_mut(0).is_some_and(|p| p.rx_bytes == 0));
+    assert!(d.handle_order(order(stranger, 148)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 2);
+    assert!(d
+        .peer_mut(0)
+        .is_some_and(|p| p.endpoint == Some(stranger) && p.rx_bytes == 148));
+    drop(peer);
+}
+
+#[test]
+fn a_keypair_cannot_take_another_peers_index() {
+    let mut d = device();
+    add_peers(&mut d, 2);
+    install(&mut d, 0);
+    let order = |peer, local_index, remote_index| HandshakeToTransport::InstallKeypair {
+        peer,
+        local_index,
+        remote_index,
+        keys: SessionKeys {
+            send: SessionKey::from_bytes([5; 32]),
+            recv: SessionKey::from_bytes([6; 32]),
+        },
+        initiator: true,
+    };
+    // Peer 1 on peer 0's index: refused, peer 0 keeps it.
+    assert!(d.handle_order(order(key(1), 0, 77)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 1);
+    assert_eq!(d.by_index.get(&0), Some(&0));
+    assert!(d.peer_mut(1).is_some_and(|p| p.slots.current().is_none()));
+    // Nor peer 0 on its own index in use.
+    assert!(d.handle_order(order(key(0), 0, 78)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 2);
+    // A remote index of 0 is the peer's choice, and a fresh local one
+    // of any value is ours: accepted.
+    assert!(d.handle_order(order(key(1), 0x8000_0000, 0)).is_none());
+    assert_eq!(d.stats.drops.bad_order, 2);
+    assert_eq!(d.by_index.get(&0x8000_0000), Some(&1));
+    assert!(d
+        .peer_mut(1)
+        .and_then(|p| p.slots.current())
+        .is_some_and(|k| k.remote_index() == 0));
+}
