@@ -6,7 +6,10 @@
 //! - [`SecretKey`]: a static private key or a preshared key. It travels on
 //!   exactly one channel, parent → crypto (see `ipc::ParentToCrypto`); no
 //!   other message enum has a field of this type, so no other channel can
-//!   carry one. Zeroized on drop, redacted in `Debug`, not `Clone`.
+//!   carry one. Zeroized on drop, redacted in `Debug`, not `Clone`, and
+//!   kept on the heap, so that moving one (into a request, a batch, a
+//!   growing `Vec`) moves a pointer and leaves no copy of the key behind:
+//!   the parent must keep no secret once crypto has it (issue 11).
 //! - [`SessionKey`]: one direction of a finished handshake's transport
 //!   keys, handed by the crypto role to the handshake role and on to the
 //!   transport role. Ephemeral but still secret: zeroized and redacted.
@@ -29,7 +32,13 @@ pub enum KeyParseError {
     Hex,
 }
 
-fn decode_b64_32(s: &str) -> Result<Zeroizing<[u8; 32]>, KeyParseError> {
+// The decoders write into the caller's buffer rather than return one: a
+// returned array is moved, and a move leaves the moved-from copy on the
+// stack without running its destructor, so a `Zeroizing` result would
+// leave the key behind.
+
+/// Decodes 44 characters of base64 into `k` (left zeroed on error).
+fn decode_b64_into(s: &str, k: &mut [u8; 32]) -> Result<(), KeyParseError> {
     let s = s.trim();
     // 32 bytes are exactly 44 base64 characters with one '=' of padding.
     if s.len() != 44 {
@@ -42,12 +51,13 @@ fn decode_b64_32(s: &str) -> Result<Zeroizing<[u8; 32]>, KeyParseError> {
     if n != 32 {
         return Err(KeyParseError::Base64);
     }
-    let mut k = Zeroizing::new([0u8; 32]);
     k.copy_from_slice(&out[..32]);
-    Ok(k)
+    Ok(())
 }
 
-fn decode_hex_32(s: &str) -> Result<Zeroizing<[u8; 32]>, KeyParseError> {
+/// Decodes 64 hex digits into `k` (left partly written on error: the
+/// caller wipes it).
+fn decode_hex_into(s: &str, k: &mut [u8; 32]) -> Result<(), KeyParseError> {
     let s = s.as_bytes();
     if s.len() != 64 {
         return Err(KeyParseError::Hex);
@@ -60,11 +70,10 @@ fn decode_hex_32(s: &str) -> Result<Zeroizing<[u8; 32]>, KeyParseError> {
             _ => Err(KeyParseError::Hex),
         }
     }
-    let mut k = Zeroizing::new([0u8; 32]);
     for (i, pair) in s.chunks_exact(2).enumerate() {
         k[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
-    Ok(k)
+    Ok(())
 }
 
 fn encode_hex(b: &[u8]) -> String {
@@ -83,12 +92,14 @@ pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
     pub fn from_base64(s: &str) -> Result<Self, KeyParseError> {
-        Ok(PublicKey(*decode_b64_32(s)?))
+        let mut k = PublicKey([0; 32]);
+        decode_b64_into(s, &mut k.0)?;
+        Ok(k)
     }
     pub fn from_hex(s: &str) -> Result<Self, KeyParseError> {
-        Ok(PublicKey(
-            *decode_hex_32(s).map_err(|_| KeyParseError::Hex)?,
-        ))
+        let mut k = PublicKey([0; 32]);
+        decode_hex_into(s, &mut k.0)?;
+        Ok(k)
     }
     pub fn to_base64(&self) -> String {
         B64.encode(self.0)
@@ -133,20 +144,50 @@ impl fmt::Display for PublicKey {
 /// Only the parent (which reads it from configuration) and the crypto role
 /// (which uses it) ever hold one. It is deliberately not `Clone` and has no
 /// `Display`; `expose` exists for the crypto role's Noise computation.
-#[derive(Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
-pub struct SecretKey([u8; 32]);
+///
+/// The 32 bytes live in one heap block for the key's whole life, written
+/// there by the decoders, and wiped when the key is dropped: moving a
+/// `SecretKey` copies only the pointer. (An inline array would be copied
+/// by every move — into a request, out of a parser, into a `Vec` that
+/// later grows — and a moved-from copy is never wiped.) The serialized
+/// form is the array's, as before.
+#[derive(Serialize, Deserialize)]
+pub struct SecretKey(Box<[u8; 32]>);
+
+impl Zeroize for SecretKey {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
 
 impl SecretKey {
+    /// A key of these bytes; the argument (a copy the caller moved in) is
+    /// wiped. The caller's own copy, if it kept one, is its business.
     pub fn from_bytes(mut b: [u8; 32]) -> Self {
-        let k = SecretKey(b);
+        let mut k = SecretKey(Box::new([0; 32]));
+        k.0.copy_from_slice(&b);
         b.zeroize();
         k
     }
+    /// Decodes base64 text straight into the key's heap block.
     pub fn from_base64(s: &str) -> Result<Self, KeyParseError> {
-        Ok(SecretKey(*decode_b64_32(s)?))
+        let mut k = SecretKey(Box::new([0; 32]));
+        decode_b64_into(s, &mut k.0)?;
+        Ok(k)
     }
+    /// Decodes hex text straight into the key's heap block.
     pub fn from_hex(s: &str) -> Result<Self, KeyParseError> {
-        Ok(SecretKey(*decode_hex_32(s)?))
+        let mut k = SecretKey(Box::new([0; 32]));
+        decode_hex_into(s, &mut k.0)?;
+        Ok(k)
     }
     /// The raw bytes. Callers: the crypto role only (and key generation in
     /// the CLI, which prints a freshly made key once, as `wg genkey` does).

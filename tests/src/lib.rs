@@ -44,6 +44,7 @@
 pub mod capture;
 pub mod error;
 pub mod kernel;
+pub mod memscan;
 pub mod names;
 pub mod netns;
 pub mod proc;

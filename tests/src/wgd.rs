@@ -275,6 +275,36 @@ impl<'ns> Wgd<'ns> {
     pub fn with_report(&self, e: Error) -> Error {
         Error::other(format!("{e}\n{}", self.child.report()))
     }
+
+    /// Starts wgd in `ns` with exactly `conf_text` as its configuration
+    /// file (which may name key files), whose private key is
+    /// `private_key` (base64), and waits for its control socket.
+    pub fn start_with_text(ns: &'ns Netns, conf_text: &str, private_key: &str) -> Result<Wgd<'ns>> {
+        let ifname = fresh_ifname()?;
+        let public_key = wg::public_key(private_key)?;
+        let mut file =
+            tempfile::NamedTempFile::new().map_err(|e| Error::io("wgd conf temp file", e))?;
+        file.write_all(conf_text.as_bytes())
+            .map_err(|e| Error::io("wgd conf temp file", e))?;
+        let bin = binary()?;
+        let bin = bin.to_string_lossy().into_owned();
+        let path = file.path().to_string_lossy().into_owned();
+        let child = ns.spawn_env(
+            &bin,
+            ["-f", "-c", path.as_str(), ifname.as_str()],
+            &[("LOG_LEVEL", "debug")],
+        )?;
+        wait_for_socket(&child, &ifname, "wgd", START_TIMEOUT)?;
+        Ok(Wgd {
+            ns,
+            ifname,
+            private_key: private_key.to_string(),
+            public_key,
+            child,
+            _conf: file,
+            _key: None,
+        })
+    }
 }
 
 impl Drop for Wgd<'_> {

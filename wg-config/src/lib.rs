@@ -19,6 +19,8 @@
 //! - [`keys`]: key generation, public-key derivation, a secret's text.
 //! - [`keyfile`]: reading a key's text from a file, bounded and zeroized.
 //! - [`display`]: addresses as wg(8) prints them.
+//! - [`wipe`]: reading text that may hold a secret without leaving copies
+//!   (the configuration file, the userspace API's requests).
 //!
 //! Key types themselves (`PublicKey`, `SecretKey`) and the key-derived
 //! address are `proto`'s, shared with every process.
@@ -31,3 +33,4 @@ pub mod display;
 pub mod keyfile;
 pub mod keys;
 pub mod uapi;
+pub mod wipe;

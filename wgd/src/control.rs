@@ -6,7 +6,7 @@
 //! parent's lock held, one request at a time.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ use proto::keys::PublicKey;
 
 use wg_config::config::Config;
 use wg_config::uapi::{self, AllowedIpChange, Device, Peer, PeerOp, Psk, Request, SetOp, WgdStats};
+use wg_config::wipe::WipingReader;
 
 use crate::net::{self, UdpPair};
 use crate::roles::ParentEnds;
@@ -657,7 +658,11 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
         return;
     };
     let mut writer = write_half;
-    let mut reader = BufReader::new(stream);
+    // Requests may carry keys (`private_key=`, `preshared_key=`): this
+    // reader wipes each byte as the parser consumes it, and its buffer
+    // when the client goes, so the parent keeps no copy (a `BufReader`
+    // would keep the text until overwritten, and free it unwiped).
+    let mut reader = WipingReader::new(stream);
     loop {
         let reply = match uapi::read_request(&mut reader, &net::ifindex) {
             Ok(None) => return,

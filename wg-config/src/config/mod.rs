@@ -138,10 +138,8 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and parses the configuration file at `path`.
 pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| error(path, 0, format!("cannot read configuration file: {e}")))?,
-    );
+    let bytes = read_config(path)
+        .map_err(|e| error(path, 0, format!("cannot read configuration file: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
@@ -151,6 +149,24 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
         error(path, line, "not valid UTF-8")
     })?;
     parse_str(text, path)
+}
+
+/// The most a configuration file may hold: far more than 100,000 peers
+/// with a million allowed IPs take (about 30 MB), a bound for a mistaken
+/// path such as `/dev/zero`.
+pub const MAX_CONFIG: usize = 256 << 20;
+
+/// The file's bytes, in a buffer sized once from its length and wiped when
+/// dropped: the text holds the keys, and `std::fs::read` may grow its
+/// buffer by reallocation, leaving copies (see [`crate::wipe`]).
+fn read_config(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let hint = file.metadata().map_or(0, |m| m.len());
+    crate::wipe::read_all_wiping(
+        file,
+        usize::try_from(hint).unwrap_or(MAX_CONFIG),
+        MAX_CONFIG,
+    )
 }
 
 /// Parses configuration text. `path` names the file in error messages and

@@ -1,0 +1,192 @@
+//! Issue 11: the parent keeps no secret. The private key and the PSKs,
+//! once handed to the crypto role, are in no other process's memory: not
+//! the parent's (which read them from the configuration file, key files
+//! and the userspace API), not the handshake role's, not the transport's.
+//!
+//! The judge is a memory scan ([`wgd_tests::memscan`]): every writable or
+//! anonymous mapping of every wgd process is read through `/proc/PID/mem`
+//! and searched for each key's 32 raw bytes, its base64 and its hex (both
+//! cases). Each scan also checks itself: crypto must hold the raw bytes of
+//! each key in use, and every process the raw bytes of the peer's public
+//! key, so a scan that cannot read a process fails instead of passing.
+//!
+//! Scanned after start-up (keys inline in the configuration file, and in
+//! key files), after `wg set IF private-key FILE` and after
+//! `wg set IF peer P preshared-key FILE`, each at once: the parent wipes
+//! a request's text as it parses it and its keys as it hands them on, so
+//! nothing waits for a thread to end.
+
+use std::io::Write as _;
+
+use wgd_tests::memscan::{key_forms, scan, Needle};
+use wgd_tests::{keypair, preshared_key, InterfaceConfig, Netns, PeerConfig, Wgd};
+
+const ROLES: [&str; 3] = ["crypto", "handshake", "transport"];
+
+/// A secret temp file holding `text` and a newline, as `wg genkey >FILE`
+/// would.
+fn key_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("key temp file");
+    writeln!(f, "{text}").expect("write key file");
+    f.flush().expect("flush key file");
+    f
+}
+
+/// Every process of `w`: the parent and its three roles.
+fn processes(w: &Wgd<'_>) -> Vec<(String, u32)> {
+    let mut all = vec![("parent".to_string(), w.pid())];
+    for role in ROLES {
+        let pid = w
+            .role_pid(role)
+            .unwrap_or_else(|| panic!("no {role} process of wgd {}", w.pid()));
+        all.push((role.to_string(), pid));
+    }
+    all
+}
+
+/// Scans every process of `w` for every form of every key in `secrets`
+/// (name, base64): none may be outside crypto. Crypto must hold the raw
+/// bytes of each key in `held`, and each process the raw bytes of
+/// `public` (the scan saw the process at all).
+fn assert_secrets_only_in_crypto(
+    w: &Wgd<'_>,
+    when: &str,
+    secrets: &[(&str, &str)],
+    held: &[&str],
+    public: &str,
+) {
+    let mut needles: Vec<Needle> = Vec::new();
+    for (name, key) in secrets {
+        needles.extend(key_forms(name, key).expect("key forms"));
+    }
+    needles.extend(key_forms("peer public key", public).expect("key forms"));
+    let mut failures = Vec::new();
+    for (role, pid) in processes(w) {
+        let s =
+            scan(pid, &needles).unwrap_or_else(|e| panic!("{when}: scanning {role} ({pid}): {e}"));
+        if !s.found("peer public key (raw)") {
+            failures.push(format!(
+                "{role} ({pid}): the peer's public key is not in its memory, so the scan did \
+                 not see it ({} bytes read, unreadable: {:?})",
+                s.scanned, s.unreadable
+            ));
+        }
+        if role == "crypto" {
+            for name in held {
+                if !s.found(&format!("{name} (raw)")) {
+                    failures.push(format!(
+                        "crypto ({pid}) does not hold {name}: the scan is blind ({} bytes read)",
+                        s.scanned
+                    ));
+                }
+            }
+            continue;
+        }
+        for h in s
+            .hits
+            .iter()
+            .filter(|h| !h.needle.starts_with("peer public key"))
+        {
+            failures.push(format!(
+                "{role} ({pid}) holds {} at {:#x} in {}",
+                h.needle, h.address, h.mapping
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{when}:\n  {}\n{}",
+        failures.join("\n  "),
+        w.child().report()
+    );
+}
+
+/// Start-up with the keys in the configuration file, then a new private
+/// key and a new PSK through stock `wg set` (which sends them as hex).
+#[test]
+fn inline_keys_and_wg_set_leave_no_copy_outside_crypto() {
+    let ns = Netns::new().expect("namespace");
+    let (private, _) = keypair();
+    let (_, peer) = keypair();
+    let psk = preshared_key();
+    let mut p = PeerConfig::new(&peer, &["10.99.0.2/32"]);
+    p.preshared_key = Some(psk.clone());
+    let conf = InterfaceConfig {
+        private_key: Some(private.clone()),
+        listen_port: Some(51820),
+        peers: vec![p],
+        ..Default::default()
+    };
+    let w = Wgd::start(&ns, conf, &[]).expect("wgd");
+    // A `get` too, the way an operator would look at it.
+    w.dump().expect("wg show dump");
+    assert_secrets_only_in_crypto(
+        &w,
+        "after start-up",
+        &[("private key", &private), ("psk", &psk)],
+        &["private key", "psk"],
+        &peer,
+    );
+
+    let (private2, _) = keypair();
+    let f = key_file(&private2);
+    let path = f.path().to_string_lossy().into_owned();
+    w.set(&["private-key", path.as_str()])
+        .expect("wg set private-key");
+    w.dump().expect("wg show dump");
+    assert_secrets_only_in_crypto(
+        &w,
+        "after wg set private-key",
+        &[
+            ("private key", &private),
+            ("new private key", &private2),
+            ("psk", &psk),
+        ],
+        &["new private key", "psk"],
+        &peer,
+    );
+
+    let psk2 = preshared_key();
+    let f = key_file(&psk2);
+    let path = f.path().to_string_lossy().into_owned();
+    w.set(&["peer", peer.as_str(), "preshared-key", path.as_str()])
+        .expect("wg set preshared-key");
+    assert_secrets_only_in_crypto(
+        &w,
+        "after wg set preshared-key",
+        &[
+            ("private key", &private),
+            ("new private key", &private2),
+            ("psk", &psk),
+            ("new psk", &psk2),
+        ],
+        &["new private key", "new psk"],
+        &peer,
+    );
+}
+
+/// Start-up with the keys in key files (`PrivateKeyFile`,
+/// `PresharedKeyFile`), which the parent reads itself.
+#[test]
+fn key_files_leave_no_copy_outside_crypto() {
+    let ns = Netns::new().expect("namespace");
+    let (private, _) = keypair();
+    let (_, peer) = keypair();
+    let psk = preshared_key();
+    let key = key_file(&private);
+    let psk_file = key_file(&psk);
+    let conf = format!(
+        "[Interface]\nPrivateKeyFile = {}\nListenPort = 51820\n\n\
+         [Peer]\nPublicKey = {peer}\nPresharedKeyFile = {}\nAllowedIPs = 10.99.0.2/32\n",
+        key.path().display(),
+        psk_file.path().display()
+    );
+    let w = Wgd::start_with_text(&ns, &conf, &private).expect("wgd");
+    assert_secrets_only_in_crypto(
+        &w,
+        "after start-up from key files",
+        &[("private key", &private), ("psk", &psk)],
+        &["private key", "psk"],
+        &peer,
+    );
+}
