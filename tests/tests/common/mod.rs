@@ -79,7 +79,7 @@ impl<'ns> Side<'ns> {
             Side::Go(g) => g.child().report(),
         }
     }
-    fn finish(&self, v4: &str, v6: &str) {
+    pub fn finish(&self, v4: &str, v6: &str) {
         for a in [v4, v6] {
             wgd_tests::add_addr(self.ns(), self.ifname(), a).expect("inner address");
         }
