@@ -11,17 +11,24 @@
 //! key, so a scan that cannot read a process fails instead of passing.
 //!
 //! Scanned after start-up (keys inline in the configuration file, and in
-//! key files), after `wg set IF private-key FILE` and after
-//! `wg set IF peer P preshared-key FILE`, each at once: the parent wipes
+//! key files), after `wg set IF private-key FILE`, after
+//! `wg set IF peer P preshared-key FILE`, and after a restart of the roles
+//! (the parent reads the key files again), each at once: the parent wipes
 //! a request's text as it parses it and its keys as it hands them on, so
 //! nothing waits for a thread to end.
 
 use std::io::Write as _;
+use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use wgd_tests::memscan::{key_forms, scan, Needle};
-use wgd_tests::{keypair, preshared_key, InterfaceConfig, Netns, PeerConfig, Wgd};
+use wgd_tests::{keypair, preshared_key, wait_until, InterfaceConfig, Netns, PeerConfig, Wgd};
 
 const ROLES: [&str; 3] = ["crypto", "handshake", "transport"];
+/// Bound on the parent noticing a dead role, restarting all three and
+/// configuring them again.
+const RESTART: Duration = Duration::from_secs(10);
 
 /// A secret temp file holding `text` and a newline, as `wg genkey >FILE`
 /// would.
@@ -55,6 +62,11 @@ fn assert_secrets_only_in_crypto(
     held: &[&str],
     public: &str,
 ) {
+    // A `get` first: the parent binds its control socket before it
+    // configures the roles and serves clients only after, so an answer
+    // means start-up (or a restart) is over and no key is in transit.
+    w.dump()
+        .unwrap_or_else(|e| panic!("{when}: wg show dump: {e}"));
     let mut needles: Vec<Needle> = Vec::new();
     for (name, key) in secrets {
         needles.extend(key_forms(name, key).expect("key forms"));
@@ -118,8 +130,6 @@ fn inline_keys_and_wg_set_leave_no_copy_outside_crypto() {
         ..Default::default()
     };
     let w = Wgd::start(&ns, conf, &[]).expect("wgd");
-    // A `get` too, the way an operator would look at it.
-    w.dump().expect("wg show dump");
     assert_secrets_only_in_crypto(
         &w,
         "after start-up",
@@ -133,7 +143,6 @@ fn inline_keys_and_wg_set_leave_no_copy_outside_crypto() {
     let path = f.path().to_string_lossy().into_owned();
     w.set(&["private-key", path.as_str()])
         .expect("wg set private-key");
-    w.dump().expect("wg show dump");
     assert_secrets_only_in_crypto(
         &w,
         "after wg set private-key",
@@ -185,6 +194,39 @@ fn key_files_leave_no_copy_outside_crypto() {
     assert_secrets_only_in_crypto(
         &w,
         "after start-up from key files",
+        &[("private key", &private), ("psk", &psk)],
+        &["private key", "psk"],
+        &peer,
+    );
+
+    // A dead role makes the parent restart all three and read the key
+    // files again for the new crypto role: that reading leaves no copy
+    // either.
+    let old_crypto = w.role_pid("crypto").expect("crypto pid");
+    let restarts = |w: &Wgd<'_>| w.child().stderr().matches("roles restarted").count();
+    let before = restarts(&w);
+    kill(Pid::from_raw(old_crypto as i32), Signal::SIGKILL).expect("kill -9 crypto");
+    let mut raw: Vec<Needle> = Vec::new();
+    for (name, key) in [("private key", &private), ("psk", &psk)] {
+        raw.extend(
+            key_forms(name, key)
+                .expect("key forms")
+                .into_iter()
+                .filter(|n| n.name.ends_with("(raw)")),
+        );
+    }
+    wait_until(RESTART, "a new crypto role holding both keys", || {
+        restarts(&w) > before
+            && w.role_pid("crypto").is_some_and(|pid| {
+                pid != old_crypto
+                    && scan(pid, &raw)
+                        .is_ok_and(|s| s.found("private key (raw)") && s.found("psk (raw)"))
+            })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+    assert_secrets_only_in_crypto(
+        &w,
+        "after the roles restarted and the key files were read again",
         &[("private key", &private), ("psk", &psk)],
         &["private key", "psk"],
         &peer,
