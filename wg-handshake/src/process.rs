@@ -93,6 +93,8 @@ pub fn run(
     // What the transport sent, drained from the channel as it arrives: its
     // length is the load signal (see `crate::load`).
     let mut queue: VecDeque<TransportToHandshake> = VecDeque::new();
+    #[cfg(feature = "test-hooks")]
+    let hooks = test_hook::enabled();
     loop {
         let timeout = if queue.is_empty() {
             ms_until(core.next_deadline(), Instant::now())
@@ -173,6 +175,11 @@ pub fn run(
             let now = Instant::now();
             match msg {
                 TransportToHandshake::HandshakePacket { bytes, from } => {
+                    #[cfg(feature = "test-hooks")]
+                    if hooks && test_hook::is_trigger(&bytes) {
+                        out.extend(test_hook::bad_orders(from));
+                        continue;
+                    }
                     core.set_backlog(queue.len());
                     core.handle_packet(now, &bytes, from, &mut crypto, &mut out);
                 }
@@ -196,5 +203,75 @@ pub fn run(
                 return HandshakeExit::Transport(e);
             }
         }
+    }
+}
+
+/// Test builds only (`--features test-hooks`, and only when the role was
+/// started with `WGD_TEST_HOOKS=1`): a handshake role that misbehaves on
+/// cue, so the end-to-end tests can watch the transport refuse and count
+/// what the genuine role never orders (`tests/tests/forged_response.rs`).
+/// The cue is an initiation-sized datagram carrying [`test_hook::TRIGGER`]:
+/// the role then orders, instead of handling it, the bad orders of
+/// [`test_hook::bad_orders`].
+#[cfg(feature = "test-hooks")]
+pub mod test_hook {
+    use proto::ipc::{Destination, Endpoint, HandshakeToTransport};
+    use proto::keys::PublicKey;
+
+    /// Bytes 8..40 of the cue.
+    pub const TRIGGER: &[u8; 32] = b"wgd test hook: send bad orders!!";
+
+    /// How many orders [`bad_orders`] gives.
+    pub const BAD_ORDERS: usize = 6;
+
+    pub fn enabled() -> bool {
+        std::env::var("WGD_TEST_HOOKS").as_deref() == Ok("1")
+    }
+
+    pub fn is_trigger(bytes: &[u8]) -> bool {
+        bytes.len() == proto::wire::INITIATION_LEN && bytes.get(8..40) == Some(&TRIGGER[..])
+    }
+
+    /// Orders the transport must refuse: a data message, an initiation of
+    /// the wrong length, 65,000 bytes of anything, an initiation to an
+    /// address (`from`, which did send us a packet), a cookie reply to an
+    /// address no packet came from (`from`'s port + 1) and a handshake
+    /// "received" from there.
+    pub fn bad_orders(from: Endpoint) -> Vec<HandshakeToTransport> {
+        let nobody = PublicKey([0; 32]);
+        let mut stranger = from;
+        stranger.addr.set_port(from.addr.port().wrapping_add(1));
+        let msg = |kind: u8, len: usize| {
+            let mut b = vec![0x77u8; len];
+            b[..4].copy_from_slice(&[kind, 0, 0, 0]);
+            b
+        };
+        vec![
+            HandshakeToTransport::Send {
+                to: Destination::Peer(nobody),
+                bytes: msg(4, 64),
+            },
+            HandshakeToTransport::Send {
+                to: Destination::Peer(nobody),
+                bytes: msg(1, 149),
+            },
+            HandshakeToTransport::Send {
+                to: Destination::Peer(nobody),
+                bytes: vec![0x41; 65_000],
+            },
+            HandshakeToTransport::Send {
+                to: Destination::Addr(from),
+                bytes: msg(1, 148),
+            },
+            HandshakeToTransport::Send {
+                to: Destination::Addr(stranger),
+                bytes: msg(3, 64),
+            },
+            HandshakeToTransport::HandshakeReceived {
+                peer: nobody,
+                from: stranger,
+                len: 148,
+            },
+        ]
     }
 }
