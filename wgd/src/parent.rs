@@ -442,10 +442,21 @@ impl Supervisor {
                     self.children.swap(0, i);
                 }
             }
-            let fault = self
+            // Every role that changed, then the cause among them: a role
+            // killed (by the kernel's seccomp, by an operator) or stopped
+            // is what happened; the others exit because its channels
+            // closed, and SIGCHLDs coalesce, so which one signalled first
+            // does not tell.
+            let mut faults: Vec<(&'static str, Fault)> = self
                 .children
                 .iter_mut()
-                .find_map(|c| poll_child(c).map(|f| (c.name, f)));
+                .filter_map(|c| poll_child(c).map(|f| (c.name, f)))
+                .collect();
+            let cause = faults
+                .iter()
+                .position(|(_, f)| !matches!(f, Fault::Exited(_)))
+                .unwrap_or(0);
+            let fault = (!faults.is_empty()).then(|| faults.swap_remove(cause));
             let fault = match fault {
                 Some(("transport", Fault::Exited(code))) if code == i32::from(EXIT_TUN_GONE) => {
                     tracing::info!(interface = %self.ifname, "interface was removed, stopping");
