@@ -25,37 +25,9 @@ use wg_config::config::Config;
 use wg_config::keys::public_key;
 use wg_config::uapi::{AllowedIpChange, Device, PeerOp, Psk, SetOp};
 
-/// `setconf` (`replace`) or `addconf`: the whole file as one request.
-pub fn setconf_ops(cfg: Config, replace: bool) -> Vec<SetOp> {
-    let mut ops = Vec::new();
-    let iface = cfg.interface;
-    if let Some(k) = iface.private_key {
-        ops.push(SetOp::PrivateKey(Some(k.key)));
-    }
-    if let Some(p) = iface.listen_port {
-        ops.push(SetOp::ListenPort(p));
-    }
-    if let Some(m) = iface.fwmark {
-        ops.push(SetOp::Fwmark(m));
-    }
-    if replace {
-        ops.push(SetOp::ReplacePeers);
-    }
-    for p in cfg.peers {
-        let mut op = PeerOp::new(p.public_key);
-        op.allowed_ips = p
-            .allowed_ips_with_auto(iface.auto_address)
-            .into_iter()
-            .map(AllowedIpChange::Add)
-            .collect();
-        op.replace_allowed_ips = true;
-        op.preshared_key = p.preshared_key.map(|k| Some(k.key));
-        op.endpoint = p.endpoint.map(|e| e.addr);
-        op.persistent_keepalive = p.persistent_keepalive;
-        ops.push(SetOp::Peer(op));
-    }
-    ops
-}
+/// `setconf` (`replace`) or `addconf`: the whole file as one request
+/// (wgd applies its own configuration file with the same function).
+pub use wg_config::config::setconf_ops;
 
 /// `syncconf`: the request that turns `current` into what `cfg` says,
 /// touching only what differs.

@@ -22,7 +22,6 @@ use proto::ipc::{
 };
 use proto::keys::PublicKey;
 
-use wg_config::config::Config;
 use wg_config::uapi::{self, AllowedIpChange, Device, Peer, PeerOp, Psk, Request, SetOp, WgdStats};
 use wg_config::wipe::WipingReader;
 
@@ -543,40 +542,6 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// than a table could hold (2^32 / [`ALLOWED_IPS_CHUNK`]), a bound for the
 /// loop should a transport keep answering with a cursor.
 const MAX_IP_CHUNKS: usize = (u32::MAX as usize) / ALLOWED_IPS_CHUNK;
-
-/// The configuration file as the operations a `set` request would carry.
-pub(crate) fn config_ops(cfg: Config) -> Vec<SetOp> {
-    let mut ops = Vec::new();
-    let iface = cfg.interface;
-    if let Some(k) = iface.private_key {
-        ops.push(SetOp::PrivateKey(Some(k.key)));
-    }
-    if let Some(port) = iface.listen_port {
-        ops.push(SetOp::ListenPort(port));
-    }
-    if let Some(mark) = iface.fwmark {
-        ops.push(SetOp::Fwmark(mark));
-    }
-    for p in cfg.peers {
-        // AutoAddress: each peer also owns its key-derived /128.
-        let allowed: Vec<AllowedIpChange> = p
-            .allowed_ips_with_auto(iface.auto_address)
-            .into_iter()
-            .map(AllowedIpChange::Add)
-            .collect();
-        ops.push(SetOp::Peer(PeerOp {
-            public_key: p.public_key,
-            remove: false,
-            update_only: false,
-            preshared_key: p.preshared_key.map(|k| Some(k.key)),
-            endpoint: p.endpoint.map(|e| e.addr),
-            persistent_keepalive: p.persistent_keepalive,
-            replace_allowed_ips: false,
-            allowed_ips: allowed,
-        }));
-    }
-    ops
-}
 
 impl Control {
     pub(crate) fn new(ends: ParentEnds, udp: UdpPair, fwmark: u32) -> Control {

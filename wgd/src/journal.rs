@@ -77,7 +77,7 @@ fn strip_peer(p: &PeerOp, lost: &mut Option<String>) -> PeerOp {
 
 impl Journal {
     /// The start-up configuration file's operations (those of
-    /// `control::config_ops`), keys as their files.
+    /// `wg_config::config::setconf_ops`), keys as their files.
     pub(crate) fn from_config(cfg: &Config) -> Journal {
         let mut j = Journal::default();
         let mut p = Pending {

@@ -42,7 +42,7 @@ use nix::unistd::Pid;
 use proto::ipc::ParentToTransport;
 use wg_config::config::Config;
 
-use crate::control::{config_ops, serve_client, Control};
+use crate::control::{serve_client, Control};
 use crate::daemon::{daemonize, report_ready};
 use crate::journal::Journal;
 use crate::net;
@@ -282,7 +282,7 @@ fn start(
     if let Some(cfg) = config {
         let journal = Journal::from_config(&cfg);
         let private_key_file = journal.private_key_file();
-        let r = control.apply(config_ops(cfg));
+        let r = control.apply(wg_config::config::setconf_ops(cfg, false));
         control.set_private_key_file(private_key_file);
         control.journal = journal;
         if let Err(errno) = r {

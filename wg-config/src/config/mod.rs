@@ -32,6 +32,7 @@
 //! `AllowedIPs` with [`crate::cidr`].
 
 mod endpoint;
+mod ops;
 mod parser;
 mod print;
 #[cfg(test)]
@@ -45,6 +46,7 @@ use proto::ipc::AllowedIp;
 use proto::keys::{PublicKey, SecretKey};
 use zeroize::Zeroizing;
 
+pub use ops::setconf_ops;
 pub use print::showconf;
 
 /// A parsed configuration file.
