@@ -418,8 +418,22 @@ impl Control {
         }
         uapi::format_get_device(&dev, &mut text);
         out.write_all(text.as_bytes())?;
-        let keys: Vec<PublicKey> = self.state.peers.iter().copied().collect();
-        for page in keys.chunks(STATUS_PAGE) {
+        // A page of keys at a time, each page after the last key of the one
+        // before, rather than a copy of every key up front.
+        let mut after: Option<PublicKey> = None;
+        loop {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let from = after.map_or(Unbounded, Excluded);
+            let page: Vec<PublicKey> = self
+                .state
+                .peers
+                .range((from, Unbounded))
+                .take(STATUS_PAGE)
+                .copied()
+                .collect();
+            let Some(last) = page.last() else { break };
+            after = Some(*last);
+            let page = &page[..];
             let (tpeers, hpeers) = match self.status_page(page) {
                 Ok(p) => p,
                 Err(errno) => return out.write_all(uapi::format_errno(errno).as_bytes()),
