@@ -12,6 +12,8 @@
 //!   message per `SOCK_SEQPACKET` datagram, file descriptors passed by
 //!   `SCM_RIGHTS`, replies matched to their requests by id.
 
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 pub mod batch;
 pub mod channel;
 pub mod codec;

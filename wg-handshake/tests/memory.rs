@@ -6,8 +6,6 @@
 //! The crypto role is a stub here: the core's memory is what is measured,
 //! and real Diffie-Hellman for 100,000 sessions would only make it slow.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Instant;
 
 use proto::ipc::{CryptoToHandshake, Endpoint, HandshakeToCrypto, HandshakeToTransport};
@@ -16,55 +14,16 @@ use proto::wire::{Initiation, Response, NOISE_INITIATION_LEN, NOISE_RESPONSE_LEN
 use wg_handshake::mac::{mac, mac1_key};
 use wg_handshake::{Config, Core, PacketOutcome};
 
-struct Counting;
-
-thread_local! {
-    static BYTES: Cell<isize> = const { Cell::new(0) };
-    static BLOCKS: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(bytes: isize, blocks: isize) {
-    let _ = BYTES.try_with(|b| b.set(b.get() + bytes));
-    let _ = BLOCKS.try_with(|b| b.set(b.get() + blocks));
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; the
-// counters are const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize, 1);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize, 1);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize), -1);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(new_size as isize - layout.size() as isize, 0);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static COUNTING: proto::alloc_count::Counting = proto::alloc_count::Counting;
 
-/// Heap of this thread: bytes asked for plus glibc's per-block overhead
-/// (an 8-byte header, sizes rounded to 16: 16 bytes a block is fair).
+/// Heap this thread holds now, with malloc's per-block overhead.
 fn heap() -> isize {
-    BYTES.with(Cell::get) + 16 * BLOCKS.with(Cell::get)
+    let u = proto::alloc_count::Usage::now();
+    u.since(&proto::alloc_count::Usage {
+        bytes: 0,
+        blocks: 0,
+    })
 }
 
 const PEERS: u32 = 100_000;

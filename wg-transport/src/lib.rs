@@ -22,5 +22,8 @@ pub mod orders;
 pub mod replay;
 pub mod udp;
 
+/// The unit tests measure heap per peer and per prefix with proto's
+/// counting allocator.
 #[cfg(test)]
-mod alloc_count;
+#[global_allocator]
+static COUNTING: proto::alloc_count::Counting = proto::alloc_count::Counting;

@@ -326,12 +326,12 @@ fn a_million_prefixes() -> impl Iterator<Item = (IpAddr, u8, u32)> {
 /// the cross-family insertion order `wg show` must keep.)
 #[test]
 fn allowed_memory_per_prefix_at_a_million() {
-    let before = crate::alloc_count::Usage::now();
+    let before = proto::alloc_count::Usage::now();
     let mut t = AllowedIps::<u32>::new();
     for (addr, cidr, peer) in a_million_prefixes() {
         t.insert(addr, cidr, peer).unwrap();
     }
-    let per = crate::alloc_count::Usage::now().since(&before) / 1_000_000;
+    let per = proto::alloc_count::Usage::now().since(&before) / 1_000_000;
     println!("allowed IPs: {per} bytes per prefix at 1,000,000 prefixes");
     assert_eq!(t.len(), 1_000_000);
     assert_eq!(t.lookup(v4("10.0.0.3")), Some(0));

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use proto::keys::{SessionKey, SessionKeys};
 
 use super::*;
-use crate::alloc_count::Usage;
+use proto::alloc_count::Usage;
 
 const PEERS: u32 = 100_000;
 

@@ -2,7 +2,9 @@
 //! can state how much heap a structure really takes (per peer, per
 //! prefix) instead of guessing from `size_of`.
 //!
-//! Test-only (`#[cfg(test)]` in `lib.rs`); nothing in the transport role
+//! Test support, compiled only with proto's `alloc-count` feature, which
+//! the role crates enable for their tests alone; a test binary installs
+//! it with `#[global_allocator] static A: Counting = Counting;`. No role
 //! links it. Counts are kept per thread, because the test harness runs
 //! tests in parallel and a global count would mix their allocations; a
 //! measurement therefore covers only what its own thread allocates and
@@ -11,7 +13,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-struct Counting;
+/// The counting allocator: the system allocator with per-thread counts.
+pub struct Counting;
 
 thread_local! {
     // `const` initialisers: reading them never allocates, which an
@@ -59,9 +62,6 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
 }
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Heap in use by this thread at one moment.
 #[derive(Debug, Clone, Copy)]
