@@ -137,12 +137,20 @@ mod tests {
         SecretKey::from_bytes([0xff; 32])
     }
 
+    fn wrapped() -> Wrapped {
+        Wrapped(vec![0xff; WRAPPED_LEN])
+    }
+
     /// The largest single change of each kind.
     fn worst_crypto_ops() -> Vec<CryptoOp> {
         vec![
             CryptoOp::SetPeer {
                 peer: pk(),
-                psk: Some(secret()),
+                psk: Some(Secret::Plain(secret())),
+            },
+            CryptoOp::SetPeer {
+                peer: pk(),
+                psk: Some(Secret::Wrapped(wrapped())),
             },
             CryptoOp::RemovePeer(pk()),
             CryptoOp::RemoveAllPeers,
@@ -207,7 +215,10 @@ mod tests {
             ParentToCrypto::SetPrivateKey(_) | ParentToCrypto::Apply(_) => {}
         }
         match b {
-            CryptoToParent::PublicKey(_) | CryptoToParent::Done | CryptoToParent::Refused(_) => {}
+            CryptoToParent::PublicKey(..)
+            | CryptoToParent::WrappedPsks(_)
+            | CryptoToParent::Done
+            | CryptoToParent::Refused(_) => {}
         }
         match c {
             ParentToHandshake::Apply(_)
@@ -280,7 +291,16 @@ mod tests {
         // parent ↔ crypto
         fits(
             "SetPrivateKey",
-            &ParentToCrypto::SetPrivateKey(Some(secret())),
+            &ParentToCrypto::SetPrivateKey(Some(Secret::Plain(secret()))),
+        );
+        // Each plain PSK of a full batch comes back wrapped in the reply.
+        let plain = full_batch(|| CryptoOp::SetPeer {
+            peer: pk(),
+            psk: Some(Secret::Plain(secret())),
+        });
+        fits(
+            "WrappedPsks",
+            &CryptoToParent::WrappedPsks(plain.iter().map(|_| (pk(), Some(wrapped()))).collect()),
         );
         for n in 0..worst_crypto_ops().len() {
             let ops = full_batch(|| worst_crypto_ops().swap_remove(n));
@@ -289,7 +309,10 @@ mod tests {
                 &ParentToCrypto::Apply(Apply { ops, commit: true }),
             );
         }
-        fits("PublicKey", &CryptoToParent::PublicKey(Some(pk())));
+        fits(
+            "PublicKey",
+            &CryptoToParent::PublicKey(Some(pk()), Some(wrapped())),
+        );
         fits("Refused", &CryptoToParent::Refused(CryptoError::Internal));
 
         // parent ↔ handshake

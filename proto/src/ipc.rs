@@ -7,7 +7,9 @@
 //! handshake role's narrow questions ([`HandshakeToCrypto`]).
 //!
 //! [`SecretKey`] (static key, PSK) appears in [`ParentToCrypto`] and nowhere
-//! else: no reply enum can express a static secret. Session keys appear in
+//! else (inside [`Secret`]): no reply enum can express a static secret.
+//! What the key holder gives back for the parent to keep is a [`Wrapped`]
+//! secret, sealed under a key the parent cannot read. Session keys appear in
 //! [`CryptoToHandshake`] and [`HandshakeToTransport`], the route a finished
 //! handshake's keys take to the data plane.
 //!
@@ -93,13 +95,42 @@ pub enum CryptoError {
 
 // ---------------------------------------------------------------- parent ↔ crypto
 
+/// A static secret on its way to the key holder: the key itself (from a
+/// configuration file, a key file or a control request; the parent wipes
+/// its copy once sent), or a [`Wrapped`] one the key holder gave out
+/// earlier (a restart of the roles restoring the configuration).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Secret {
+    Plain(SecretKey),
+    Wrapped(Wrapped),
+}
+
+/// A static secret sealed by the key holder under a wrapping key that
+/// only the key holder can read (it lives in the kernel keyring, see
+/// `wgd::keyring`): what the parent keeps so that a restarted crypto role
+/// gets back secrets that were given inline, without the parent ever
+/// holding them. Opaque to everyone but the crypto role, and bound there
+/// to what it wraps (the private key, or one peer's PSK).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wrapped(pub Vec<u8>);
+
+/// The length of a [`Wrapped`] secret: a 24-byte nonce, the 32-byte
+/// secret sealed, a 16-byte tag (XChaCha20-Poly1305).
+pub const WRAPPED_LEN: usize = 24 + 32 + 16;
+
+impl std::fmt::Debug for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wrapped({} bytes)", self.0.len())
+    }
+}
+
 /// Configuration of the key holder. The only messages that carry static
 /// secrets; the parent zeroizes its copy once sent.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParentToCrypto {
     /// Set (or with `None` remove) the static private key. All handshakes
     /// in progress are abandoned. Answered by [`CryptoToParent::PublicKey`].
-    SetPrivateKey(Option<SecretKey>),
+    SetPrivateKey(Option<Secret>),
     /// Part of a configuration transaction; see [`Apply`].
     Apply(Apply<CryptoOp>),
 }
@@ -110,7 +141,7 @@ pub enum CryptoOp {
     /// Add or update a peer; `psk: None` means no PSK (all zeros).
     SetPeer {
         peer: PublicKey,
-        psk: Option<SecretKey>,
+        psk: Option<Secret>,
     },
     RemovePeer(PublicKey),
     RemoveAllPeers,
@@ -119,8 +150,14 @@ pub enum CryptoOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CryptoToParent {
     /// The public key of the static key now held (so the parent can show
-    /// it and tell the handshake role, without ever seeing the secret).
-    PublicKey(Option<PublicKey>),
+    /// it and tell the handshake role, without ever seeing the secret),
+    /// and, for a key that came [`Secret::Plain`], that key wrapped (`None`
+    /// when the key holder has no wrapping key).
+    PublicKey(Option<PublicKey>, Option<Wrapped>),
+    /// An [`Apply`] message that set [`Secret::Plain`] PSKs: each of them
+    /// wrapped, in order (`None` as above). Otherwise `Apply` is answered
+    /// by [`CryptoToParent::Done`].
+    WrappedPsks(Vec<(PublicKey, Option<Wrapped>)>),
     Done,
     Refused(CryptoError),
 }
@@ -543,15 +580,22 @@ mod tests {
 
     #[test]
     fn parent_crypto_round_trip() {
-        round_trip(ParentToCrypto::SetPrivateKey(Some(SecretKey::from_bytes(
-            [3; 32],
+        round_trip(ParentToCrypto::SetPrivateKey(Some(Secret::Plain(
+            SecretKey::from_bytes([3; 32]),
+        ))));
+        round_trip(ParentToCrypto::SetPrivateKey(Some(Secret::Wrapped(
+            Wrapped(vec![7; 72]),
         ))));
         round_trip(ParentToCrypto::SetPrivateKey(None));
         round_trip(ParentToCrypto::Apply(Apply {
             ops: vec![
                 CryptoOp::SetPeer {
                     peer: pk(1),
-                    psk: Some(SecretKey::from_bytes([4; 32])),
+                    psk: Some(Secret::Plain(SecretKey::from_bytes([4; 32]))),
+                },
+                CryptoOp::SetPeer {
+                    peer: pk(1),
+                    psk: Some(Secret::Wrapped(Wrapped(vec![8; 72]))),
                 },
                 CryptoOp::SetPeer {
                     peer: pk(1),
@@ -566,8 +610,16 @@ mod tests {
             ops: Vec::new(),
             commit: false,
         }));
-        round_trip(CryptoToParent::PublicKey(Some(pk(5))));
-        round_trip(CryptoToParent::PublicKey(None));
+        round_trip(CryptoToParent::PublicKey(Some(pk(5)), None));
+        round_trip(CryptoToParent::PublicKey(
+            Some(pk(5)),
+            Some(Wrapped(vec![1; 72])),
+        ));
+        round_trip(CryptoToParent::PublicKey(None, None));
+        round_trip(CryptoToParent::WrappedPsks(vec![
+            (pk(6), Some(Wrapped(vec![2; 72]))),
+            (pk(7), None),
+        ]));
         round_trip(CryptoToParent::Done);
         round_trip(CryptoToParent::Refused(CryptoError::Internal));
     }

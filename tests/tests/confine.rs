@@ -7,6 +7,10 @@
 //!   fork() and handshake openat(); the kernel kills each (SIGSYS), the
 //!   parent logs the role and "seccomp", the interface keeps its routes,
 //!   and the tunnel carries traffic again within 2 s of the restart;
+//! - `inline_secrets_survive_the_crypto_role`: the same for crypto with
+//!   the private key and a PSK given inline (configuration file, then
+//!   `wg set` with files deleted afterwards): the restarted crypto role
+//!   gets them back wrapped, and the tunnel works again within 2 s;
 //! - `kill9_under_flood_leaks_nothing`: with a default route on the
 //!   underlay (so a lost interface would send tunnel traffic out in
 //!   clear), `ping -f` through the tunnel while each role in turn is
@@ -59,31 +63,55 @@ fn alive(pid: u32, start: u64) -> bool {
     stat(pid).is_some_and(|(state, _, _, t)| t == start && state != 'Z')
 }
 
-/// wgd (key in a key file, so restarts apply) in net A, wireguard-go in
-/// net B, A knowing B's endpoint; inner addresses up on both.
+/// wgd in net A, wireguard-go in net B, A knowing B's endpoint; inner
+/// addresses up on both.
 struct Tunnel<'n> {
     wgd: Wgd<'n>,
-    _go: WgGo<'n>,
+    go: WgGo<'n>,
+    /// wireguard-go's public key, as configured.
+    go_public: String,
+}
+
+/// How the tunnel's secrets reach wgd.
+#[derive(Clone, Copy, PartialEq)]
+enum Keys {
+    /// `PrivateKeyFile =`: a restart reads the file again.
+    File,
+    /// `PrivateKey =` and `PresharedKey =` inline in the configuration
+    /// file: a restart gives the crypto role back what it wrapped.
+    InlineWithPsk,
 }
 
 fn tunnel<'n>(net: &'n common::Net, env: &[(&str, &str)]) -> Tunnel<'n> {
+    tunnel_with(net, env, Keys::File)
+}
+
+fn tunnel_with<'n>(net: &'n common::Net, env: &[(&str, &str)], keys: Keys) -> Tunnel<'n> {
     let (ka, pa) = keypair();
     let (kb, pb) = keypair();
+    let psk = (keys == Keys::InlineWithPsk).then(wgd_tests::preshared_key);
+    let mut peer_b =
+        PeerConfig::new(&pb, &[&format!("{INNER_B4}/32")]).endpoint(sa(OUTER_B4, PORT_B));
+    peer_b.preshared_key = psk.clone();
     let conf_a = InterfaceConfig {
         private_key: Some(ka),
         listen_port: None,
         fwmark: None,
-        peers: vec![
-            PeerConfig::new(&pb, &[&format!("{INNER_B4}/32")]).endpoint(sa(OUTER_B4, PORT_B))
-        ],
+        peers: vec![peer_b],
     };
+    let mut peer_a = PeerConfig::new(&pa, &[&format!("{INNER_A4}/32")]);
+    peer_a.preshared_key = psk;
     let conf_b = InterfaceConfig {
         private_key: Some(kb),
         listen_port: Some(PORT_B),
         fwmark: None,
-        peers: vec![PeerConfig::new(&pa, &[&format!("{INNER_A4}/32")])],
+        peers: vec![peer_a],
     };
-    let wgd = Wgd::start_key_file(&net.ns_a, conf_a, env).expect("start wgd");
+    let wgd = match keys {
+        Keys::File => Wgd::start_key_file(&net.ns_a, conf_a, env),
+        Keys::InlineWithPsk => Wgd::start(&net.ns_a, conf_a, env),
+    }
+    .expect("start wgd");
     let go = WgGo::start(&net.ns_b).expect("start wireguard-go");
     go.setconf(&conf_b).expect("configure wireguard-go");
     wgd.add_addr(&format!("{INNER_A4}/24"))
@@ -100,7 +128,11 @@ fn tunnel<'n>(net: &'n common::Net, env: &[(&str, &str)]) -> Tunnel<'n> {
         "no traffic through the tunnel before any fault\n{}",
         wgd.child().report()
     );
-    Tunnel { wgd, _go: go }
+    Tunnel {
+        wgd,
+        go,
+        go_public: pb,
+    }
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -178,6 +210,81 @@ fn forbidden_syscall_kills_the_role_and_wgd_recovers() {
         );
         assert_recovered(&net, w, restarted, &why);
     }
+    assert!(w.child().is_running(), "{}", w.child().report());
+}
+
+/// Makes `role` break its filter (the test hook) and waits for the
+/// restart that follows; returns when it happened.
+fn break_filter(w: &Wgd<'_>, role: &str, why: &str) -> Instant {
+    let pid = w
+        .role_pid(role)
+        .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
+    let (_, _, _, start) = stat(pid).expect("role stat");
+    let before = count(&w.child().stderr(), "roles restarted");
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR2).expect("SIGUSR2 the role");
+    wait_until(RESTART, "the role to die", || !alive(pid, start))
+        .unwrap_or_else(|e| panic!("{e}: {why} did not kill it\n{}", w.child().report()));
+    wait_restart(w, before, why)
+}
+
+/// Secrets given inline survive the death of the one process that held
+/// them: the crypto role wrapped each under a key in the kernel keyring
+/// that only crypto roles read, the parent kept the blobs, and the new
+/// crypto role opens them. Shown for a configuration file's `PrivateKey`
+/// and `PresharedKey`, then for a new PSK and a new private key set
+/// through the control socket (`wg set`, as `wg-quick` does).
+#[test]
+fn inline_secrets_survive_the_crypto_role() {
+    let net = net();
+    let t = tunnel_with(&net, &[("WGD_TEST_HOOKS", "1")], Keys::InlineWithPsk);
+    let w = &t.wgd;
+    let why = "socket() in crypto, keys inline in the configuration file";
+    let restarted = break_filter(w, "crypto", why);
+    assert_recovered(&net, w, restarted, why);
+
+    // New secrets through the control socket: a PSK on both sides, then a
+    // new private key for wgd, which wireguard-go learns as a new peer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let psk_file = dir.path().join("psk");
+    std::fs::write(&psk_file, wgd_tests::preshared_key() + "\n").expect("psk file");
+    let psk_path = psk_file.to_str().expect("utf-8 path");
+    let (new_key, new_public) = keypair();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, new_key + "\n").expect("key file");
+    let go_public = t.go_public.clone();
+    t.go.set(&["peer", w.public_key(), "remove"])
+        .expect("wireguard-go forgets the old key");
+    t.go.set(&[
+        "peer",
+        &new_public,
+        "preshared-key",
+        psk_path,
+        "allowed-ips",
+        &format!("{INNER_A4}/32"),
+    ])
+    .expect("wireguard-go learns the new key and PSK");
+    w.set(&[
+        "private-key",
+        key_file.to_str().expect("utf-8 path"),
+        "peer",
+        &go_public,
+        "preshared-key",
+        psk_path,
+    ])
+    .expect("wg set private-key and preshared-key");
+    // The files go: nothing but the wrapped blobs can restore them now.
+    drop(dir);
+    assert!(
+        ping_within(&net.ns_a, ip(INNER_B4), Duration::from_secs(5)).is_some(),
+        "no traffic with the new keys\n{}",
+        w.child().report()
+    );
+    let why = "socket() in crypto, keys set by wg set";
+    let restarted = break_filter(w, "crypto", why);
+    assert_recovered(&net, w, restarted, why);
+    // wireguard-go knows wgd only by its new public key, with the new PSK:
+    // the traffic above went through a handshake with both, done by the
+    // restarted crypto role.
     assert!(w.child().is_running(), "{}", w.child().report());
 }
 

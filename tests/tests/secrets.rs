@@ -13,7 +13,8 @@
 //! Scanned after start-up (keys inline in the configuration file, and in
 //! key files), after `wg set IF private-key FILE`, after
 //! `wg set IF peer P preshared-key FILE`, and after a restart of the roles
-//! (the parent reads the key files again), each at once: the parent wipes
+//! (the parent reads the key files again, or gives the new crypto role
+//! the inline ones as the old one wrapped them), each at once: the parent wipes
 //! a request's text as it parses it and its keys as it hands them on, so
 //! nothing waits for a thread to end.
 
@@ -163,6 +164,48 @@ fn inline_keys_and_wg_set_leave_no_copy_outside_crypto() {
     assert_secrets_only_in_crypto(
         &w,
         "after wg set preshared-key",
+        &[
+            ("private key", &private),
+            ("new private key", &private2),
+            ("psk", &psk),
+            ("new psk", &psk2),
+        ],
+        &["new private key", "new psk"],
+        &peer,
+    );
+
+    // A dead crypto role: the parent gives the new one the secrets as the
+    // old one wrapped them, and still holds none of them itself.
+    let old_crypto = w.role_pid("crypto").expect("crypto pid");
+    let restarts = |w: &Wgd<'_>| w.child().stderr().matches("roles restarted").count();
+    let before = restarts(&w);
+    kill(Pid::from_raw(old_crypto as i32), Signal::SIGKILL).expect("kill -9 crypto");
+    let mut raw: Vec<Needle> = Vec::new();
+    for (name, key) in [("new private key", &private2), ("new psk", &psk2)] {
+        raw.extend(
+            key_forms(name, key)
+                .expect("key forms")
+                .into_iter()
+                .filter(|n| n.name.ends_with("(raw)")),
+        );
+    }
+    wait_until(
+        RESTART,
+        "a new crypto role holding both inline keys",
+        || {
+            restarts(&w) > before
+                && w.role_pid("crypto").is_some_and(|pid| {
+                    pid != old_crypto
+                        && scan(pid, &raw).is_ok_and(|s| {
+                            s.found("new private key (raw)") && s.found("new psk (raw)")
+                        })
+                })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+    assert_secrets_only_in_crypto(
+        &w,
+        "after the roles restarted with the wrapped inline keys",
         &[
             ("private key", &private),
             ("new private key", &private2),

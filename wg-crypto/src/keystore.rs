@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::ipc::{
     CryptoError, CryptoOp, CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto,
+    Secret, Wrapped,
 };
 use proto::keys::{
     HandshakeId, NoiseInitiation, NoiseResponse, PublicKey, SecretKey, SessionKey, SessionKeys,
@@ -51,6 +52,7 @@ use snow::{Builder, HandshakeState};
 use zeroize::Zeroizing;
 
 use crate::dh::WgResolver;
+use crate::wrap::{WrapFor, WrappingKey};
 
 /// WireGuard's Noise construction and identifier (the whitepaper's
 /// CONSTRUCTION and IDENTIFIER strings).
@@ -125,7 +127,17 @@ pub struct KeyStore {
     next_id: u64,
     last_timestamp: (u64, u32),
     /// Peer changes of a configuration transaction not yet committed.
-    uncommitted: Vec<CryptoOp>,
+    uncommitted: Vec<Change>,
+    /// Seals the secrets the parent gives us, for it to keep (see
+    /// [`crate::wrap`]); `None` when none could be had.
+    wrapping: Option<WrappingKey>,
+}
+
+/// A [`CryptoOp`] with its secret unwrapped, waiting for the commit.
+enum Change {
+    SetPeer(PublicKey, Option<SecretKey>),
+    Remove(PublicKey),
+    RemoveAll,
 }
 
 impl fmt::Debug for KeyStore {
@@ -160,6 +172,32 @@ impl KeyStore {
             next_id: 1,
             last_timestamp: (0, 0),
             uncommitted: Vec::new(),
+            wrapping: None,
+        }
+    }
+
+    /// A key store that wraps the secrets it is given with `key` and opens
+    /// the wrapped ones it is given back (see [`crate::wrap`]).
+    pub fn with_wrapping_key(key: Option<WrappingKey>) -> Self {
+        KeyStore {
+            wrapping: key,
+            ..Self::new()
+        }
+    }
+
+    fn wrap(&self, what: WrapFor<'_>, secret: &SecretKey) -> Option<Wrapped> {
+        self.wrapping.as_ref().map(|k| k.wrap(what, secret))
+    }
+
+    fn open(&self, what: WrapFor<'_>, secret: Secret) -> Result<SecretKey, CryptoError> {
+        match secret {
+            Secret::Plain(k) => Ok(k),
+            Secret::Wrapped(w) => self
+                .wrapping
+                .as_ref()
+                .ok_or(CryptoError::Rejected)?
+                .unwrap(what, &w)
+                .map_err(|_| CryptoError::Rejected),
         }
     }
 
@@ -548,19 +586,58 @@ impl KeyStore {
     /// One request from the parent, one answer.
     pub fn handle_parent(&mut self, msg: ParentToCrypto) -> CryptoToParent {
         match msg {
-            ParentToCrypto::SetPrivateKey(k) => CryptoToParent::PublicKey(self.set_private_key(k)),
+            ParentToCrypto::SetPrivateKey(k) => {
+                let plain = matches!(k, Some(Secret::Plain(_)));
+                let key = match k.map(|k| self.open(WrapFor::PrivateKey, k)).transpose() {
+                    Ok(key) => key,
+                    Err(e) => return CryptoToParent::Refused(e),
+                };
+                let wrapped = match (&key, plain) {
+                    (Some(k), true) => self.wrap(WrapFor::PrivateKey, k),
+                    _ => None,
+                };
+                CryptoToParent::PublicKey(self.set_private_key(key), wrapped)
+            }
             ParentToCrypto::Apply(batch) => {
-                self.uncommitted.extend(batch.ops);
+                let mut wrapped = Vec::new();
+                for op in batch.ops {
+                    let change = match op {
+                        CryptoOp::SetPeer { peer, psk } => {
+                            let plain = matches!(psk, Some(Secret::Plain(_)));
+                            match psk.map(|k| self.open(WrapFor::Psk(&peer), k)).transpose() {
+                                Ok(psk) => {
+                                    if let (true, Some(k)) = (plain, &psk) {
+                                        wrapped.push((peer, self.wrap(WrapFor::Psk(&peer), k)));
+                                    }
+                                    Change::SetPeer(peer, psk)
+                                }
+                                Err(e) => {
+                                    // The whole transaction goes: no half of it
+                                    // is ever applied.
+                                    self.uncommitted.clear();
+                                    return CryptoToParent::Refused(e);
+                                }
+                            }
+                        }
+                        CryptoOp::RemovePeer(peer) => Change::Remove(peer),
+                        CryptoOp::RemoveAllPeers => Change::RemoveAll,
+                    };
+                    self.uncommitted.push(change);
+                }
                 if batch.commit {
-                    for op in std::mem::take(&mut self.uncommitted) {
-                        match op {
-                            CryptoOp::SetPeer { peer, psk } => self.set_peer(peer, psk),
-                            CryptoOp::RemovePeer(peer) => self.remove_peer(&peer),
-                            CryptoOp::RemoveAllPeers => self.remove_all_peers(),
+                    for change in std::mem::take(&mut self.uncommitted) {
+                        match change {
+                            Change::SetPeer(peer, psk) => self.set_peer(peer, psk),
+                            Change::Remove(peer) => self.remove_peer(&peer),
+                            Change::RemoveAll => self.remove_all_peers(),
                         }
                     }
                 }
-                CryptoToParent::Done
+                if wrapped.is_empty() {
+                    CryptoToParent::Done
+                } else {
+                    CryptoToParent::WrappedPsks(wrapped)
+                }
             }
         }
     }

@@ -11,6 +11,8 @@
 //! - [`keystore`]: the key store, the handshake operations and their permit
 //!   rules, and the dispatch of IPC requests.
 //! - [`process`]: the crypto process's main loop over its two channels.
+//! - [`wrap`]: sealing the secrets it is given, for the parent to keep and
+//!   give back to a restarted crypto role without being able to read them.
 //! - `dh`: the X25519 primitive that refuses non-contributory results.
 
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@
 mod dh;
 pub mod keystore;
 pub mod process;
+pub mod wrap;
 
 pub use keystore::{KeyStore, NOISE_PATTERN, PROLOGUE};
 

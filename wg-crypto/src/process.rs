@@ -14,6 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{CryptoToHandshake, CryptoToParent, HandshakeToCrypto, ParentToCrypto};
 
+use crate::wrap::WrappingKey;
 use crate::KeyStore;
 
 /// Why the loop ended.
@@ -29,12 +30,14 @@ pub enum CryptoExit {
     Poll(nix::errno::Errno),
 }
 
-/// Serves until a channel closes or misbehaves.
+/// Serves until a channel closes or misbehaves. `wrapping` is the key
+/// that seals secrets for the parent to keep (see [`crate::wrap`]).
 pub fn run(
     parent: &Channel<CryptoToParent, ParentToCrypto>,
     handshake: &Channel<CryptoToHandshake, HandshakeToCrypto>,
+    wrapping: Option<WrappingKey>,
 ) -> CryptoExit {
-    let mut store = KeyStore::new();
+    let mut store = KeyStore::with_wrapping_key(wrapping);
     loop {
         let (p_ready, h_ready) = {
             let mut fds = [

@@ -17,8 +17,8 @@ use proto::batch::Batcher;
 use proto::channel::{Channel, ChannelError};
 use proto::ipc::{
     AllowedIp, Apply, CryptoOp, CryptoToParent, HandshakeOp, HandshakeStatus, HandshakeToParent,
-    IpCursor, ParentToCrypto, ParentToHandshake, ParentToTransport, TransportOp, TransportStatus,
-    TransportToParent, ALLOWED_IPS_CHUNK, STATUS_PAGE,
+    IpCursor, ParentToCrypto, ParentToHandshake, ParentToTransport, Secret, TransportOp,
+    TransportStatus, TransportToParent, Wrapped, ALLOWED_IPS_CHUNK, STATUS_PAGE,
 };
 use proto::keys::PublicKey;
 
@@ -116,6 +116,24 @@ impl IpChunk {
     }
 }
 
+/// What [`Control::apply_items`] applies: a control request's operation,
+/// or a secret the crypto role wrapped earlier, given back on a restart
+/// (see [`crate::journal`]).
+pub(crate) enum Item {
+    Op(SetOp),
+    PrivateKey(Wrapped),
+    /// A PSK for a peer, if the peer is configured.
+    Psk(PublicKey, Wrapped),
+}
+
+/// What the crypto role answered for a secret sent in the clear: that
+/// secret wrapped, or `None` if it has no wrapping key. In the order the
+/// secrets were sent; the journal keeps them.
+pub(crate) enum Wrap {
+    PrivateKey(Option<Wrapped>),
+    Psk(PublicKey, Option<Wrapped>),
+}
+
 /// The parent's ends of the three channels and what it configured.
 pub(crate) struct Control {
     crypto: Channel<ParentToCrypto, CryptoToParent>,
@@ -128,6 +146,8 @@ pub(crate) struct Control {
     broken: bool,
     /// What was applied, without secrets, for restarting the roles.
     pub(crate) journal: crate::journal::Journal,
+    /// The crypto role's wrapped secrets of the request being applied.
+    wraps: Vec<Wrap>,
 }
 
 impl Control {
@@ -159,36 +179,33 @@ impl Control {
     /// roles' shares stream to them in bounded batches and are committed
     /// together at the end (see [`Txn`]).
     pub(crate) fn apply(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
+        self.apply_items(ops.into_iter().map(Item::Op))
+    }
+
+    /// [`Control::apply`] of operations and wrapped secrets (a restart).
+    pub(crate) fn apply_items(
+        &mut self,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<(), Errno> {
+        self.wraps.clear();
         let mut txn = Txn::default();
-        for op in ops {
-            match op {
-                SetOp::PrivateKey(key) => {
-                    // The crypto role answers with the new public key, which
-                    // the rest of the request may depend on (a peer with
-                    // our own key is dropped): what came before is
-                    // committed first.
-                    self.commit(&mut txn)?;
-                    self.state.private_key_file = None;
-                    let CryptoToParent::PublicKey(public) =
-                        self.crypto(ParentToCrypto::SetPrivateKey(key))?
-                    else {
-                        return Err(libc::EIO);
-                    };
-                    if public != self.state.public_key {
-                        self.state.public_key = public;
-                        self.queue_handshake(
-                            &mut txn,
-                            HandshakeOp::SetInterface { public_key: public },
-                        )?;
-                        // A peer with our own public key is meaningless
-                        // (wireguard-go and Linux drop it too).
-                        if let Some(own) = public {
-                            if self.state.peers.contains(&own) {
-                                self.remove_peer(&mut txn, own)?;
-                            }
-                        }
-                    }
+        for item in items {
+            let op = match item {
+                Item::Op(op) => op,
+                Item::PrivateKey(w) => {
+                    self.set_private_key(&mut txn, Some(Secret::Wrapped(w)))?;
+                    continue;
                 }
+                Item::Psk(peer, w) => {
+                    if self.state.peers.contains(&peer) {
+                        let psk = Some(Secret::Wrapped(w));
+                        self.queue_crypto(&mut txn, CryptoOp::SetPeer { peer, psk })?;
+                    }
+                    continue;
+                }
+            };
+            match op {
+                SetOp::PrivateKey(key) => self.set_private_key(&mut txn, key.map(Secret::Plain))?,
                 SetOp::ListenPort(port) => self.set_listen_port(port)?,
                 SetOp::Fwmark(mark) => {
                     if mark != self.state.fwmark {
@@ -214,6 +231,35 @@ impl Control {
             }
         }
         self.commit(&mut txn)
+    }
+
+    fn set_private_key(&mut self, txn: &mut Txn, key: Option<Secret>) -> Result<(), Errno> {
+        // The crypto role answers with the new public key, which the rest
+        // of the request may depend on (a peer with our own key is
+        // dropped): what came before is committed first.
+        self.commit(txn)?;
+        self.state.private_key_file = None;
+        let plain = matches!(key, Some(Secret::Plain(_)));
+        let CryptoToParent::PublicKey(public, wrapped) =
+            self.crypto(ParentToCrypto::SetPrivateKey(key))?
+        else {
+            return Err(libc::EIO);
+        };
+        if plain {
+            self.wraps.push(Wrap::PrivateKey(wrapped));
+        }
+        if public != self.state.public_key {
+            self.state.public_key = public;
+            self.queue_handshake(txn, HandshakeOp::SetInterface { public_key: public })?;
+            // A peer with our own public key is meaningless (wireguard-go
+            // and Linux drop it too).
+            if let Some(own) = public {
+                if self.state.peers.contains(&own) {
+                    self.remove_peer(txn, own)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn queue_crypto(&mut self, txn: &mut Txn, op: CryptoOp) -> Result<(), Errno> {
@@ -243,6 +289,11 @@ impl Control {
     fn send_crypto(&mut self, ops: Vec<CryptoOp>, commit: bool) -> Result<(), Errno> {
         match self.crypto(ParentToCrypto::Apply(Apply { ops, commit }))? {
             CryptoToParent::Done => Ok(()),
+            CryptoToParent::WrappedPsks(w) => {
+                self.wraps
+                    .extend(w.into_iter().map(|(peer, w)| Wrap::Psk(peer, w)));
+                Ok(())
+            }
             _ => Err(libc::EIO),
         }
     }
@@ -379,6 +430,7 @@ impl Control {
             self.queue_transport(txn, op)?;
         }
         if let Some(psk) = p.preshared_key {
+            let psk = psk.map(Secret::Plain);
             self.queue_crypto(txn, CryptoOp::SetPeer { peer: key, psk })?;
         }
         if let Some(interval) = p.persistent_keepalive {
@@ -575,14 +627,26 @@ impl Control {
             },
             broken: false,
             journal: crate::journal::Journal::default(),
+            wraps: Vec::new(),
         }
     }
 
     /// Applies a control client's `set` and records it in the journal.
     pub(crate) fn apply_recorded(&mut self, ops: Vec<SetOp>) -> Result<(), Errno> {
         let pending = crate::journal::Journal::prepare(&ops);
+        self.apply_pending(ops, pending)
+    }
+
+    /// Applies `ops` and records them in the journal as `pending` says
+    /// (made from the same operations before they were consumed).
+    pub(crate) fn apply_pending(
+        &mut self,
+        ops: Vec<SetOp>,
+        pending: crate::journal::Pending,
+    ) -> Result<(), Errno> {
         let r = self.apply(ops);
-        self.journal.commit(pending, r.is_ok());
+        let wraps = std::mem::take(&mut self.wraps);
+        self.journal.commit(pending, r.is_ok(), wraps);
         r
     }
 

@@ -2,10 +2,13 @@
 //! had: the `set` operations applied since start, in order, with every
 //! secret taken out. A private key or PSK that came from a key file
 //! (`PrivateKeyFile`, `PresharedKeyFile`) is kept as that file's path and
-//! read again for the restart; one given inline (in the configuration
-//! file or by `wg set`) cannot be recovered (secrets are write-only: only
-//! the crypto role ever held it), and then a dead role ends the daemon
-//! instead (it fails closed, as it always did).
+//! read again for the restart. One given inline (in the configuration
+//! file, by `wg set` or `wg-quick`) is kept as the crypto role wrapped it
+//! ([`Wrapped`]: sealed under a key only crypto roles can read, see
+//! [`crate::keyring`]) and handed back to the next crypto role as such:
+//! the parent never holds the secret. Only when the crypto role could not
+//! wrap it (no kernel keyring) is the configuration lost, and a dead role
+//! then ends the daemon (it fails closed).
 //!
 //! The journal is compacted as it grows: `replace_peers` drops every peer
 //! operation before it, and only the last listen port, fwmark and private
@@ -14,9 +17,12 @@
 
 use std::path::PathBuf;
 
+use proto::ipc::Wrapped;
 use proto::keys::{PublicKey, SecretKey};
 use wg_config::config::Config;
 use wg_config::uapi::{AllowedIpChange, PeerOp, SetOp};
+
+use crate::control::{Item, Wrap};
 
 /// Most operations plus allowed-IP changes kept (a few tens of MiB).
 pub(crate) const MAX_ITEMS: usize = 4_000_000;
@@ -30,6 +36,10 @@ enum Entry {
     PrivateKeyFile(PathBuf),
     /// A peer's PSK read from this file.
     PskFile(PublicKey, PathBuf),
+    /// A private key given inline, wrapped by the crypto role.
+    PrivateKey(Wrapped),
+    /// A peer's PSK given inline, wrapped by the crypto role.
+    Psk(PublicKey, Wrapped),
 }
 
 /// The configuration applied so far, without secrets; see the module
@@ -43,31 +53,33 @@ pub(crate) struct Journal {
 }
 
 /// A request's operations as the journal would keep them, made before the
-/// request is applied (which consumes it).
+/// request is applied (which consumes it); its secrets are filled in from
+/// what the crypto role answers.
 pub(crate) struct Pending {
-    entries: Vec<Entry>,
+    entries: Vec<Slot>,
     lost: Option<String>,
 }
 
-fn strip_peer(p: &PeerOp, lost: &mut Option<String>) -> PeerOp {
-    let preshared_key = match &p.preshared_key {
-        None => None,
-        Some(None) => Some(None),
-        Some(Some(_)) => {
-            lost.get_or_insert_with(|| {
-                format!(
-                    "the preshared key of peer {} was set inline",
-                    p.public_key.to_base64()
-                )
-            });
-            None
-        }
-    };
+/// One operation of a [`Pending`] request.
+enum Slot {
+    Done(Entry),
+    /// A private key went to the crypto role: kept as its file, or as the
+    /// role wraps it.
+    PrivateKey(Option<PathBuf>),
+    /// A PSK went (unless the peer was skipped) to the crypto role.
+    Psk(PublicKey, Option<PathBuf>),
+}
+
+/// A peer operation without its PSK, which follows it as its own slot.
+fn strip_peer(p: &PeerOp) -> PeerOp {
     PeerOp {
         public_key: p.public_key,
         remove: p.remove,
         update_only: p.update_only,
-        preshared_key,
+        preshared_key: match &p.preshared_key {
+            Some(None) => Some(None),
+            _ => None,
+        },
         endpoint: p.endpoint,
         persistent_keepalive: p.persistent_keepalive,
         replace_allowed_ips: p.replace_allowed_ips,
@@ -77,30 +89,21 @@ fn strip_peer(p: &PeerOp, lost: &mut Option<String>) -> PeerOp {
 
 impl Journal {
     /// The start-up configuration file's operations (those of
-    /// `wg_config::config::setconf_ops`), keys as their files.
-    pub(crate) fn from_config(cfg: &Config) -> Journal {
-        let mut j = Journal::default();
-        let mut p = Pending {
-            entries: Vec::new(),
-            lost: None,
-        };
+    /// `wg_config::config::setconf_ops`), keys from files as their files.
+    pub(crate) fn from_config(cfg: &Config) -> Pending {
+        let mut entries = Vec::new();
         let iface = &cfg.interface;
         if let Some(k) = &iface.private_key {
-            match &k.file {
-                Some(f) => p.entries.push(Entry::PrivateKeyFile(f.clone())),
-                None => {
-                    p.lost = Some("the private key was given inline in the configuration".into())
-                }
-            }
+            entries.push(Slot::PrivateKey(k.file.clone()));
         }
         if let Some(port) = iface.listen_port {
-            p.entries.push(Entry::Plain(SetOp::ListenPort(port)));
+            entries.push(Slot::Done(Entry::Plain(SetOp::ListenPort(port))));
         }
         if let Some(mark) = iface.fwmark {
-            p.entries.push(Entry::Plain(SetOp::Fwmark(mark)));
+            entries.push(Slot::Done(Entry::Plain(SetOp::Fwmark(mark))));
         }
         for peer in &cfg.peers {
-            p.entries.push(Entry::Plain(SetOp::Peer(PeerOp {
+            entries.push(Slot::Done(Entry::Plain(SetOp::Peer(PeerOp {
                 public_key: peer.public_key,
                 remove: false,
                 update_only: false,
@@ -113,52 +116,50 @@ impl Journal {
                     .into_iter()
                     .map(AllowedIpChange::Add)
                     .collect(),
-            })));
+            }))));
             if let Some(k) = &peer.preshared_key {
-                match &k.file {
-                    Some(f) => p.entries.push(Entry::PskFile(peer.public_key, f.clone())),
-                    None => {
-                        p.lost.get_or_insert_with(|| {
-                            format!(
-                                "the preshared key of peer {} was given inline in the configuration",
-                                peer.public_key.to_base64()
-                            )
-                        });
-                    }
-                }
+                entries.push(Slot::Psk(peer.public_key, k.file.clone()));
             }
         }
-        j.commit(p, true);
-        j
+        Pending {
+            entries,
+            lost: None,
+        }
     }
 
     /// A `set` request's operations, secrets taken out.
     pub(crate) fn prepare(ops: &[SetOp]) -> Pending {
-        let mut lost = None;
-        let entries = ops
-            .iter()
-            .map(|op| {
-                Entry::Plain(match op {
-                    SetOp::PrivateKey(None) => SetOp::PrivateKey(None),
-                    SetOp::PrivateKey(Some(_)) => {
-                        lost.get_or_insert_with(|| {
-                            "the private key was set through the control socket".to_string()
-                        });
-                        SetOp::PrivateKey(None)
+        let mut entries = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                SetOp::PrivateKey(None) => {
+                    entries.push(Slot::Done(Entry::Plain(SetOp::PrivateKey(None))))
+                }
+                SetOp::PrivateKey(Some(_)) => entries.push(Slot::PrivateKey(None)),
+                SetOp::ListenPort(p) => {
+                    entries.push(Slot::Done(Entry::Plain(SetOp::ListenPort(*p))))
+                }
+                SetOp::Fwmark(m) => entries.push(Slot::Done(Entry::Plain(SetOp::Fwmark(*m)))),
+                SetOp::ReplacePeers => entries.push(Slot::Done(Entry::Plain(SetOp::ReplacePeers))),
+                SetOp::Peer(p) => {
+                    entries.push(Slot::Done(Entry::Plain(SetOp::Peer(strip_peer(p)))));
+                    if let Some(Some(_)) = p.preshared_key {
+                        entries.push(Slot::Psk(p.public_key, None));
                     }
-                    SetOp::ListenPort(p) => SetOp::ListenPort(*p),
-                    SetOp::Fwmark(m) => SetOp::Fwmark(*m),
-                    SetOp::ReplacePeers => SetOp::ReplacePeers,
-                    SetOp::Peer(p) => SetOp::Peer(strip_peer(p, &mut lost)),
-                })
-            })
-            .collect();
-        Pending { entries, lost }
+                }
+            }
+        }
+        Pending {
+            entries,
+            lost: None,
+        }
     }
 
-    /// Records a request once applied; `applied` false (it failed part
-    /// way, and what the roles hold is uncertain) ends restartability.
-    pub(crate) fn commit(&mut self, p: Pending, applied: bool) {
+    /// Records a request once applied, its secrets as the crypto role
+    /// wrapped them (`wraps`, in the order they were sent); `applied`
+    /// false (it failed part way, and what the roles hold is uncertain)
+    /// ends restartability.
+    pub(crate) fn commit(&mut self, p: Pending, applied: bool, wraps: Vec<Wrap>) {
         if self.lost.is_some() {
             return;
         }
@@ -170,11 +171,56 @@ impl Journal {
             self.lose("a configuration request failed part way".into());
             return;
         }
-        for e in p.entries {
-            self.push(e);
-            if self.lost.is_some() {
-                return;
+        let mut wraps = wraps.into_iter().peekable();
+        for slot in p.entries {
+            let entry = match slot {
+                Slot::Done(e) => Some(e),
+                Slot::PrivateKey(file) => {
+                    match wraps.next_if(|w| matches!(w, Wrap::PrivateKey(_))) {
+                        Some(Wrap::PrivateKey(w)) => match (file, w) {
+                            (Some(f), _) => Some(Entry::PrivateKeyFile(f)),
+                            (None, Some(w)) => Some(Entry::PrivateKey(w)),
+                            (None, None) => {
+                                self.lose(
+                                    "the private key was given inline and the crypto role could not wrap it (no kernel keyring)".into(),
+                                );
+                                return;
+                            }
+                        },
+                        _ => {
+                            self.lose("the crypto role did not answer for a private key".into());
+                            return;
+                        }
+                    }
+                }
+                Slot::Psk(peer, file) => {
+                    match wraps.next_if(|w| matches!(w, Wrap::Psk(k, _) if *k == peer)) {
+                        Some(Wrap::Psk(_, w)) => match (file, w) {
+                            (Some(f), _) => Some(Entry::PskFile(peer, f)),
+                            (None, Some(w)) => Some(Entry::Psk(peer, w)),
+                            (None, None) => {
+                                self.lose(format!(
+                                    "the preshared key of peer {} was given inline and the crypto role could not wrap it (no kernel keyring)",
+                                    peer.to_base64()
+                                ));
+                                return;
+                            }
+                        },
+                        // The peer was skipped (our own key, or
+                        // update_only of an unknown peer): nothing went.
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(e) = entry {
+                self.push(e);
+                if self.lost.is_some() {
+                    return;
+                }
             }
+        }
+        if wraps.next().is_some() {
+            self.lose("the crypto role wrapped secrets the request did not set".into());
         }
     }
 
@@ -185,7 +231,20 @@ impl Journal {
     }
 
     fn push(&mut self, e: Entry) {
-        let is_peer = |x: &Entry| matches!(x, Entry::Plain(SetOp::Peer(_)) | Entry::PskFile(..));
+        let is_peer = |x: &Entry| {
+            matches!(
+                x,
+                Entry::Plain(SetOp::Peer(_)) | Entry::PskFile(..) | Entry::Psk(..)
+            )
+        };
+        let is_key = |x: &Entry| {
+            matches!(
+                x,
+                Entry::Plain(SetOp::PrivateKey(_))
+                    | Entry::PrivateKeyFile(_)
+                    | Entry::PrivateKey(_)
+            )
+        };
         let before = self.entries.len();
         match &e {
             Entry::Plain(SetOp::ReplacePeers) => {
@@ -198,14 +257,7 @@ impl Journal {
             Entry::Plain(SetOp::Fwmark(_)) => self
                 .entries
                 .retain(|x| !matches!(x, Entry::Plain(SetOp::Fwmark(_)))),
-            Entry::Plain(SetOp::PrivateKey(_)) | Entry::PrivateKeyFile(_) => {
-                self.entries.retain(|x| {
-                    !matches!(
-                        x,
-                        Entry::Plain(SetOp::PrivateKey(_)) | Entry::PrivateKeyFile(_)
-                    )
-                })
-            }
+            x if is_key(x) => self.entries.retain(|x| !is_key(x)),
             _ => {}
         }
         if self.entries.len() != before {
@@ -230,29 +282,32 @@ impl Journal {
         for e in self.entries.iter().rev() {
             match e {
                 Entry::PrivateKeyFile(f) => return Some(f.clone()),
-                Entry::Plain(SetOp::PrivateKey(_)) => return None,
+                Entry::Plain(SetOp::PrivateKey(_)) | Entry::PrivateKey(_) => return None,
                 _ => {}
             }
         }
         None
     }
 
-    /// The operations to apply to fresh roles, key files read again; an
-    /// error if the configuration is lost or a key file can no longer be
-    /// read.
-    pub(crate) fn replay(&self) -> Result<Vec<SetOp>, String> {
+    /// The operations to apply to fresh roles, key files read again and
+    /// inline secrets as they were wrapped; an error if the configuration
+    /// is lost or a key file can no longer be read.
+    pub(crate) fn replay(&self) -> Result<Vec<Item>, String> {
         if let Some(why) = &self.lost {
             return Err(why.clone());
         }
         let mut ops = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             ops.push(match e {
-                Entry::Plain(op) => copy_plain(op),
-                Entry::PrivateKeyFile(f) => SetOp::PrivateKey(Some(read_key(f)?)),
-                Entry::PskFile(peer, f) => SetOp::Peer(PeerOp {
+                Entry::Plain(op) => Item::Op(copy_plain(op)),
+                Entry::PrivateKeyFile(f) => Item::Op(SetOp::PrivateKey(Some(read_key(f)?))),
+                Entry::PskFile(peer, f) => Item::Op(SetOp::Peer(PeerOp {
                     preshared_key: Some(Some(read_key(f)?)),
+                    update_only: true,
                     ..PeerOp::new(*peer)
-                }),
+                })),
+                Entry::PrivateKey(w) => Item::PrivateKey(w.clone()),
+                Entry::Psk(peer, w) => Item::Psk(*peer, w.clone()),
             });
         }
         Ok(ops)
@@ -274,7 +329,7 @@ fn copy_plain(op: &SetOp) -> SetOp {
         SetOp::ListenPort(p) => SetOp::ListenPort(*p),
         SetOp::Fwmark(m) => SetOp::Fwmark(*m),
         SetOp::ReplacePeers => SetOp::ReplacePeers,
-        SetOp::Peer(p) => SetOp::Peer(strip_peer(p, &mut None)),
+        SetOp::Peer(p) => SetOp::Peer(strip_peer(p)),
     }
 }
 
@@ -297,24 +352,113 @@ mod tests {
         }
     }
 
+    fn wrapped(b: u8) -> Wrapped {
+        Wrapped(vec![b; proto::ipc::WRAPPED_LEN])
+    }
+
+    fn with_psk(n: u8, psk: u8) -> PeerOp {
+        PeerOp {
+            preshared_key: Some(Some(SecretKey::from_bytes([psk; 32]))),
+            ..peer(n)
+        }
+    }
+
     #[test]
-    fn secrets_are_never_kept_and_inline_ones_end_restarts() {
+    fn inline_secrets_are_kept_only_as_the_crypto_role_wrapped_them() {
         let mut j = Journal::default();
         j.commit(
             Journal::prepare(&[SetOp::ListenPort(1), SetOp::Peer(peer(1))]),
             true,
+            Vec::new(),
         );
         assert!(j.lost().is_none());
         assert_eq!(j.replay().expect("replayable").len(), 2);
-        let with_psk = PeerOp {
-            preshared_key: Some(Some(SecretKey::from_bytes([7; 32]))),
-            ..peer(2)
-        };
-        j.commit(Journal::prepare(&[SetOp::Peer(with_psk)]), true);
+        let ops = [
+            SetOp::PrivateKey(Some(SecretKey::from_bytes([6; 32]))),
+            SetOp::Peer(with_psk(2, 7)),
+        ];
+        let pending = Journal::prepare(&ops);
+        let wraps = vec![
+            Wrap::PrivateKey(Some(wrapped(0xa1))),
+            Wrap::Psk(PublicKey([2; 32]), Some(wrapped(0xa2))),
+        ];
+        j.commit(pending, true, wraps);
+        assert!(j.lost().is_none(), "{:?}", j.lost());
+        let dump = format!("{j:?}");
+        assert!(
+            !dump.contains("6, 6, 6") && !dump.contains("7, 7, 7"),
+            "{dump}"
+        );
+        let items = j.replay().expect("replayable");
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Item::Op(SetOp::Peer(p)) => {
+                    assert!(
+                        !matches!(p.preshared_key, Some(Some(_))),
+                        "a PSK in the clear"
+                    );
+                    format!("peer {}", p.public_key.0[0])
+                }
+                Item::Op(SetOp::PrivateKey(Some(_))) => "a private key in the clear".into(),
+                Item::Op(op) => format!("{op:?}"),
+                Item::PrivateKey(w) => format!("key {:x}", w.0[0]),
+                Item::Psk(peer, w) => format!("psk {} {:x}", peer.0[0], w.0[0]),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["ListenPort(1)", "peer 1", "key a1", "peer 2", "psk 2 a2"],
+            "{items:?}",
+            items = kinds
+        );
+    }
+
+    #[test]
+    fn a_secret_the_crypto_role_could_not_wrap_ends_restarts() {
+        let mut j = Journal::default();
+        let ops = [SetOp::Peer(with_psk(2, 7))];
+        j.commit(
+            Journal::prepare(&ops),
+            true,
+            vec![Wrap::Psk(PublicKey([2; 32]), None)],
+        );
         assert!(j.lost().is_some_and(|w| w.contains("preshared")));
         assert!(j.replay().is_err());
-        let dump = format!("{j:?}");
-        assert!(!dump.contains("7, 7, 7"), "{dump}");
+        let mut j = Journal::default();
+        let ops = [SetOp::PrivateKey(Some(SecretKey::from_bytes([6; 32])))];
+        j.commit(Journal::prepare(&ops), true, vec![Wrap::PrivateKey(None)]);
+        assert!(j.lost().is_some_and(|w| w.contains("private key")));
+    }
+
+    #[test]
+    fn a_psk_that_never_went_to_the_crypto_role_is_not_kept() {
+        // Peer 3's PSK was skipped (update_only of an unknown peer, say):
+        // the crypto role wrapped only peer 4's.
+        let mut j = Journal::default();
+        let ops = [SetOp::Peer(with_psk(3, 8)), SetOp::Peer(with_psk(4, 9))];
+        j.commit(
+            Journal::prepare(&ops),
+            true,
+            vec![Wrap::Psk(PublicKey([4; 32]), Some(wrapped(4)))],
+        );
+        let items = j.replay().expect("replayable");
+        let psks: Vec<u8> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Psk(p, _) => Some(p.0[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(psks, [4]);
+        // Wraps the request did not ask for: the journal does not guess.
+        let mut j = Journal::default();
+        j.commit(
+            Journal::prepare(&[SetOp::Peer(peer(5))]),
+            true,
+            vec![Wrap::Psk(PublicKey([5; 32]), Some(wrapped(5)))],
+        );
+        assert!(j.lost().is_some());
     }
 
     #[test]
@@ -322,25 +466,27 @@ mod tests {
         let mut j = Journal::default();
         for n in 0..10 {
             j.commit(
-                Journal::prepare(&[SetOp::ListenPort(n.into()), SetOp::Peer(peer(n))]),
+                Journal::prepare(&[SetOp::ListenPort(n.into()), SetOp::Peer(with_psk(n, n))]),
                 true,
+                vec![Wrap::Psk(PublicKey([n; 32]), Some(wrapped(n)))],
             );
         }
         j.commit(
             Journal::prepare(&[SetOp::ReplacePeers, SetOp::Peer(peer(42))]),
             true,
+            Vec::new(),
         );
         let ops = j.replay().expect("replayable");
-        assert_eq!(ops.len(), 3, "{ops:?}");
-        assert!(matches!(ops[0], SetOp::ListenPort(9)));
-        assert!(matches!(ops[1], SetOp::ReplacePeers));
-        assert!(matches!(&ops[2], SetOp::Peer(p) if p.public_key == PublicKey([42; 32])));
+        assert_eq!(ops.len(), 3);
+        assert!(matches!(ops[0], Item::Op(SetOp::ListenPort(9))));
+        assert!(matches!(ops[1], Item::Op(SetOp::ReplacePeers)));
+        assert!(matches!(&ops[2], Item::Op(SetOp::Peer(p)) if p.public_key == PublicKey([42; 32])));
     }
 
     #[test]
     fn a_failed_request_ends_restarts() {
         let mut j = Journal::default();
-        j.commit(Journal::prepare(&[SetOp::Fwmark(1)]), false);
+        j.commit(Journal::prepare(&[SetOp::Fwmark(1)]), false, Vec::new());
         assert!(j.replay().is_err());
     }
 
@@ -352,15 +498,16 @@ mod tests {
         let mut j = Journal::default();
         j.commit(
             Pending {
-                entries: vec![Entry::PrivateKeyFile(f.clone())],
+                entries: vec![Slot::PrivateKey(Some(f.clone()))],
                 lost: None,
             },
             true,
+            vec![Wrap::PrivateKey(Some(wrapped(1)))],
         );
         assert_eq!(j.private_key_file(), Some(f.clone()));
         assert!(matches!(
             j.replay().expect("ok")[0],
-            SetOp::PrivateKey(Some(_))
+            Item::Op(SetOp::PrivateKey(Some(_)))
         ));
         std::fs::remove_file(&f).expect("rm");
         assert!(j.replay().is_err());

@@ -12,6 +12,8 @@
 //! - [`confine`]: seccomp filters (the lists are in [`roles`]), resource
 //!   limits; `journal`: the configuration, without secrets, that a
 //!   restart of the roles applies again.
+//! - [`keyring`]: where the crypto role keeps the key that wraps the
+//!   secrets the parent keeps for a restart.
 //! - [`net`]: opening the tun device and the sockets.
 //! - [`logging`]: `LOG_LEVEL`-controlled stderr logging.
 //!
@@ -32,6 +34,7 @@ pub mod confine;
 pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod journal;
+pub mod keyring;
 pub mod logging;
 pub mod net;
 pub mod parent;

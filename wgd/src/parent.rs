@@ -16,7 +16,9 @@
 //! other roles and starts all three anew, and applies the configuration
 //! again from its journal ([`crate::journal`]): key files are read again,
 //! peers handshake anew. It exits non-zero, deleting the interface, when
-//! the configuration cannot be restored (a key was given inline), or past
+//! the configuration cannot be restored (a key was given inline and there
+//! is no kernel keyring to keep its wrapping key, see [`crate::keyring`]),
+//! or past
 //! its restart budget ([`RESTART_BUDGET`] in [`RESTART_WINDOW`]). The
 //! parent never reads a network packet.
 //!
@@ -72,6 +74,9 @@ const MAX_CLIENTS: usize = 256;
 pub const RESTART_BUDGET: usize = 5;
 /// See [`RESTART_BUDGET`].
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How long the parent waits, when a role exited, for a sibling that was
+/// killed to become reapable, so that the log names the killed one.
+const KILLED_SIBLING_SETTLE: Duration = Duration::from_millis(200);
 /// How long roles get to exit on hang-up before a restart kills them.
 const ROLE_EXIT_GRACE: Duration = Duration::from_secs(1);
 
@@ -243,6 +248,12 @@ fn start(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
 
+    // The key that wraps the secrets kept for a restart lives in this
+    // session's keyring (see crate::keyring); without one, secrets given
+    // inline cannot be restored and a dead crypto role ends the daemon.
+    if let Err(e) = crate::keyring::join_private_session() {
+        tracing::warn!("no session keyring of our own: {e}");
+    }
     let mut children = Vec::new();
     let ends = match spawn_generation(&users, &root, &mut children) {
         Ok(ends) => ends,
@@ -280,11 +291,10 @@ fn start(
     let listen_port = udp.port;
     let mut control = Control::new(ends, udp, fwmark);
     if let Some(cfg) = config {
-        let journal = Journal::from_config(&cfg);
-        let private_key_file = journal.private_key_file();
-        let r = control.apply(wg_config::config::setconf_ops(cfg, false));
+        let pending = Journal::from_config(&cfg);
+        let r = control.apply_pending(wg_config::config::setconf_ops(cfg, false), pending);
+        let private_key_file = control.journal.private_key_file();
         control.set_private_key_file(private_key_file);
-        control.journal = journal;
         if let Err(errno) = r {
             shutdown(&mut children, &ifname, &sock_path);
             return Err(format!(
@@ -452,6 +462,21 @@ impl Supervisor {
                 .iter_mut()
                 .filter_map(|c| poll_child(c).map(|f| (c.name, f)))
                 .collect();
+            // Only exits so far: the role that was killed may not be
+            // reapable yet (its sockets close, and a sibling sees that and
+            // exits, before its own exit completes). Give it a moment.
+            let settle = Instant::now() + KILLED_SIBLING_SETTLE;
+            while !faults.is_empty()
+                && faults.iter().all(|(_, f)| matches!(f, Fault::Exited(_)))
+                && Instant::now() < settle
+            {
+                std::thread::sleep(Duration::from_millis(10));
+                faults.extend(
+                    self.children
+                        .iter_mut()
+                        .filter_map(|c| poll_child(c).map(|f| (c.name, f))),
+                );
+            }
             let cause = faults
                 .iter()
                 .position(|(_, f)| !matches!(f, Fault::Exited(_)))
@@ -573,8 +598,8 @@ impl Supervisor {
             .map_err(|e| format!("handing the device to the transport: {e}"))?;
         set_answer_timeouts(&ends);
         control.reset(ends);
-        let ops = control.journal.replay()?;
-        control.apply(ops).map_err(|errno| {
+        let items = control.journal.replay()?;
+        control.apply_items(items).map_err(|errno| {
             format!(
                 "applying the configuration again: {}",
                 std::io::Error::from_raw_os_error(errno)

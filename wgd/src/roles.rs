@@ -354,6 +354,33 @@ pub const PARENT_SYSCALLS: &[Allow] = &[
     any(libc::SYS_capget, "a role verifies its drop"),
     any(libc::SYS_capset, "a role clears its capabilities"),
     any(libc::SYS_seccomp, "a role installs its own filter"),
+    // The keyring calls of a restarted role (crate::keyring), before its
+    // own filter, which allows none of them. Argument 0 of keyctl is
+    // the operation.
+    only(
+        libc::SYS_keyctl,
+        "transport, handshake: leave the daemon's session keyring (JOIN_SESSION_KEYRING)",
+        &[eq(0, 1)],
+    ),
+    only(
+        libc::SYS_keyctl,
+        "crypto: make its wrapping key readable by possession only (SETPERM)",
+        &[eq(0, 5)],
+    ),
+    only(
+        libc::SYS_keyctl,
+        "crypto: find its wrapping key (SEARCH)",
+        &[eq(0, 10)],
+    ),
+    only(
+        libc::SYS_keyctl,
+        "crypto: read its wrapping key (READ)",
+        &[eq(0, 11)],
+    ),
+    any(
+        libc::SYS_add_key,
+        "crypto: create the wrapping key (first start only)",
+    ),
     any(libc::SYS_getpid, "std"),
     any(libc::SYS_getuid, "std"),
     any(libc::SYS_geteuid, "std"),
@@ -597,6 +624,25 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         tracing::error!("dropping privileges failed: {e}");
         return ExitCode::from(1);
     }
+    // Crypto takes the key that wraps the secrets the parent keeps for a
+    // restart; the others leave the session that holds it. Both before
+    // the filter, which allows no keyring call.
+    let wrapping = if spec.role == Role::Crypto {
+        match crate::keyring::wrapping_key() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(
+                    "no wrapping key in the kernel keyring ({e}): secrets given inline will not survive this role's death"
+                );
+                None
+            }
+        }
+    } else {
+        if let Err(e) = crate::keyring::leave_session() {
+            tracing::warn!("could not leave the daemon's session keyring: {e}");
+        }
+        None
+    };
     // Only crypto may lock memory (it did above); the others may not.
     let memlock = (!spec.lock_memory).then_some(0);
     if let Err(e) = crate::confine::set_role_limits(spec.nofile, memlock) {
@@ -612,7 +658,7 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
     tracing::debug!(uid = %a.uid, "privileges dropped, confined");
     match ends {
         ChildEnds::Crypto { parent, handshake } => {
-            let why = wg_crypto::process::run(&parent, &handshake);
+            let why = wg_crypto::process::run(&parent, &handshake, wrapping);
             exit_for(
                 spec.name,
                 &why.to_string(),
