@@ -17,10 +17,15 @@
 //!   killed with SIGKILL; tcpdump on the veth sees only WireGuard messages
 //!   and no packet to or from an inner address, and the tunnel works
 //!   again within 2 s of each restart;
+//! - `past_the_restart_budget_wgd_fails_closed`: five restarts are made,
+//!   the sixth death within 60 s ends wgd non-zero, interface removed;
 //! - `roles_have_no_terminal`: wgd started on a pseudo-terminal (its
 //!   controlling terminal); every role leads its own session with no
 //!   terminal (`/proc/PID/stat`: session = pid, tty_nr 0) and holds no
-//!   terminal descriptor, so TIOCSTI has nothing to act on;
+//!   terminal descriptor, so TIOCSTI has nothing to act on; and each
+//!   role that tries `ioctl(TIOCSTI)` anyway (test hook) is killed by its
+//!   filter before the call acts, the parent logging SIGSYS and
+//!   restarting the roles;
 //! - `roles_are_confined`: for each role, `/proc/PID/status` (three
 //!   distinct uids, Seccomp 2, NoNewPrivs 1, CapEff/CapPrm/CapBnd 0),
 //!   `/proc/PID/limits` (processes 0, core 0, file size 0, open files as
@@ -288,6 +293,40 @@ fn inline_secrets_survive_the_crypto_role() {
     assert!(w.child().is_running(), "{}", w.child().report());
 }
 
+/// The restart budget: five restarts within 60 s are made; the sixth
+/// death ends the daemon, non-zero, with the interface removed and the
+/// reason in the log (wgd(8) says what the administrator does then).
+#[test]
+fn past_the_restart_budget_wgd_fails_closed() {
+    let ns = Netns::new().expect("namespace");
+    let w = Wgd::start(&ns, InterfaceConfig::default(), &[]).expect("start wgd");
+    for n in 0..=5 {
+        let pid = w
+            .role_pid("crypto")
+            .unwrap_or_else(|| panic!("no crypto role before death {n}\n{}", w.child().report()));
+        let before = count(&w.child().stderr(), "roles restarted");
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL crypto");
+        if n < 5 {
+            wait_restart(&w, before, &format!("kill -9 of crypto, death {n}"));
+        }
+    }
+    let status = w.child().wait_exit(RESTART).unwrap_or_else(|e| {
+        panic!(
+            "wgd still running after its sixth death: {e}\n{}",
+            w.child().report()
+        )
+    });
+    assert!(!status.success(), "exit status {status:?}");
+    let log = w.child().stderr();
+    assert_eq!(count(&log, "roles restarted"), 5, "{}", w.child().report());
+    assert!(
+        log.contains("restart budget spent (5 restarts in 60s)"),
+        "{}",
+        w.child().report()
+    );
+    assert!(!w.interface_exists(), "the interface is removed");
+}
+
 #[test]
 fn kill9_under_flood_leaks_nothing() {
     let net = net();
@@ -414,8 +453,9 @@ fn roles_have_no_terminal() {
     let bin = wgd_tests::wgd::binary().expect("wgd binary");
     // script(1) runs wgd on a new pseudo-terminal, its controlling
     // terminal, as an administrator's shell would.
+    // WGD_TEST_HOOKS=tiocsti: SIGUSR2 makes a role try ioctl(TIOCSTI).
     let cmdline = format!(
-        "exec {} -f -c {} {ifname}",
+        "exec env WGD_TEST_HOOKS=tiocsti {} -f -c {} {ifname}",
         bin.display(),
         file.path().display()
     );
@@ -456,6 +496,49 @@ fn roles_have_no_terminal() {
                     fd.file_name()
                 ));
             }
+        }
+    }
+    // Each role in turn tries TIOCSTI on its standard descriptors, as a
+    // compromised role would on a terminal it had inherited: the kernel
+    // kills it (its filter allows no such ioctl) before the call does
+    // anything, and the parent restarts the roles.
+    let seccomp_on = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|st| st.lines().any(|l| l == "Seccomp:\t2"))
+    };
+    for role in ROLES {
+        // The role of the current generation, confined (its hook is armed
+        // before its filter goes on).
+        let mut found = None;
+        let _ = wait_until(RESTART, "a confined role", || {
+            found = role_children(parent)
+                .get(role)
+                .copied()
+                .filter(|&pid| seccomp_on(pid));
+            found.is_some()
+        });
+        let Some(pid) = found else {
+            bad.push(format!("no confined {role} role before its TIOCSTI"));
+            break;
+        };
+        let (_, _, _, start) = stat(pid).expect("role stat");
+        let cause = format!("{role} role was killed by SIGSYS");
+        let before = count(&script.stdout(), &cause);
+        let restarts = count(&script.stdout(), "roles restarted");
+        if kill(Pid::from_raw(pid as i32), Signal::SIGUSR2).is_err() {
+            bad.push(format!("{role}: could not signal it"));
+            continue;
+        }
+        if wait_until(RESTART, "the role to die", || !alive(pid, start)).is_err() {
+            bad.push(format!("{role}: TIOCSTI did not kill it"));
+            continue;
+        }
+        let logged = wait_until(RESTART, "the parent's log and the restart", || {
+            let out = script.stdout();
+            count(&out, &cause) > before && count(&out, "roles restarted") > restarts
+        });
+        if logged.is_err() {
+            bad.push(format!("{role}: no {cause:?} in the log, or no restart"));
         }
     }
     // Stop it by the socket's removal: the interface goes with it.

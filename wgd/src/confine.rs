@@ -216,7 +216,10 @@ pub fn killed_by_seccomp(signal: i32) -> bool {
 /// started with `WGD_TEST_HOOKS=1`): `SIGUSR2` makes the role attempt the
 /// one system call its filter exists to refuse — `socket(2)` in crypto,
 /// `fork(2)` in transport, `openat(2)` in handshake — so the end-to-end
-/// tests can watch the kernel kill it and the parent recover.
+/// tests can watch the kernel kill it and the parent recover. With
+/// `WGD_TEST_HOOKS=tiocsti`, every role instead tries `ioctl(TIOCSTI)` on
+/// its standard descriptors, as a role that means to type into root's
+/// shell would.
 #[cfg(feature = "test-hooks")]
 pub mod test_hook {
     use std::sync::atomic::{AtomicU8, Ordering};
@@ -245,6 +248,19 @@ pub mod test_hook {
                         libc::O_RDONLY,
                     );
                 }
+                4 => {
+                    // What a compromised role would try on a terminal it
+                    // inherited: push a byte into its input queue.
+                    let c: libc::c_char = b'x' as libc::c_char;
+                    for fd in 0..3 {
+                        libc::syscall(
+                            libc::SYS_ioctl,
+                            fd,
+                            libc::TIOCSTI,
+                            &c as *const libc::c_char,
+                        );
+                    }
+                }
                 _ => {}
             }
         }
@@ -252,13 +268,12 @@ pub mod test_hook {
 
     /// Arms the hook for `role` if the parent asked for test hooks.
     pub fn arm(role: &str) {
-        if std::env::var("WGD_TEST_HOOKS").as_deref() != Ok("1") {
-            return;
-        }
-        let what = match role {
-            "crypto" => 1,
-            "transport" => 2,
-            "handshake" => 3,
+        let what = match (std::env::var("WGD_TEST_HOOKS").as_deref(), role) {
+            (Ok("1"), "crypto") => 1,
+            (Ok("1"), "transport") => 2,
+            (Ok("1"), "handshake") => 3,
+            // Every role: ioctl(TIOCSTI) on its standard descriptors.
+            (Ok("tiocsti"), _) => 4,
             _ => return,
         };
         WHAT.store(what, Ordering::Relaxed);

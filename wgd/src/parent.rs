@@ -125,11 +125,18 @@ pub fn run(opts: Options) -> ExitCode {
     }
 }
 
-/// Whether this build and this start asked for the test-only hooks
-/// (`--features test-hooks` and `WGD_TEST_HOOKS=1`; see
+/// Which test-only hooks this build and this start asked for
+/// (`--features test-hooks` and `WGD_TEST_HOOKS=1` or `=tiocsti`; see
 /// [`crate::confine::test_hook`]).
-fn test_hooks() -> bool {
-    cfg!(feature = "test-hooks") && std::env::var("WGD_TEST_HOOKS").as_deref() == Ok("1")
+fn test_hooks() -> Option<&'static str> {
+    if !cfg!(feature = "test-hooks") {
+        return None;
+    }
+    match std::env::var("WGD_TEST_HOOKS").as_deref() {
+        Ok("1") => Some("1"),
+        Ok("tiocsti") => Some("tiocsti"),
+        _ => None,
+    }
 }
 
 /// Starts the three roles: channels, a log pipe each (read by a relay
@@ -536,51 +543,51 @@ impl Supervisor {
     /// configuration, or fail closed (`Err` with the exit code) when that
     /// cannot be done.
     fn recover(&mut self, what: &str) -> Result<(), ExitCode> {
-        let now = Instant::now();
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
-        {
-            self.restarts.pop_front();
-        }
         let lost = match self.control.lock() {
             Ok(c) => c.journal.lost().map(str::to_owned),
             Err(_) => Some("the control state is poisoned".into()),
         };
-        let refuse = if let Some(why) = lost {
-            Some(format!("cannot restore the configuration: {why}"))
-        } else if self.restarts.len() >= RESTART_BUDGET {
-            Some(format!(
-                "restart budget spent ({RESTART_BUDGET} restarts in {}s)",
-                RESTART_WINDOW.as_secs()
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refuse {
-            tracing::error!("{what}; {why}; failing closed: removing {}", self.ifname);
+        if let Some(why) = lost {
+            tracing::error!(
+                "{what}; cannot restore the configuration: {why}; failing closed: removing {}",
+                self.ifname
+            );
             self.stop();
             return Err(ExitCode::from(1));
         }
-        self.restarts.push_back(now);
-        tracing::error!(
-            "{what}; the interface stays and drops its traffic while the roles restart ({} of {RESTART_BUDGET} in {}s)",
-            self.restarts.len(),
-            RESTART_WINDOW.as_secs()
-        );
-        match self.restart() {
-            Ok(()) => {
-                tracing::info!(interface = %self.ifname, "roles restarted");
-                Ok(())
+        let mut what = what.to_string();
+        // A restart that fails (a new role dies while it is configured,
+        // say) is tried again, each attempt counted against the budget.
+        loop {
+            let now = Instant::now();
+            while self
+                .restarts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+            {
+                self.restarts.pop_front();
             }
-            Err(e) => {
+            if self.restarts.len() >= RESTART_BUDGET {
                 tracing::error!(
-                    "restarting the roles failed: {e}; failing closed: removing {}",
+                    "{what}; restart budget spent ({RESTART_BUDGET} restarts in {}s); failing closed: removing {}",
+                    RESTART_WINDOW.as_secs(),
                     self.ifname
                 );
                 self.stop();
-                Err(ExitCode::from(1))
+                return Err(ExitCode::from(1));
+            }
+            self.restarts.push_back(now);
+            tracing::error!(
+                "{what}; the interface stays and drops its traffic while the roles restart ({} of {RESTART_BUDGET} in {}s)",
+                self.restarts.len(),
+                RESTART_WINDOW.as_secs()
+            );
+            match self.restart() {
+                Ok(()) => {
+                    tracing::info!(interface = %self.ifname, "roles restarted");
+                    return Ok(());
+                }
+                Err(e) => what = format!("restarting the roles failed: {e}"),
             }
         }
     }

@@ -36,7 +36,7 @@ pub(crate) fn spawn_role(
     id: &privdrop::Identity,
     root: &std::path::Path,
     stderr: OwnedFd,
-    test_hooks: bool,
+    test_hooks: Option<&str>,
 ) -> std::io::Result<Child> {
     // The child side of fork must not allocate (another thread of the
     // parent may have held the allocator's lock at the fork), so the
@@ -69,8 +69,8 @@ pub(crate) fn spawn_role(
             cmd.env(var, v);
         }
     }
-    if test_hooks {
-        cmd.env("WGD_TEST_HOOKS", "1");
+    if let Some(hooks) = test_hooks {
+        cmd.env("WGD_TEST_HOOKS", hooks);
     }
     // SAFETY: the closure runs in the forked child before exec. It
     // allocates nothing (fixed arrays; `last_os_error` and
