@@ -29,7 +29,8 @@
 //! - `roles_are_confined`: for each role, `/proc/PID/status` (three
 //!   distinct uids, Seccomp 2, NoNewPrivs 1, CapEff/CapPrm/CapBnd 0),
 //!   `/proc/PID/limits` (processes 0, core 0, file size 0, open files as
-//!   wgd sets them) and no descriptor on a regular file.
+//!   wgd sets them), `/proc/PID/coredump_filter` 0 (no mapping would be in
+//!   a core dump) and no descriptor on a regular file.
 
 mod common;
 
@@ -606,6 +607,12 @@ fn roles_are_confined() {
             if got != Some(&(want.to_string(), want.to_string())) {
                 bad.push(format!("{role}: {name} is {got:?}, want {want} {want}"));
             }
+        }
+        // No mapping in a core dump (MADV_DONTDUMP on all memory).
+        let filter = std::fs::read_to_string(format!("/proc/{pid}/coredump_filter"))
+            .unwrap_or_default();
+        if u32::from_str_radix(filter.trim(), 16) != Ok(0) {
+            bad.push(format!("{role}: coredump_filter is {filter:?}, want 0"));
         }
         for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("fd dir")

@@ -615,6 +615,9 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             tracing::warn!("could not lock memory, key material may be swapped: {e}");
         }
     }
+    if let Err(e) = crate::confine::exclude_from_core_dumps() {
+        tracing::warn!("could not keep memory out of core dumps: {e}");
+    }
     let id = Identity {
         name: a.user,
         uid: a.uid,
