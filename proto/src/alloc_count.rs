@@ -21,6 +21,7 @@ thread_local! {
     // allocator must not do.
     static BYTES: Cell<isize> = const { Cell::new(0) };
     static BLOCKS: Cell<isize> = const { Cell::new(0) };
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(bytes: isize, blocks: isize) {
@@ -28,6 +29,9 @@ fn count(bytes: isize, blocks: isize) {
     // frees are not part of any measurement.
     let _ = BYTES.try_with(|b| b.set(b.get() + bytes));
     let _ = BLOCKS.try_with(|b| b.set(b.get() + blocks));
+    if bytes > 0 {
+        let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes as usize)));
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the
@@ -70,6 +74,9 @@ pub struct Usage {
     pub bytes: isize,
     /// Blocks allocated and not yet freed.
     pub blocks: isize,
+    /// Bytes ever allocated by this thread (freed or not): what a loop
+    /// that should not allocate must leave unchanged.
+    pub allocated: usize,
 }
 
 /// Per-block bookkeeping of glibc's malloc (an 8-byte header, sizes rounded
@@ -82,6 +89,7 @@ impl Usage {
         Usage {
             bytes: BYTES.with(Cell::get),
             blocks: BLOCKS.with(Cell::get),
+            allocated: ALLOCATED.with(Cell::get),
         }
     }
 

@@ -609,8 +609,8 @@ fn roles_are_confined() {
             }
         }
         // No mapping in a core dump (MADV_DONTDUMP on all memory).
-        let filter = std::fs::read_to_string(format!("/proc/{pid}/coredump_filter"))
-            .unwrap_or_default();
+        let filter =
+            std::fs::read_to_string(format!("/proc/{pid}/coredump_filter")).unwrap_or_default();
         if u32::from_str_radix(filter.trim(), 16) != Ok(0) {
             bad.push(format!("{role}: coredump_filter is {filter:?}, want 0"));
         }

@@ -23,6 +23,7 @@ fn heap() -> isize {
     u.since(&proto::alloc_count::Usage {
         bytes: 0,
         blocks: 0,
+        allocated: 0,
     })
 }
 

@@ -15,6 +15,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -40,9 +41,35 @@ const SCM_MAX_FD: usize = 253;
 #[derive(Debug)]
 pub(super) struct RawChannel {
     fd: OwnedFd,
+    /// The receive buffer, allocated on the first receive and reused: a
+    /// role under a handshake storm receives a message per packet, and a
+    /// 64 KiB allocation each would be work that belongs at set-up. A
+    /// lock, not a cell, so that a channel can be shared between threads;
+    /// a receive that finds it taken uses a buffer of its own.
+    spare: Mutex<Spare>,
+}
+
+/// The buffers of a receive: the frame and the control data.
+#[derive(Default)]
+struct Spare {
+    frame: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spare({} bytes)", self.frame.len())
+    }
 }
 
 impl RawChannel {
+    fn from_owned(fd: OwnedFd) -> Self {
+        RawChannel {
+            fd,
+            spare: Mutex::new(Spare::default()),
+        }
+    }
+
     /// Creates a connected pair of channel ends (close-on-exec; the parent
     /// clears that flag only on the end it hands to a child).
     pub(super) fn pair() -> Result<(RawChannel, RawChannel), ChannelError> {
@@ -52,13 +79,13 @@ impl RawChannel {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        Ok((RawChannel { fd: a }, RawChannel { fd: b }))
+        Ok((RawChannel::from_owned(a), RawChannel::from_owned(b)))
     }
 
     /// Wraps an inherited fd, which must be one end of a `SOCK_SEQPACKET`
     /// socketpair.
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
-        RawChannel { fd }
+        RawChannel::from_owned(fd)
     }
 
     /// Gives back the underlying socket, e.g. to pass it to a child process.
@@ -141,16 +168,13 @@ impl RawChannel {
         // One byte more than the largest message, so that an oversized
         // datagram shows up (as MSG_TRUNC, or as too long to decode) rather
         // than being silently cut to a size that might still decode.
-        let mut buf = RecvBuf::new(MAX_MESSAGE + 1);
+        let mut buf = RecvBuf::take(&self.spare, MAX_MESSAGE + 1);
         let (len, fds, flags) = loop {
-            // Room for credentials too, in case SO_PASSCRED is ever set on
-            // this socket: they would come first and squeeze out fds.
-            let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD], nix::libc::ucred);
             let mut iov = [IoSliceMut::new(&mut buf.buf)];
             let msg = match recvmsg::<()>(
                 self.fd.as_raw_fd(),
                 &mut iov,
-                Some(&mut cmsg_space),
+                Some(&mut buf.cmsg),
                 MsgFlags::MSG_CMSG_CLOEXEC | extra,
             ) {
                 Ok(msg) => msg,
@@ -224,26 +248,55 @@ fn map_errno(e: Errno) -> ChannelError {
 }
 
 /// Receive buffer that wipes what was received into it when dropped, since
-/// messages may carry keys.
-struct RecvBuf {
+/// messages may carry keys, and goes back to its channel for the next
+/// receive.
+struct RecvBuf<'a> {
     buf: Vec<u8>,
     used: usize,
+    cmsg: Vec<u8>,
+    home: &'a Mutex<Spare>,
 }
 
-impl RecvBuf {
-    fn new(len: usize) -> Self {
+impl<'a> RecvBuf<'a> {
+    /// The channel's buffers if they are free and have been allocated, new
+    /// ones otherwise.
+    fn take(home: &'a Mutex<Spare>, len: usize) -> Self {
+        let spare = home
+            .try_lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
+        let buf = if spare.frame.len() == len {
+            spare.frame
+        } else {
+            vec![0; len]
+        };
+        // Room for credentials too, in case SO_PASSCRED is ever set on this
+        // socket: they would come first and squeeze out fds.
+        let mut cmsg = spare.cmsg;
+        if cmsg.capacity() == 0 {
+            cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD], nix::libc::ucred);
+        }
         RecvBuf {
-            buf: vec![0; len],
+            buf,
             used: 0,
+            cmsg,
+            home,
         }
     }
 }
 
-impl Drop for RecvBuf {
+impl Drop for RecvBuf<'_> {
     fn drop(&mut self) {
         // Only the received prefix can hold anything; wiping all 64 KiB on
-        // every message would be wasted work.
+        // every message would be wasted work. Control data holds only
+        // descriptor numbers.
         self.buf[..self.used].zeroize();
+        if let Ok(mut spare) = self.home.try_lock() {
+            if spare.frame.is_empty() {
+                spare.frame = std::mem::take(&mut self.buf);
+                spare.cmsg = std::mem::take(&mut self.cmsg);
+            }
+        }
     }
 }
 
