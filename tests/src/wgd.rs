@@ -202,6 +202,15 @@ impl<'ns> Wgd<'ns> {
             .map(|r| r.pid)
     }
 
+    /// Deletes the key file of [`Wgd::start_key_file`], so that a restart
+    /// of the roles can no longer read it.
+    pub fn remove_key_file(&self) -> Result<()> {
+        match &self._key {
+            Some(f) => std::fs::remove_file(f.path()).map_err(|e| Error::io("remove key file", e)),
+            None => Err(Error::other("wgd was not started with a key file")),
+        }
+    }
+
     pub fn set(&self, args: &[&str]) -> Result<()> {
         wg::set(self.ns, &self.ifname, args).map_err(|e| self.with_report(e))
     }

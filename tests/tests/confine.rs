@@ -301,6 +301,7 @@ fn inline_secrets_survive_the_crypto_role() {
 fn past_the_restart_budget_wgd_fails_closed() {
     let ns = Netns::new().expect("namespace");
     let w = Wgd::start(&ns, InterfaceConfig::default(), &[]).expect("start wgd");
+    w.dump().expect("start-up complete");
     for n in 0..=5 {
         let pid = w
             .role_pid("crypto")
@@ -466,8 +467,11 @@ fn roles_have_no_terminal() {
             ["-q", "-f", "-e", "-c", cmdline.as_str(), "/dev/null"],
         )
         .expect("script");
+    // Started: three roles, and the configuration applied (the parent
+    // logs "started" after it; a role killed before that ends start-up).
     let parent = wait_until(Duration::from_secs(10), "wgd under script", || {
         wgd_parent_of(&ifname).is_some_and(|p| role_children(p).len() == 3)
+            && script.stdout().contains("started interface=")
     })
     .ok()
     .and_then(|()| wgd_parent_of(&ifname))

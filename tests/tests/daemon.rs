@@ -6,9 +6,10 @@
 //! - `roles_get_no_inherited_descriptors`: a descriptor left open by
 //!   whoever starts wgd does not reach the roles;
 //! - `fail_closed_*`: SIGKILL of any role, when the configuration cannot
-//!   be restored (its private key was given inline), takes the interface
-//!   and the control socket down with the parent, which exits non-zero
-//!   (`confine.rs` tests the restart when it can be restored);
+//!   be restored (its key file was deleted), takes the interface and the
+//!   control socket down with the parent, which exits non-zero, starting
+//!   no new role (`confine.rs` tests the restart when it can be restored,
+//!   and the restart budget);
 //! - `bad_config`: configuration errors name `FILE:LINE:` and create
 //!   nothing;
 //! - `lifecycle_*`: deleting the interface or the socket, SIGTERM,
@@ -637,8 +638,11 @@ fn roles_get_no_inherited_descriptors() {
 
 fn fail_closed(victim: &str) {
     let ns = Netns::new().expect("namespace");
-    let w = Wgd::start(&ns, one_peer_config(&ns), &[]).expect("start wgd");
+    let w = Wgd::start_key_file(&ns, one_peer_config(&ns), &[]).expect("start wgd");
     w.dump().expect("start-up complete");
+    // Without its key file the configuration cannot be rebuilt for new
+    // roles: the parent must not restart them.
+    w.remove_key_file().expect("remove the key file");
     let roles = role_pids(w.pid());
     assert_eq!(
         roles.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -688,8 +692,13 @@ fn fail_closed(victim: &str) {
     });
     let log = w.child().stderr();
     assert!(
-        log.contains("failing closed"),
-        "the parent logs that it fails closed\n{}",
+        log.contains("failing closed") && log.contains("cannot restore the configuration"),
+        "the parent logs that it fails closed, and why\n{}",
+        w.child().report()
+    );
+    assert!(
+        !log.contains("roles restarted"),
+        "no role was restarted\n{}",
         w.child().report()
     );
 }

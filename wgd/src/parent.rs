@@ -15,11 +15,12 @@
 //! packets to the tunnel are dropped, never routed in clear), ends the
 //! other roles and starts all three anew, and applies the configuration
 //! again from its journal ([`crate::journal`]): key files are read again,
-//! peers handshake anew. It exits non-zero, deleting the interface, when
-//! the configuration cannot be restored (a key was given inline and there
-//! is no kernel keyring to keep its wrapping key, see [`crate::keyring`]),
-//! or past
-//! its restart budget ([`RESTART_BUDGET`] in [`RESTART_WINDOW`]). The
+//! inline keys come back as the crypto role wrapped them, peers handshake
+//! anew. It exits non-zero, deleting the interface, when the configuration
+//! cannot be restored (a key file can no longer be read, or a key was given
+//! inline and there is no kernel keyring to keep its wrapping key, see
+//! [`crate::keyring`]), or past its restart budget ([`RESTART_BUDGET`] in
+//! [`RESTART_WINDOW`]; a restart that fails counts against it). The
 //! parent never reads a network packet.
 //!
 //! Beside it: [`crate::control`] (what a `set` or `get` does to the roles),
@@ -343,6 +344,12 @@ struct Supervisor {
     restarts: VecDeque<Instant>,
 }
 
+/// Why a restart of the roles failed.
+enum Restart {
+    Again(String),
+    Never(String),
+}
+
 /// What happened to a role.
 enum Fault {
     Exited(i32),
@@ -587,30 +594,45 @@ impl Supervisor {
                     tracing::info!(interface = %self.ifname, "roles restarted");
                     return Ok(());
                 }
-                Err(e) => what = format!("restarting the roles failed: {e}"),
+                Err(Restart::Again(e)) => what = format!("restarting the roles failed: {e}"),
+                Err(Restart::Never(e)) => {
+                    tracing::error!("{e}; failing closed: removing {}", self.ifname);
+                    self.stop();
+                    return Err(ExitCode::from(1));
+                }
             }
         }
     }
 
-    fn restart(&mut self) -> Result<(), String> {
+    /// Ends the roles and starts them anew with the journal's
+    /// configuration. `Err(Restart::Again)` is worth another attempt (a
+    /// new role died while it was configured); `Err(Restart::Never)` is
+    /// not (the configuration cannot be rebuilt: a key file is gone).
+    fn restart(&mut self) -> Result<(), Restart> {
         let mut control = self
             .control
             .lock()
-            .map_err(|_| "control state poisoned".to_string())?;
+            .map_err(|_| Restart::Never("control state poisoned".to_string()))?;
+        // The key files are read first: if one cannot be, no new role
+        // could be configured, and none is started.
+        let items = control
+            .journal
+            .replay()
+            .map_err(|e| Restart::Never(format!("cannot restore the configuration: {e}")))?;
         control.hang_up();
         end_children(&mut self.children, ROLE_EXIT_GRACE);
         self.children.clear();
-        let ends = spawn_generation(&self.users, &self.root, &mut self.children)?;
+        let ends = spawn_generation(&self.users, &self.root, &mut self.children)
+            .map_err(Restart::Again)?;
         hand_device(&ends, &self.tun, control.udp())
-            .map_err(|e| format!("handing the device to the transport: {e}"))?;
+            .map_err(|e| Restart::Again(format!("handing the device to the transport: {e}")))?;
         set_answer_timeouts(&ends);
         control.reset(ends);
-        let items = control.journal.replay()?;
         control.apply_items(items).map_err(|errno| {
-            format!(
+            Restart::Again(format!(
                 "applying the configuration again: {}",
                 std::io::Error::from_raw_os_error(errno)
-            )
+            ))
         })?;
         let file = control.journal.private_key_file();
         control.set_private_key_file(file);
