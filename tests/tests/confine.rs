@@ -36,156 +36,18 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ip, net, sa, INNER_A4, INNER_B4, OUTER_A4, OUTER_B4, PORT_B};
+use common::fault::{
+    alive, assert_recovered, break_filter, count, stat, tunnel, tunnel_with, wait_restart, Keys,
+    RESTART, ROLES,
+};
+use common::{ip, net, INNER_A4, INNER_B4, OUTER_A4, OUTER_B4};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wgd_tests::capture::Capture;
 use wgd_tests::traffic::ping_within;
-use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, PeerConfig, WgGo, Wgd};
-
-const ROLES: [&str; 3] = ["crypto", "handshake", "transport"];
-/// The bound from a restart to traffic flowing again.
-const RECOVERY: Duration = Duration::from_secs(2);
-/// Bound on noticing a dead role and restarting all three.
-const RESTART: Duration = Duration::from_secs(5);
-
-/// `/proc/PID/stat` fields: (state, session, tty_nr, starttime).
-fn stat(pid: u32) -> Option<(char, u32, i64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        f.first()?.chars().next()?,
-        f.get(3)?.parse().ok()?,
-        f.get(4)?.parse().ok()?,
-        f.get(19)?.parse().ok()?,
-    ))
-}
-
-/// Whether the process `pid` that started at `start` is still running.
-fn alive(pid: u32, start: u64) -> bool {
-    stat(pid).is_some_and(|(state, _, _, t)| t == start && state != 'Z')
-}
-
-/// wgd in net A, wireguard-go in net B, A knowing B's endpoint; inner
-/// addresses up on both.
-struct Tunnel<'n> {
-    wgd: Wgd<'n>,
-    go: WgGo<'n>,
-    /// wireguard-go's public key, as configured.
-    go_public: String,
-}
-
-/// How the tunnel's secrets reach wgd.
-#[derive(Clone, Copy, PartialEq)]
-enum Keys {
-    /// `PrivateKeyFile =`: a restart reads the file again.
-    File,
-    /// `PrivateKey =` and `PresharedKey =` inline in the configuration
-    /// file: a restart gives the crypto role back what it wrapped.
-    InlineWithPsk,
-}
-
-fn tunnel<'n>(net: &'n common::Net, env: &[(&str, &str)]) -> Tunnel<'n> {
-    tunnel_with(net, env, Keys::File)
-}
-
-fn tunnel_with<'n>(net: &'n common::Net, env: &[(&str, &str)], keys: Keys) -> Tunnel<'n> {
-    let (ka, pa) = keypair();
-    let (kb, pb) = keypair();
-    let psk = (keys == Keys::InlineWithPsk).then(wgd_tests::preshared_key);
-    let mut peer_b =
-        PeerConfig::new(&pb, &[&format!("{INNER_B4}/32")]).endpoint(sa(OUTER_B4, PORT_B));
-    peer_b.preshared_key = psk.clone();
-    let conf_a = InterfaceConfig {
-        private_key: Some(ka),
-        listen_port: None,
-        fwmark: None,
-        peers: vec![peer_b],
-    };
-    let mut peer_a = PeerConfig::new(&pa, &[&format!("{INNER_A4}/32")]);
-    peer_a.preshared_key = psk;
-    let conf_b = InterfaceConfig {
-        private_key: Some(kb),
-        listen_port: Some(PORT_B),
-        fwmark: None,
-        peers: vec![peer_a],
-    };
-    let wgd = match keys {
-        Keys::File => Wgd::start_key_file(&net.ns_a, conf_a, env),
-        Keys::InlineWithPsk => Wgd::start(&net.ns_a, conf_a, env),
-    }
-    .expect("start wgd");
-    let go = WgGo::start(&net.ns_b).expect("start wireguard-go");
-    go.setconf(&conf_b).expect("configure wireguard-go");
-    wgd.add_addr(&format!("{INNER_A4}/24"))
-        .expect("inner address A");
-    wgd.up().expect("wgd link up");
-    wgd_tests::add_addr(&net.ns_b, go.ifname(), &format!("{INNER_B4}/24"))
-        .expect("inner address B");
-    net.ns_b
-        .ip(["link", "set", go.ifname(), "up"])
-        .expect("wireguard-go link up");
-    let first = ping_within(&net.ns_a, ip(INNER_B4), Duration::from_secs(5));
-    assert!(
-        first.is_some(),
-        "no traffic through the tunnel before any fault\n{}",
-        wgd.child().report()
-    );
-    Tunnel {
-        wgd,
-        go,
-        go_public: pb,
-    }
-}
-
-fn count(log: &str, needle: &str) -> usize {
-    log.matches(needle).count()
-}
-
-/// The route to the peer's inner prefix through the tunnel, as `ip route`
-/// shows it.
-fn tunnel_route(ns: &Netns, ifname: &str) -> bool {
-    ns.ip(["-4", "route", "show", "dev", ifname])
-        .map(|r| r.contains("10.211.0.0/24"))
-        .unwrap_or(false)
-}
-
-/// Waits for the parent's log to say it restarted the roles once more
-/// than `before` times; returns when it did.
-fn wait_restart(w: &Wgd<'_>, before: usize, why: &str) -> Instant {
-    wait_until(RESTART, "roles restarted", || {
-        count(&w.child().stderr(), "roles restarted") > before
-    })
-    .unwrap_or_else(|e| panic!("{e} after {why}\n{}", w.child().report()));
-    Instant::now()
-}
-
-/// After a restart: the interface and its route are there, new roles
-/// run, and a ping gets through within [`RECOVERY`].
-fn assert_recovered(net: &common::Net, w: &Wgd<'_>, restarted: Instant, why: &str) {
-    assert!(
-        w.interface_exists() && tunnel_route(&net.ns_a, w.ifname()),
-        "interface or route gone after {why}\n{}",
-        w.child().report()
-    );
-    let took = ping_within(&net.ns_a, ip(INNER_B4), RECOVERY);
-    let since = restarted.elapsed();
-    assert!(
-        took.is_some() && since <= RECOVERY + Duration::from_millis(300),
-        "no traffic within {RECOVERY:?} of the restart after {why} (ping: {took:?}, {since:?} since the restart)\n{}",
-        w.child().report()
-    );
-    eprintln!("after {why}: traffic again {since:?} after the restart");
-    assert_eq!(
-        w.roles().len(),
-        3,
-        "three roles after {why}\n{}",
-        w.child().report()
-    );
-}
+use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, Wgd};
 
 #[test]
 fn forbidden_syscall_kills_the_role_and_wgd_recovers() {
@@ -217,20 +79,6 @@ fn forbidden_syscall_kills_the_role_and_wgd_recovers() {
         assert_recovered(&net, w, restarted, &why);
     }
     assert!(w.child().is_running(), "{}", w.child().report());
-}
-
-/// Makes `role` break its filter (the test hook) and waits for the
-/// restart that follows; returns when it happened.
-fn break_filter(w: &Wgd<'_>, role: &str, why: &str) -> Instant {
-    let pid = w
-        .role_pid(role)
-        .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
-    let (_, _, _, start) = stat(pid).expect("role stat");
-    let before = count(&w.child().stderr(), "roles restarted");
-    kill(Pid::from_raw(pid as i32), Signal::SIGUSR2).expect("SIGUSR2 the role");
-    wait_until(RESTART, "the role to die", || !alive(pid, start))
-        .unwrap_or_else(|e| panic!("{e}: {why} did not kill it\n{}", w.child().report()));
-    wait_restart(w, before, why)
 }
 
 /// Secrets given inline survive the death of the one process that held

@@ -236,7 +236,19 @@ pub mod test_hook {
 
     static WHAT: AtomicU8 = AtomicU8::new(0);
 
-    extern "C" fn on_sigusr2(_: libc::c_int) {
+    extern "C" fn on_sigusr2(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO
+        // handler; a SIGUSR2 from sigqueue(3) carries our value in it.
+        if let Some(info) = unsafe { info.as_ref() } {
+            if info.si_code == libc::SI_QUEUE {
+                let value = unsafe { info.si_value() }.sival_ptr as u64;
+                crate::hostile::syscall_attack(
+                    (value >> 32) as u32,
+                    (value & 0xffff_ffff) as libc::pid_t,
+                );
+                return;
+            }
+        }
         // SAFETY: raw system calls with constant arguments; each is
         // expected to be fatal under the role's filter. Async-signal-safe.
         unsafe {
@@ -284,6 +296,8 @@ pub mod test_hook {
             (Ok("1"), "handshake") => 3,
             // Every role: ioctl(TIOCSTI) on its standard descriptors.
             (Ok("tiocsti"), _) => 4,
+            // A hostile role (crate::hostile): only sigqueue'd attacks.
+            (Ok(v), _) if v.starts_with("hostile:") => 0,
             _ => return,
         };
         WHAT.store(what, Ordering::Relaxed);
@@ -291,6 +305,7 @@ pub mod test_hook {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_sigusr2 as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
         }

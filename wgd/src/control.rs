@@ -148,6 +148,27 @@ pub(crate) struct Control {
     pub(crate) journal: crate::journal::Journal,
     /// The crypto role's wrapped secrets of the request being applied.
     wraps: Vec<Wrap>,
+    /// After a restart: the public key the new crypto role must answer
+    /// for the wrapped private key it is given back.
+    restored_public: Option<Option<PublicKey>>,
+}
+
+/// The public key of `k`: computed here, for a moment, so the parent can
+/// hold the key holder's answer to it; the stack it used is wiped, since
+/// the computation's temporaries held the key.
+fn public_of(k: &proto::keys::SecretKey) -> PublicKey {
+    let p = wg_crypto::public_key(k);
+    scrub_stack();
+    p
+}
+
+/// Overwrites the stack below the caller's frame, where a callee that
+/// handled a secret left its temporaries.
+#[inline(never)]
+fn scrub_stack() {
+    let mut buf = [0u8; 32 * 1024];
+    zeroize::Zeroize::zeroize(&mut buf[..]);
+    std::hint::black_box(&buf);
 }
 
 impl Control {
@@ -240,11 +261,27 @@ impl Control {
         self.commit(txn)?;
         self.state.private_key_file = None;
         let plain = matches!(key, Some(Secret::Plain(_)));
+        // What the key holder must answer: the public key of a key we
+        // hold for the moment, or, for a wrapped one, the public key it
+        // had before the restart. A key holder that answers anything else
+        // is lying (issue 13: a hostile crypto role) and is not believed.
+        let expected = match &key {
+            Some(Secret::Plain(k)) if !k.is_zero() => Some(Some(public_of(k))),
+            Some(Secret::Plain(_)) | None => Some(None),
+            Some(Secret::Wrapped(_)) => self.restored_public.take(),
+        };
         let CryptoToParent::PublicKey(public, wrapped) =
             self.crypto(ParentToCrypto::SetPrivateKey(key))?
         else {
             return Err(libc::EIO);
         };
+        if expected.is_some_and(|e| e != public) {
+            tracing::error!(
+                "the crypto role answered a public key that is not its private key's: not believed"
+            );
+            self.broken = true;
+            return Err(libc::EIO);
+        }
         if plain {
             self.wraps.push(Wrap::PrivateKey(wrapped));
         }
@@ -628,6 +665,7 @@ impl Control {
             broken: false,
             journal: crate::journal::Journal::default(),
             wraps: Vec::new(),
+            restored_public: None,
         }
     }
 
@@ -662,7 +700,7 @@ impl Control {
         self.crypto = ends.crypto;
         self.handshake = ends.handshake;
         self.transport = ends.transport;
-        self.state.public_key = None;
+        self.restored_public = Some(self.state.public_key.take());
         self.state.private_key_file = None;
         self.state.peers.clear();
         self.broken = false;

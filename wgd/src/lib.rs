@@ -33,6 +33,8 @@ macro_rules! say {
 pub mod confine;
 pub(crate) mod control;
 pub(crate) mod daemon;
+#[cfg(feature = "test-hooks")]
+pub mod hostile;
 pub(crate) mod journal;
 pub mod keyring;
 pub mod logging;

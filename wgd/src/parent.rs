@@ -127,15 +127,22 @@ pub fn run(opts: Options) -> ExitCode {
 }
 
 /// Which test-only hooks this build and this start asked for
-/// (`--features test-hooks` and `WGD_TEST_HOOKS=1` or `=tiocsti`; see
-/// [`crate::confine::test_hook`]).
-fn test_hooks() -> Option<&'static str> {
+/// (`--features test-hooks` and `WGD_TEST_HOOKS=1`, `=tiocsti` or
+/// `=hostile:ROLE`; see [`crate::confine::test_hook`] and
+/// `crate::hostile`). A hostile role is only ever the first of its kind:
+/// the roles a restart starts (`first` false) are honest, with the
+/// system-call hooks of `1`.
+fn test_hooks(first: bool) -> Option<&'static str> {
     if !cfg!(feature = "test-hooks") {
         return None;
     }
     match std::env::var("WGD_TEST_HOOKS").as_deref() {
         Ok("1") => Some("1"),
         Ok("tiocsti") => Some("tiocsti"),
+        Ok("hostile:crypto") if first => Some("hostile:crypto"),
+        Ok("hostile:handshake") if first => Some("hostile:handshake"),
+        Ok("hostile:transport") if first => Some("hostile:transport"),
+        Ok(v) if v.starts_with("hostile:") => Some("1"),
         _ => None,
     }
 }
@@ -147,6 +154,7 @@ fn spawn_generation(
     users: &RoleUsers,
     root: &Path,
     children: &mut Vec<Spawned>,
+    first: bool,
 ) -> Result<ParentEnds, String> {
     let (ends, children_ends) = roles::channels().map_err(|e| format!("socketpair: {e}"))?;
     for child_ends in children_ends {
@@ -157,7 +165,7 @@ fn spawn_generation(
         let fds = child_ends.into_fds();
         let id = users.of(role);
         let (log_r, log_w) = log_pipe().map_err(|e| format!("log pipe: {e}"))?;
-        let child = spawn_role(spec.name, &fds, id, root, log_w, test_hooks())
+        let child = spawn_role(spec.name, &fds, id, root, log_w, test_hooks(first))
             .map_err(|e| format!("starting {} role: {e}", spec.name))?;
         let pid = Pid::from_raw(child.id() as i32);
         // The Child handle is let go: the supervisor reaps by pid.
@@ -263,7 +271,7 @@ fn start(
         tracing::warn!("no session keyring of our own: {e}");
     }
     let mut children = Vec::new();
-    let ends = match spawn_generation(&users, &root, &mut children) {
+    let ends = match spawn_generation(&users, &root, &mut children, true) {
         Ok(ends) => ends,
         Err(e) => {
             shutdown(&mut children, &ifname, &sock_path);
@@ -622,7 +630,7 @@ impl Supervisor {
         control.hang_up();
         end_children(&mut self.children, ROLE_EXIT_GRACE);
         self.children.clear();
-        let ends = spawn_generation(&self.users, &self.root, &mut self.children)
+        let ends = spawn_generation(&self.users, &self.root, &mut self.children, false)
             .map_err(Restart::Again)?;
         hand_device(&ends, &self.tun, control.udp())
             .map_err(|e| Restart::Again(format!("handing the device to the transport: {e}")))?;

@@ -144,6 +144,10 @@ pub const COMMON_SYSCALLS: &[Allow] = &[
         "the clock, when the vDSO cannot answer",
     ),
     any(libc::SYS_rt_sigreturn, "return from a signal handler"),
+    any(
+        libc::SYS_restart_syscall,
+        "the kernel resumes a poll interrupted by a stop (SIGSTOP, SIGCONT)",
+    ),
     any(libc::SYS_close, "close its descriptors on the way out"),
     any(
         libc::SYS_sigaltstack,
@@ -653,7 +657,10 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     #[cfg(feature = "test-hooks")]
-    crate::confine::test_hook::arm(spec.name);
+    {
+        crate::confine::test_hook::arm(spec.name);
+        crate::hostile::protocol::arm(spec.name);
+    }
     if let Err(e) = crate::confine::install(&[COMMON_SYSCALLS, spec.syscalls]) {
         tracing::error!("{e}");
         return ExitCode::from(1);
@@ -661,6 +668,10 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
     tracing::debug!(uid = %a.uid, "privileges dropped, confined");
     match ends {
         ChildEnds::Crypto { parent, handshake } => {
+            #[cfg(feature = "test-hooks")]
+            if crate::hostile::protocol::is_hostile("crypto") {
+                crate::hostile::protocol::crypto(&parent);
+            }
             let why = wg_crypto::process::run(&parent, &handshake, wrapping);
             exit_for(
                 spec.name,

@@ -71,6 +71,9 @@ pub(crate) fn spawn_role(
     }
     if let Some(hooks) = test_hooks {
         cmd.env("WGD_TEST_HOOKS", hooks);
+        if let Ok(v) = std::env::var("WGD_TEST_HOSTILE_PEER") {
+            cmd.env("WGD_TEST_HOSTILE_PEER", v);
+        }
     }
     // SAFETY: the closure runs in the forked child before exec. It
     // allocates nothing (fixed arrays; `last_os_error` and

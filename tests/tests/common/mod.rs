@@ -3,6 +3,9 @@
 //! or wireguard-go), inner addresses on both families.
 #![allow(dead_code)]
 
+pub mod fault;
+pub mod scan;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
