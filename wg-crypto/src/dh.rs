@@ -8,12 +8,88 @@
 //! handshake; [`WgResolver`] makes snow do the same by supplying this DH and
 //! taking everything else from snow's default resolver.
 //!
+//! It also carries the precomputed static-static DH. The `ss` of Noise
+//! IK, X25519(our static key, the peer's static key), is the same for every
+//! handshake with a peer, so the key store computes it once per peer, when
+//! the peer is added or the private key changes ([`StaticShared`]), as
+//! Linux (`precomputed_static_static`), OpenBSD (`r_ss`) and boringtun
+//! (`static_shared`) do: a handshake then costs three variable-base X25519
+//! operations instead of four. snow computes `ss` itself, through this DH,
+//! so the DH of our static key answers that one question from the key
+//! store's table ([`StaticSharedLookup`]) instead of computing it.
+//!
 //! Only the crypto role uses this module.
+
+use std::fmt;
+use std::sync::Arc;
 
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+/// A peer's precomputed static-static DH: X25519(our static private key,
+/// the peer's static public key). All zeros when that result is not
+/// contributory (the peer's key is a low-order point): such a peer's
+/// handshakes are refused, in both directions, as they were when `ss`
+/// was computed each time (and as Linux refuses them). Zeroized on drop,
+/// redacted in `Debug`, never leaves the crypto role.
+pub(crate) struct StaticShared([u8; 32]);
+
+impl StaticShared {
+    /// No private key (or none computed yet): refuses like a low-order key.
+    pub(crate) const NONE: StaticShared = StaticShared([0; 32]);
+
+    /// X25519(`ours`, `theirs`), or all zeros for a non-contributory result.
+    pub(crate) fn compute(ours: &StaticSecret, theirs: &[u8; 32]) -> Self {
+        let shared = ours.diffie_hellman(&PublicKey::from(*theirs));
+        if shared.was_contributory() {
+            StaticShared(*shared.as_bytes())
+        } else {
+            StaticShared::NONE
+        }
+    }
+
+    /// The value snow mixes in, or `None` for a peer that is refused.
+    pub(crate) fn get(&self) -> Option<Zeroizing<[u8; 32]>> {
+        (self.0 != [0; 32]).then(|| Zeroizing::new(self.0))
+    }
+}
+
+impl Drop for StaticShared {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for StaticShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StaticShared(<redacted>)")
+    }
+}
+
+/// Where the DH of our static key finds a peer's [`StaticShared`]: the key
+/// store's peer table. On the responder's side snow learns the peer's
+/// static key only in the middle of reading the initiation, right before
+/// it asks for `ss`, so the DH must be able to look it up by that key.
+pub(crate) trait StaticSharedLookup: Send + Sync {
+    /// `Some(Some(ss))` for a configured peer, `Some(None)` for a
+    /// configured peer whose handshakes are refused (low-order key),
+    /// `None` when `peer` is not configured (or the table is busy): then
+    /// the DH computes the value itself.
+    fn static_shared(&self, peer: &[u8; 32]) -> Option<Option<Zeroizing<[u8; 32]>>>;
+}
+
+/// The precomputed values of the key store, for the DH of one static key.
+#[derive(Clone)]
+pub(crate) struct Precomputed {
+    /// The public key of the static key the values were computed with:
+    /// only a DH holding that key may use them (snow resolves the
+    /// ephemeral's DH from the same resolver).
+    pub(crate) local_public: [u8; 32],
+    pub(crate) table: Arc<dyn StaticSharedLookup>,
+}
 
 /// X25519 whose private half lives in a zeroizing `StaticSecret`, so the
 /// copy of the static key that snow asks its DH to hold is wiped when the
@@ -21,13 +97,20 @@ use x25519_dalek::{PublicKey, StaticSecret};
 pub(crate) struct ContributoryX25519 {
     secret: StaticSecret,
     public: [u8; 32],
+    precomputed: Option<Precomputed>,
 }
 
 impl Default for ContributoryX25519 {
     fn default() -> Self {
-        let secret = StaticSecret::from([0u8; 32]);
-        let public = PublicKey::from(&secret).to_bytes();
-        ContributoryX25519 { secret, public }
+        // No key yet: snow sets one (`set`, `generate`) before any use. The
+        // public half of the zero key is not computed here: that is a
+        // scalar multiplication per DH object, two per handshake, for a
+        // value nobody reads.
+        ContributoryX25519 {
+            secret: StaticSecret::from([0u8; 32]),
+            public: [0u8; 32],
+            precomputed: None,
+        }
     }
 }
 
@@ -78,6 +161,19 @@ impl Dh for ContributoryX25519 {
         if out.len() < 32 {
             return Err(snow::Error::Dh);
         }
+        // Our static key with a configured peer's: the `ss` step, already
+        // computed. (Only the static key's DH carries `precomputed`, and
+        // the value is X25519(our key, `their`) whatever role `their`
+        // plays in the handshake, so using it is never wrong.)
+        if let Some(p) = &self.precomputed {
+            if p.local_public == self.public {
+                if let Some(found) = p.table.static_shared(&their) {
+                    let ss = found.ok_or(snow::Error::Dh)?;
+                    out[..32].copy_from_slice(&ss[..]);
+                    return Ok(());
+                }
+            }
+        }
         let shared = self.secret.diffie_hellman(&PublicKey::from(their));
         if !shared.was_contributory() {
             return Err(snow::Error::Dh);
@@ -90,12 +186,16 @@ impl Dh for ContributoryX25519 {
 /// snow resolver: our DH, snow's own ChaChaPoly, BLAKE2s and RNG.
 pub(crate) struct WgResolver {
     default: DefaultResolver,
+    precomputed: Option<Precomputed>,
 }
 
 impl WgResolver {
-    pub(crate) fn new() -> Self {
+    /// `precomputed`: the key store's static-static values for the static
+    /// key this handshake uses.
+    pub(crate) fn new(precomputed: Option<Precomputed>) -> Self {
         WgResolver {
             default: DefaultResolver,
+            precomputed,
         }
     }
 }
@@ -106,7 +206,10 @@ impl CryptoResolver for WgResolver {
     }
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
-            DHChoice::Curve25519 => Some(Box::new(ContributoryX25519::default())),
+            DHChoice::Curve25519 => Some(Box::new(ContributoryX25519 {
+                precomputed: self.precomputed.clone(),
+                ..ContributoryX25519::default()
+            })),
             _ => None,
         }
     }
@@ -145,5 +248,59 @@ mod tests {
         b.dh(a.pubkey(), &mut ba).expect("dh");
         assert_eq!(ab, ba);
         assert_ne!(ab, [0u8; 32]);
+    }
+
+    struct One([u8; 32], Option<[u8; 32]>);
+    impl StaticSharedLookup for One {
+        fn static_shared(&self, peer: &[u8; 32]) -> Option<Option<Zeroizing<[u8; 32]>>> {
+            (*peer == self.0).then(|| self.1.map(Zeroizing::new))
+        }
+    }
+
+    #[test]
+    fn precomputed_value_is_used_for_its_peer_only() {
+        let mut a = ContributoryX25519::default();
+        let mut b = ContributoryX25519::default();
+        let mut c = ContributoryX25519::default();
+        b.set(&[2; 32]);
+        c.set(&[3; 32]);
+        let peer: [u8; 32] = b.pubkey().try_into().expect("32 bytes");
+        a.set(&[1; 32]);
+        a.precomputed = Some(Precomputed {
+            local_public: a.public,
+            table: Arc::new(One(peer, Some([0x77; 32]))),
+        });
+        let mut out = [0u8; 32];
+        a.dh(&peer, &mut out).expect("dh");
+        assert_eq!(out, [0x77; 32], "the table's value, not a computation");
+        // Any other key is computed.
+        let (mut ac, mut ca) = ([0u8; 32], [0u8; 32]);
+        a.dh(c.pubkey(), &mut ac).expect("dh");
+        c.dh(a.pubkey(), &mut ca).expect("dh");
+        assert_eq!(ac, ca);
+        // A refused peer is refused.
+        a.precomputed = Some(Precomputed {
+            local_public: a.public,
+            table: Arc::new(One(peer, None)),
+        });
+        assert!(a.dh(&peer, &mut out).is_err());
+        // A DH holding another key (the ephemeral) ignores the table.
+        a.set(&[9; 32]);
+        a.dh(&peer, &mut out).expect("dh");
+        let mut back = [0u8; 32];
+        b.dh(a.pubkey(), &mut back).expect("dh");
+        assert_eq!(out, back);
+    }
+
+    #[test]
+    fn static_shared_matches_x25519_and_refuses_low_order_keys() {
+        let ours = StaticSecret::from([5; 32]);
+        let theirs = StaticSecret::from([6; 32]);
+        let their_public = PublicKey::from(&theirs).to_bytes();
+        let ss = StaticShared::compute(&ours, &their_public);
+        let expect = theirs.diffie_hellman(&PublicKey::from(&ours));
+        assert_eq!(ss.get().as_deref(), Some(expect.as_bytes()));
+        assert!(StaticShared::compute(&ours, &[0; 32]).get().is_none());
+        assert_eq!(format!("{ss:?}"), "StaticShared(<redacted>)");
     }
 }
