@@ -114,6 +114,23 @@ impl Default for ContributoryX25519 {
     }
 }
 
+impl ContributoryX25519 {
+    fn set_secret(&mut self, privkey: &[u8]) {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        // snow only ever passes priv_len() bytes; anything else leaves a
+        // zero key, whose handshakes then fail authentication.
+        if privkey.len() == 32 {
+            k.copy_from_slice(privkey);
+        }
+        self.secret = StaticSecret::from(*k);
+    }
+
+    fn set_computing_public(&mut self, privkey: &[u8]) {
+        self.set_secret(privkey);
+        self.public = PublicKey::from(&self.secret).to_bytes();
+    }
+}
+
 impl Dh for ContributoryX25519 {
     fn name(&self) -> &'static str {
         "25519"
@@ -125,21 +142,30 @@ impl Dh for ContributoryX25519 {
         32
     }
 
+    /// snow calls this for the static key only (ephemerals come from
+    /// `generate`). With the key store's precomputed values, the static
+    /// key's public half is known (`Precomputed::local_public`, made by
+    /// the key store from the same key it hands snow), which saves a
+    /// scalar multiplication per handshake.
     fn set(&mut self, privkey: &[u8]) {
-        let mut k = zeroize::Zeroizing::new([0u8; 32]);
-        // snow only ever passes priv_len() bytes; anything else leaves a
-        // zero key, whose handshakes then fail authentication.
-        if privkey.len() == 32 {
-            k.copy_from_slice(privkey);
+        match self.precomputed.as_ref().map(|p| p.local_public) {
+            Some(public) => {
+                self.set_secret(privkey);
+                self.public = public;
+                debug_assert_eq!(
+                    self.public,
+                    PublicKey::from(&self.secret).to_bytes(),
+                    "the key store hands snow the key of its public key"
+                );
+            }
+            None => self.set_computing_public(privkey),
         }
-        self.secret = StaticSecret::from(*k);
-        self.public = PublicKey::from(&self.secret).to_bytes();
     }
 
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
         rng.try_fill_bytes(&mut k[..])?;
-        self.set(&k[..]);
+        self.set_computing_public(&k[..]);
         Ok(())
     }
 
@@ -285,7 +311,7 @@ mod tests {
         });
         assert!(a.dh(&peer, &mut out).is_err());
         // A DH holding another key (the ephemeral) ignores the table.
-        a.set(&[9; 32]);
+        a.set_computing_public(&[9; 32]);
         a.dh(&peer, &mut out).expect("dh");
         let mut back = [0u8; 32];
         b.dh(a.pubkey(), &mut back).expect("dh");
