@@ -10,13 +10,13 @@
 //!
 //! It also carries the precomputed static-static DH. The `ss` of Noise
 //! IK, X25519(our static key, the peer's static key), is the same for every
-//! handshake with a peer, so the key store computes it once per peer, when
-//! the peer is added or the private key changes ([`StaticShared`]), as
-//! Linux (`precomputed_static_static`), OpenBSD (`r_ss`) and boringtun
-//! (`static_shared`) do: a handshake then costs three variable-base X25519
-//! operations instead of four. snow computes `ss` itself, through this DH,
-//! so the DH of our static key answers that one question from the key
-//! store's table ([`StaticSharedLookup`]) instead of computing it.
+//! handshake with a peer, so the key store keeps it per peer
+//! ([`StaticShared`]), as Linux (`precomputed_static_static`), OpenBSD
+//! (`r_ss`) and boringtun (`static_shared`) do: a handshake then costs
+//! three variable-base X25519 operations instead of four. snow computes
+//! `ss` itself, through this DH, so the DH of our static key answers that
+//! one question from the key store's table ([`StaticSharedLookup`]), and
+//! when the value is not there yet computes it and hands it to the table.
 //!
 //! Only the crypto role uses this module.
 
@@ -30,36 +30,52 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 /// A peer's precomputed static-static DH: X25519(our static private key,
-/// the peer's static public key). All zeros when that result is not
-/// contributory (the peer's key is a low-order point): such a peer's
-/// handshakes are refused, in both directions, as they were when `ss`
-/// was computed each time (and as Linux refuses them). Zeroized on drop,
-/// redacted in `Debug`, never leaves the crypto role.
-pub(crate) struct StaticShared([u8; 32]);
+/// the peer's static public key), or not computed yet. An all-zero value
+/// is a result that is not contributory (the peer's key is a low-order
+/// point): such a peer's handshakes are refused, in both directions, as
+/// they were when `ss` was computed each time (and as Linux refuses them).
+/// Zeroized on drop, redacted in `Debug`, never leaves the crypto role.
+/// 33 bytes: the flag fits in the padding of the key store's peer entry.
+pub(crate) struct StaticShared {
+    value: [u8; 32],
+    known: bool,
+}
 
 impl StaticShared {
-    /// No private key (or none computed yet): refuses like a low-order key.
-    pub(crate) const NONE: StaticShared = StaticShared([0; 32]);
+    /// Not computed (yet): the DH computes it when a handshake needs it.
+    pub(crate) const UNKNOWN: StaticShared = StaticShared {
+        value: [0; 32],
+        known: false,
+    };
 
     /// X25519(`ours`, `theirs`), or all zeros for a non-contributory result.
     pub(crate) fn compute(ours: &StaticSecret, theirs: &[u8; 32]) -> Self {
         let shared = ours.diffie_hellman(&PublicKey::from(*theirs));
-        if shared.was_contributory() {
-            StaticShared(*shared.as_bytes())
-        } else {
-            StaticShared::NONE
+        StaticShared::from_result(shared.was_contributory(), shared.as_bytes())
+    }
+
+    fn from_result(contributory: bool, value: &[u8; 32]) -> Self {
+        StaticShared {
+            value: if contributory { *value } else { [0; 32] },
+            known: true,
         }
     }
 
-    /// The value snow mixes in, or `None` for a peer that is refused.
-    pub(crate) fn get(&self) -> Option<Zeroizing<[u8; 32]>> {
-        (self.0 != [0; 32]).then(|| Zeroizing::new(self.0))
+    pub(crate) fn is_known(&self) -> bool {
+        self.known
+    }
+
+    /// `None` if not computed; else the value snow mixes in, or `None`
+    /// inside for a peer that is refused.
+    pub(crate) fn get(&self) -> Option<Option<Zeroizing<[u8; 32]>>> {
+        self.known
+            .then(|| (self.value != [0; 32]).then(|| Zeroizing::new(self.value)))
     }
 }
 
 impl Drop for StaticShared {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.value.zeroize();
     }
 }
 
@@ -76,9 +92,12 @@ impl fmt::Debug for StaticShared {
 pub(crate) trait StaticSharedLookup: Send + Sync {
     /// `Some(Some(ss))` for a configured peer, `Some(None)` for a
     /// configured peer whose handshakes are refused (low-order key),
-    /// `None` when `peer` is not configured (or the table is busy): then
-    /// the DH computes the value itself.
+    /// `None` when `peer` is not configured, its value is not computed
+    /// yet (or the table is busy): then the DH computes the value itself.
     fn static_shared(&self, peer: &[u8; 32]) -> Option<Option<Zeroizing<[u8; 32]>>>;
+
+    /// Keeps a value the DH computed, if `peer` is a configured peer.
+    fn remember(&self, peer: &[u8; 32], value: StaticShared);
 }
 
 /// The precomputed values of the key store, for the DH of one static key.
@@ -201,6 +220,14 @@ impl Dh for ContributoryX25519 {
             }
         }
         let shared = self.secret.diffie_hellman(&PublicKey::from(their));
+        // Not computed yet (or not a peer: the table ignores those): the
+        // next handshake with this peer will not have to.
+        if let Some(p) = self.precomputed.as_ref() {
+            if p.local_public == self.public {
+                let value = StaticShared::from_result(shared.was_contributory(), shared.as_bytes());
+                p.table.remember(&their, value);
+            }
+        }
         if !shared.was_contributory() {
             return Err(snow::Error::Dh);
         }
@@ -281,6 +308,7 @@ mod tests {
         fn static_shared(&self, peer: &[u8; 32]) -> Option<Option<Zeroizing<[u8; 32]>>> {
             (*peer == self.0).then(|| self.1.map(Zeroizing::new))
         }
+        fn remember(&self, _: &[u8; 32], _: StaticShared) {}
     }
 
     #[test]
@@ -325,8 +353,10 @@ mod tests {
         let their_public = PublicKey::from(&theirs).to_bytes();
         let ss = StaticShared::compute(&ours, &their_public);
         let expect = theirs.diffie_hellman(&PublicKey::from(&ours));
-        assert_eq!(ss.get().as_deref(), Some(expect.as_bytes()));
-        assert!(StaticShared::compute(&ours, &[0; 32]).get().is_none());
+        assert_eq!(ss.get().flatten().as_deref(), Some(expect.as_bytes()));
+        let refused = StaticShared::compute(&ours, &[0; 32]);
+        assert!(refused.is_known() && refused.get() == Some(None));
+        assert!(StaticShared::UNKNOWN.get().is_none());
         assert_eq!(format!("{ss:?}"), "StaticShared(<redacted>)");
     }
 }

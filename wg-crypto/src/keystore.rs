@@ -26,12 +26,16 @@
 //!   only our public key) cannot kill the genuine handshake, as in Linux
 //!   and wireguard-go.
 //!
-//! Each peer keeps its static-static DH, computed when the peer is added
-//! or the private key changes (see `dh.rs`, [`StaticShared`]): 32 bytes a
-//! peer, and one X25519 operation fewer per handshake. The peer table is
-//! shared (an `Arc<Mutex<…>>` this one-threaded process never contends)
-//! with the DH of our static key, which looks the value up there when
-//! snow asks for `ss`.
+//! Each peer keeps its static-static DH (see `dh.rs`, [`StaticShared`]):
+//! 33 bytes a peer, and one X25519 operation fewer per handshake. It is
+//! computed after the peer is added or the private key changes, in the
+//! crypto role's idle time ([`KeyStore::precompute`], called by the
+//! process loop when no request waits), or by the first handshake that
+//! needs it, whichever comes first; never all at once inside a request,
+//! since 100,000 peers take seconds and the parent gives a role 5 s to
+//! answer. The peer table is shared (an `Arc<Mutex<…>>` this one-threaded
+//! process never contends) with the DH of our static key, which looks the
+//! value up there, or stores it, when snow asks for `ss`.
 //!
 //! Handshake states are snow's `HandshakeState`s. snow does not zeroize
 //! its own symmetric state, so each is dropped the moment its handshake
@@ -100,10 +104,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(psk: Option<SecretKey>, ss: StaticShared) -> Self {
+    fn new(psk: Option<SecretKey>) -> Self {
         Peer {
             psk,
-            ss,
+            ss: StaticShared::UNKNOWN,
             initiating: None,
             responding: None,
             greatest_timestamp: Tai64N::ZERO,
@@ -146,13 +150,16 @@ impl StaticSharedLookup for PeerTable {
         // Called from inside snow while the key store holds no lock; were
         // it held, computing the value is the safe answer.
         let peers = self.0.try_lock().ok()?;
-        peers.get(&PublicKey(*peer)).map(|p| p.ss.get())
+        peers.get(&PublicKey(*peer)).and_then(|p| p.ss.get())
     }
-}
 
-/// X25519(`secret`, `peer`) for the peer table.
-fn static_shared(secret: Option<&x25519_dalek::StaticSecret>, peer: &PublicKey) -> StaticShared {
-    secret.map_or(StaticShared::NONE, |s| StaticShared::compute(s, &peer.0))
+    fn remember(&self, peer: &[u8; 32], value: StaticShared) {
+        if let Ok(mut peers) = self.0.try_lock() {
+            if let Some(p) = peers.get_mut(&PublicKey(*peer)) {
+                p.ss = value;
+            }
+        }
+    }
 }
 
 /// The crypto role's state. See the module documentation for its rules.
@@ -165,6 +172,9 @@ pub struct KeyStore {
     last_timestamp: (u64, u32),
     /// Peer changes of a configuration transaction not yet committed.
     uncommitted: Vec<CryptoOp>,
+    /// Peers whose static-static DH may still be unknown, for
+    /// [`KeyStore::precompute`] (removed peers are skipped there).
+    to_precompute: Vec<PublicKey>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -199,6 +209,7 @@ impl KeyStore {
             next_id: 1,
             last_timestamp: (0, 0),
             uncommitted: Vec::new(),
+            to_precompute: Vec::new(),
         }
     }
 
@@ -221,9 +232,13 @@ impl KeyStore {
                 secret,
             });
             // Every peer's static-static DH was computed with the old key.
-            let secret = self.static_secret();
-            for (key, p) in self.peers.lock().iter_mut() {
-                p.ss = static_shared(secret.as_ref(), key);
+            let mut peers = self.peers.lock();
+            self.to_precompute.clear();
+            for (key, p) in peers.iter_mut() {
+                p.ss = StaticShared::UNKNOWN;
+                if self.identity.is_some() {
+                    self.to_precompute.push(*key);
+                }
             }
         }
         self.public_key()
@@ -233,11 +248,37 @@ impl KeyStore {
         self.identity.as_ref().map(|i| i.public)
     }
 
-    /// The private key as x25519-dalek's type (zeroized on drop), for
-    /// computing static-static DH values.
-    fn static_secret(&self) -> Option<x25519_dalek::StaticSecret> {
-        let id = self.identity.as_ref()?;
-        Some(x25519_dalek::StaticSecret::from(*id.secret.expose()))
+    /// Computes static-static DH values not known yet, until `budget` has
+    /// passed; returns whether some may be left. The crypto process calls
+    /// this when no request waits, so a configuration change answers at
+    /// once however many peers it has.
+    pub fn precompute(&mut self, budget: Duration) -> bool {
+        let start = Instant::now();
+        let Some(id) = self.identity.as_ref() else {
+            self.to_precompute = Vec::new();
+            return false;
+        };
+        let secret = x25519_dalek::StaticSecret::from(*id.secret.expose());
+        let mut peers = self.peers.lock();
+        while let Some(key) = self.to_precompute.pop() {
+            if let Some(p) = peers.get_mut(&key).filter(|p| !p.ss.is_known()) {
+                p.ss = StaticShared::compute(&secret, &key.0);
+                if start.elapsed() >= budget {
+                    break;
+                }
+            }
+        }
+        if self.to_precompute.is_empty() {
+            // 32 bytes a peer after a key change: give them back.
+            self.to_precompute = Vec::new();
+        }
+        !self.to_precompute.is_empty()
+    }
+
+    /// Peers whose static-static DH [`KeyStore::precompute`] may still
+    /// have to compute (an upper bound).
+    pub fn precompute_pending(&self) -> usize {
+        self.to_precompute.len()
     }
 
     /// Adds a peer or changes its PSK. A changed PSK abandons the peer's
@@ -252,8 +293,17 @@ impl KeyStore {
                 true
             }
             None => {
-                let ss = static_shared(self.static_secret().as_ref(), &peer);
-                peers.insert(peer, Peer::new(psk, ss));
+                peers.insert(peer, Peer::new(psk));
+                if self.identity.is_some() {
+                    self.to_precompute.push(peer);
+                    // Peers removed and added again without idle time in
+                    // between would queue twice: keep the list bounded.
+                    if self.to_precompute.len() > 2 * peers.len() + 1024 {
+                        self.to_precompute.clear();
+                        let unknown = peers.iter().filter(|(_, p)| !p.ss.is_known());
+                        self.to_precompute.extend(unknown.map(|(k, _)| *k));
+                    }
+                }
                 false
             }
         };
@@ -271,6 +321,7 @@ impl KeyStore {
     pub fn remove_all_peers(&mut self) {
         self.abandon_all();
         self.peers.lock().clear();
+        self.to_precompute = Vec::new();
     }
 
     pub fn peer_count(&self) -> usize {
@@ -730,9 +781,55 @@ mod tests {
             attempt(&mut a, &mut b),
             Err(("consume", CryptoError::Rejected))
         );
-        // Recomputed (a private key change recomputes every peer's).
+        // Recomputed (a private key change forgets every peer's value).
         a.set_private_key(None);
         a.set_private_key(Some(SecretKey::from_bytes([1; 32])));
         attempt(&mut a, &mut b).expect("handshake after recomputing");
+    }
+
+    fn known(s: &KeyStore, peer: &PublicKey) -> bool {
+        s.peers.lock().get(peer).is_some_and(|p| p.ss.is_known())
+    }
+
+    /// A configuration change computes nothing; idle time does, a bounded
+    /// slice at a time, and so does the first handshake that needs a value.
+    #[test]
+    fn values_come_from_idle_time_or_the_first_handshake() {
+        let (mut a, pa) = store([1; 32]);
+        let peers: Vec<PublicKey> = (10..20u8)
+            .map(|i| crate::public_key(&SecretKey::from_bytes([i; 32])))
+            .collect();
+        for p in &peers {
+            a.set_peer(*p, None);
+        }
+        assert_eq!(a.precompute_pending(), 10);
+        assert!(peers.iter().all(|p| !known(&a, p)));
+        // A zero budget still makes progress: one value.
+        assert!(a.precompute(Duration::ZERO));
+        assert_eq!(peers.iter().filter(|p| known(&a, p)).count(), 1);
+        assert!(!a.precompute(Duration::from_secs(60)));
+        assert_eq!(a.precompute_pending(), 0);
+        let secret = x25519_dalek::StaticSecret::from([1; 32]);
+        for p in &peers {
+            let want = StaticShared::compute(&secret, &p.0).get().flatten();
+            let got = a.peers.lock().get(p).and_then(|e| e.ss.get()).flatten();
+            assert_eq!(got.as_deref(), want.as_deref());
+        }
+        // A new key forgets them all and queues them again.
+        a.set_private_key(Some(SecretKey::from_bytes([2; 32])));
+        assert!(peers.iter().all(|p| !known(&a, p)));
+        assert_eq!(a.precompute_pending(), 10);
+        a.set_private_key(Some(SecretKey::from_bytes([1; 32])));
+
+        // Before any idle time, a handshake computes and keeps the value,
+        // on both sides.
+        let (mut b, pb) = store([3; 32]);
+        a.set_peer(pb, None);
+        b.set_peer(pa, None);
+        assert!(!known(&a, &pb) && !known(&b, &pa));
+        let (_, init) = a.create_initiation(&pb).expect("initiation");
+        assert!(known(&a, &pb));
+        b.consume_initiation(&init).expect("consume");
+        assert!(known(&b, &pa));
     }
 }
