@@ -43,6 +43,7 @@
 
 pub mod capture;
 pub mod error;
+pub mod hsrate;
 pub mod kernel;
 pub mod memscan;
 pub mod names;

@@ -26,6 +26,17 @@
 //!   only our public key) cannot kill the genuine handshake, as in Linux
 //!   and wireguard-go.
 //!
+//! Each peer keeps its static-static DH (see `dh.rs`, [`StaticShared`]):
+//! 33 bytes a peer, and one X25519 operation fewer per handshake. It is
+//! computed after the peer is added or the private key changes, in the
+//! crypto role's idle time ([`KeyStore::precompute`], called by the
+//! process loop when no request waits), or by the first handshake that
+//! needs it, whichever comes first; never all at once inside a request,
+//! since 100,000 peers take seconds and the parent gives a role 5 s to
+//! answer. The peer table is shared (an `Arc<Mutex<…>>` this one-threaded
+//! process never contends) with the DH of our static key, which looks the
+//! value up there, or stores it, when snow asks for `ss`.
+//!
 //! Handshake states are snow's `HandshakeState`s. snow does not zeroize
 //! its own symmetric state, so each is dropped the moment its handshake
 //! finishes or fails; the static key copy snow keeps lives in our
@@ -36,6 +47,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::ipc::{
@@ -51,7 +63,7 @@ use snow::params::NoiseParams;
 use snow::{Builder, HandshakeState};
 use zeroize::Zeroizing;
 
-use crate::dh::WgResolver;
+use crate::dh::{Precomputed, StaticShared, StaticSharedLookup, WgResolver};
 use crate::wrap::{WrapFor, WrappingKey};
 
 /// WireGuard's Noise construction and identifier (the whitepaper's
@@ -80,6 +92,8 @@ struct Identity {
 
 struct Peer {
     psk: Option<SecretKey>,
+    /// X25519(our static key, this peer's): see [`StaticShared`].
+    ss: StaticShared,
     /// The pending handshake we started with this peer, if any.
     initiating: Option<HandshakeId>,
     /// The pending handshake this peer started with us, if any.
@@ -95,6 +109,7 @@ impl Peer {
     fn new(psk: Option<SecretKey>) -> Self {
         Peer {
             psk,
+            ss: StaticShared::UNKNOWN,
             initiating: None,
             responding: None,
             greatest_timestamp: Tai64N::ZERO,
@@ -118,11 +133,42 @@ struct Pending {
     step: Step,
 }
 
+/// The configured peers, shared with the DH of our static key
+/// ([`StaticSharedLookup`]).
+#[derive(Default)]
+struct PeerTable(Mutex<HashMap<PublicKey, Peer>>);
+
+impl PeerTable {
+    /// The table. Only the crypto thread locks it, and never across a call
+    /// into snow, so a poisoned lock (a panic elsewhere while it was held)
+    /// still holds a consistent table.
+    fn lock(&self) -> MutexGuard<'_, HashMap<PublicKey, Peer>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl StaticSharedLookup for PeerTable {
+    fn static_shared(&self, peer: &[u8; 32]) -> Option<Option<Zeroizing<[u8; 32]>>> {
+        // Called from inside snow while the key store holds no lock; were
+        // it held, computing the value is the safe answer.
+        let peers = self.0.try_lock().ok()?;
+        peers.get(&PublicKey(*peer)).and_then(|p| p.ss.get())
+    }
+
+    fn remember(&self, peer: &[u8; 32], value: StaticShared) {
+        if let Ok(mut peers) = self.0.try_lock() {
+            if let Some(p) = peers.get_mut(&PublicKey(*peer)) {
+                p.ss = value;
+            }
+        }
+    }
+}
+
 /// The crypto role's state. See the module documentation for its rules.
 pub struct KeyStore {
     params: NoiseParams,
     identity: Option<Identity>,
-    peers: HashMap<PublicKey, Peer>,
+    peers: Arc<PeerTable>,
     pending: HashMap<HandshakeId, Pending>,
     next_id: u64,
     last_timestamp: (u64, u32),
@@ -131,6 +177,9 @@ pub struct KeyStore {
     /// Seals the secrets the parent gives us, for it to keep (see
     /// [`crate::wrap`]); `None` when none could be had.
     wrapping: Option<WrappingKey>,
+    /// Peers whose static-static DH may still be unknown, for
+    /// [`KeyStore::precompute`] (removed peers are skipped there).
+    to_precompute: Vec<PublicKey>,
 }
 
 /// A [`CryptoOp`] with its secret unwrapped, waiting for the commit.
@@ -144,7 +193,7 @@ impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyStore")
             .field("public_key", &self.public_key())
-            .field("peers", &self.peers.len())
+            .field("peers", &self.peer_count())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
@@ -167,12 +216,13 @@ impl KeyStore {
                 .parse()
                 .unwrap_or_else(|_| unreachable!("constant pattern parses")),
             identity: None,
-            peers: HashMap::new(),
+            peers: Arc::default(),
             pending: HashMap::new(),
             next_id: 1,
             last_timestamp: (0, 0),
             uncommitted: Vec::new(),
             wrapping: None,
+            to_precompute: Vec::new(),
         }
     }
 
@@ -219,6 +269,15 @@ impl KeyStore {
                 public: crate::public_key(&secret),
                 secret,
             });
+            // Every peer's static-static DH was computed with the old key.
+            let mut peers = self.peers.lock();
+            self.to_precompute.clear();
+            for (key, p) in peers.iter_mut() {
+                p.ss = StaticShared::UNKNOWN;
+                if self.identity.is_some() {
+                    self.to_precompute.push(*key);
+                }
+            }
         }
         self.public_key()
     }
@@ -227,21 +286,66 @@ impl KeyStore {
         self.identity.as_ref().map(|i| i.public)
     }
 
+    /// Computes static-static DH values not known yet, until `budget` has
+    /// passed; returns whether some may be left. The crypto process calls
+    /// this when no request waits, so a configuration change answers at
+    /// once however many peers it has.
+    pub fn precompute(&mut self, budget: Duration) -> bool {
+        let start = Instant::now();
+        let Some(id) = self.identity.as_ref() else {
+            self.to_precompute = Vec::new();
+            return false;
+        };
+        let secret = x25519_dalek::StaticSecret::from(*id.secret.expose());
+        let mut peers = self.peers.lock();
+        while let Some(key) = self.to_precompute.pop() {
+            if let Some(p) = peers.get_mut(&key).filter(|p| !p.ss.is_known()) {
+                p.ss = StaticShared::compute(&secret, &key.0);
+                if start.elapsed() >= budget {
+                    break;
+                }
+            }
+        }
+        if self.to_precompute.is_empty() {
+            // 32 bytes a peer after a key change: give them back.
+            self.to_precompute = Vec::new();
+        }
+        !self.to_precompute.is_empty()
+    }
+
+    /// Peers whose static-static DH [`KeyStore::precompute`] may still
+    /// have to compute (an upper bound).
+    pub fn precompute_pending(&self) -> usize {
+        self.to_precompute.len()
+    }
+
     /// Adds a peer or changes its PSK. A changed PSK abandons the peer's
     /// pending handshakes, which were computed with the old one.
     pub fn set_peer(&mut self, peer: PublicKey, psk: Option<SecretKey>) {
         let psk = psk.filter(|k| !k.is_zero());
-        let changed = match self.peers.get_mut(&peer) {
+        let mut peers = self.peers.lock();
+        let changed = match peers.get_mut(&peer) {
             Some(p) if p.psk == psk => false,
             Some(p) => {
                 p.psk = psk;
                 true
             }
             None => {
-                self.peers.insert(peer, Peer::new(psk));
+                peers.insert(peer, Peer::new(psk));
+                if self.identity.is_some() {
+                    self.to_precompute.push(peer);
+                    // Peers removed and added again without idle time in
+                    // between would queue twice: keep the list bounded.
+                    if self.to_precompute.len() > 2 * peers.len() + 1024 {
+                        self.to_precompute.clear();
+                        let unknown = peers.iter().filter(|(_, p)| !p.ss.is_known());
+                        self.to_precompute.extend(unknown.map(|(k, _)| *k));
+                    }
+                }
                 false
             }
         };
+        drop(peers);
         if changed {
             self.abandon_peer(&peer);
         }
@@ -249,16 +353,17 @@ impl KeyStore {
 
     pub fn remove_peer(&mut self, peer: &PublicKey) {
         self.abandon_peer(peer);
-        self.peers.remove(peer);
+        self.peers.lock().remove(peer);
     }
 
     pub fn remove_all_peers(&mut self) {
         self.abandon_all();
-        self.peers.clear();
+        self.peers.lock().clear();
+        self.to_precompute = Vec::new();
     }
 
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.peers.lock().len()
     }
 
     pub fn pending_count(&self) -> usize {
@@ -266,7 +371,7 @@ impl KeyStore {
     }
 
     fn abandon_peer(&mut self, peer: &PublicKey) {
-        if let Some(p) = self.peers.get_mut(peer) {
+        if let Some(p) = self.peers.lock().get_mut(peer) {
             for id in [p.initiating.take(), p.responding.take()]
                 .into_iter()
                 .flatten()
@@ -278,7 +383,7 @@ impl KeyStore {
 
     fn abandon_all(&mut self) {
         self.pending.clear();
-        for p in self.peers.values_mut() {
+        for p in self.peers.lock().values_mut() {
             p.initiating = None;
             p.responding = None;
         }
@@ -293,10 +398,20 @@ impl KeyStore {
     }
 
     fn builder<'a>(&'a self, identity: &'a Identity) -> Result<Builder<'a>, CryptoError> {
-        Builder::with_resolver(self.params.clone(), Box::new(WgResolver::new()))
-            .prologue(PROLOGUE)
-            .and_then(|b| b.local_private_key(identity.secret.expose()))
-            .map_err(|_| CryptoError::Internal)
+        // The clone is a reference count: the handshake's static DH finds
+        // `ss` in the peer table.
+        let table: Arc<dyn StaticSharedLookup> = self.peers.clone();
+        let precomputed = Precomputed {
+            local_public: identity.public.0,
+            table,
+        };
+        Builder::with_resolver(
+            self.params.clone(),
+            Box::new(WgResolver::new(Some(precomputed))),
+        )
+        .prologue(PROLOGUE)
+        .and_then(|b| b.local_private_key(identity.secret.expose()))
+        .map_err(|_| CryptoError::Internal)
     }
 
     /// A TAI64N timestamp of now, whitened, and strictly greater than any
@@ -334,12 +449,15 @@ impl KeyStore {
         peer: &PublicKey,
     ) -> Result<(HandshakeId, NoiseInitiation), CryptoError> {
         let identity = self.identity.as_ref().ok_or(CryptoError::NoPrivateKey)?;
-        let p = self.peers.get(peer).ok_or(CryptoError::UnknownPeer)?;
-        let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
+        let peers = self.peers.lock();
+        let p = peers.get(peer).ok_or(CryptoError::UnknownPeer)?;
+        let psk = Zeroizing::new(*p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose()));
+        // No lock while snow runs: its DH looks `ss` up in the table.
+        drop(peers);
         let mut hs = self
             .builder(identity)?
             .remote_public_key(&peer.0)
-            .and_then(|b| b.psk(PSK_POSITION, psk))
+            .and_then(|b| b.psk(PSK_POSITION, &psk))
             .and_then(|b| b.build_initiator())
             .map_err(|_| CryptoError::Internal)?;
         let ts = self.timestamp();
@@ -351,7 +469,7 @@ impl KeyStore {
             return Err(CryptoError::Internal);
         }
         let id = self.new_id();
-        if let Some(p) = self.peers.get_mut(peer) {
+        if let Some(p) = self.peers.lock().get_mut(peer) {
             if let Some(old) = p.initiating.replace(id) {
                 self.pending.remove(&old);
             }
@@ -408,7 +526,8 @@ impl KeyStore {
             .and_then(|r| r.try_into().ok())
             .ok_or(CryptoError::Rejected)?;
         let peer = PublicKey(remote);
-        let p = self.peers.get_mut(&peer).ok_or(CryptoError::UnknownPeer)?;
+        let mut peers = self.peers.lock();
+        let p = peers.get_mut(&peer).ok_or(CryptoError::UnknownPeer)?;
         if timestamp <= p.greatest_timestamp {
             return Err(CryptoError::ReplayedTimestamp);
         }
@@ -459,7 +578,7 @@ impl KeyStore {
     }
 
     fn forget(&mut self, id: HandshakeId, peer: &PublicKey) {
-        if let Some(p) = self.peers.get_mut(peer) {
+        if let Some(p) = self.peers.lock().get_mut(peer) {
             if p.initiating == Some(id) {
                 p.initiating = None;
             }
@@ -478,10 +597,13 @@ impl KeyStore {
         };
         let peer = pending.peer;
         let result = (|| {
-            let p = self.peers.get(&peer).ok_or(CryptoError::UnknownPeer)?;
+            let peers = self.peers.lock();
+            let p = peers.get(&peer).ok_or(CryptoError::UnknownPeer)?;
             let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
             hs.set_psk(PSK_POSITION as usize, psk)
                 .map_err(|_| CryptoError::Internal)?;
+            // No lock while snow computes.
+            drop(peers);
             let mut out = [0u8; NOISE_RESPONSE_LEN];
             let n = hs
                 .write_message(&[], &mut out)
@@ -681,5 +803,110 @@ impl KeyStore {
             }
         };
         answer.unwrap_or_else(CryptoToHandshake::Refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(key: [u8; 32]) -> (KeyStore, PublicKey) {
+        let mut s = KeyStore::new();
+        let public = s
+            .set_private_key(Some(SecretKey::from_bytes(key)))
+            .unwrap_or_else(|| unreachable!("a non-zero key"));
+        (s, public)
+    }
+
+    /// The `ss` step takes the peer table's value, on both sides: a wrong
+    /// value there breaks the handshake, and the right one restores it.
+    #[test]
+    fn handshakes_use_the_precomputed_value() {
+        let (mut a, pa) = store([1; 32]);
+        let (mut b, pb) = store([2; 32]);
+        a.set_peer(pb, None);
+        b.set_peer(pa, None);
+        let t0 = Instant::now();
+        let mut round = 0;
+        let mut attempt = |a: &mut KeyStore, b: &mut KeyStore| {
+            // A second apart: the flood guard stays out of the way.
+            round += 1;
+            let now = t0 + Duration::from_secs(round);
+            let (_, init) = a.create_initiation(&pb).map_err(|e| ("initiation", e))?;
+            b.consume_initiation_at(now, &init)
+                .map(drop)
+                .map_err(|e| ("consume", e))
+        };
+        attempt(&mut a, &mut b).expect("handshake with the precomputed values");
+
+        let spoil = |s: &mut KeyStore, peer: &PublicKey| {
+            if let Some(p) = s.peers.lock().get_mut(peer) {
+                p.ss = StaticShared::compute(&x25519_dalek::StaticSecret::from([3; 32]), &peer.0);
+            }
+        };
+        // A wrong value at the responder: the initiation does not verify.
+        spoil(&mut b, &pa);
+        assert_eq!(
+            attempt(&mut a, &mut b),
+            Err(("consume", CryptoError::Rejected))
+        );
+        // A wrong value at the initiator: the same.
+        b.set_private_key(Some(SecretKey::from_bytes([4; 32])));
+        b.set_private_key(Some(SecretKey::from_bytes([2; 32])));
+        spoil(&mut a, &pb);
+        assert_eq!(
+            attempt(&mut a, &mut b),
+            Err(("consume", CryptoError::Rejected))
+        );
+        // Recomputed (a private key change forgets every peer's value).
+        a.set_private_key(None);
+        a.set_private_key(Some(SecretKey::from_bytes([1; 32])));
+        attempt(&mut a, &mut b).expect("handshake after recomputing");
+    }
+
+    fn known(s: &KeyStore, peer: &PublicKey) -> bool {
+        s.peers.lock().get(peer).is_some_and(|p| p.ss.is_known())
+    }
+
+    /// A configuration change computes nothing; idle time does, a bounded
+    /// slice at a time, and so does the first handshake that needs a value.
+    #[test]
+    fn values_come_from_idle_time_or_the_first_handshake() {
+        let (mut a, pa) = store([1; 32]);
+        let peers: Vec<PublicKey> = (10..20u8)
+            .map(|i| crate::public_key(&SecretKey::from_bytes([i; 32])))
+            .collect();
+        for p in &peers {
+            a.set_peer(*p, None);
+        }
+        assert_eq!(a.precompute_pending(), 10);
+        assert!(peers.iter().all(|p| !known(&a, p)));
+        // A zero budget still makes progress: one value.
+        assert!(a.precompute(Duration::ZERO));
+        assert_eq!(peers.iter().filter(|p| known(&a, p)).count(), 1);
+        assert!(!a.precompute(Duration::from_secs(60)));
+        assert_eq!(a.precompute_pending(), 0);
+        let secret = x25519_dalek::StaticSecret::from([1; 32]);
+        for p in &peers {
+            let want = StaticShared::compute(&secret, &p.0).get().flatten();
+            let got = a.peers.lock().get(p).and_then(|e| e.ss.get()).flatten();
+            assert_eq!(got.as_deref(), want.as_deref());
+        }
+        // A new key forgets them all and queues them again.
+        a.set_private_key(Some(SecretKey::from_bytes([2; 32])));
+        assert!(peers.iter().all(|p| !known(&a, p)));
+        assert_eq!(a.precompute_pending(), 10);
+        a.set_private_key(Some(SecretKey::from_bytes([1; 32])));
+
+        // Before any idle time, a handshake computes and keeps the value,
+        // on both sides.
+        let (mut b, pb) = store([3; 32]);
+        a.set_peer(pb, None);
+        b.set_peer(pa, None);
+        assert!(!known(&a, &pb) && !known(&b, &pa));
+        let (_, init) = a.create_initiation(&pb).expect("initiation");
+        assert!(known(&a, &pb));
+        b.consume_initiation(&init).expect("consume");
+        assert!(known(&b, &pa));
     }
 }

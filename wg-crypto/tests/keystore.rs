@@ -407,3 +407,56 @@ fn a_removed_peer_starts_afresh() {
         .consume_initiation_at(t0 + Duration::from_secs(1), &init)
         .expect("a re-added peer has no history");
 }
+
+/// Each peer's static-static DH is computed when the private key changes:
+/// after a new key, handshakes with it work both ways, and one made for
+/// the old key is refused.
+#[test]
+fn a_new_private_key_refreshes_the_static_static_dh() {
+    let (mut a, mut b) = pair(None, None);
+    let old_public = b.public;
+    let t0 = Instant::now();
+    // Each handshake a second after the last: the flood guard stays out of
+    // the way.
+    let handshake = |i: &mut Side, r: &mut Side, s: u64| -> Result<(), CryptoError> {
+        let (ii, init) = i.store.create_initiation(&r.public)?;
+        let now = t0 + Duration::from_secs(s);
+        let (ir, who, _) = r.store.consume_initiation_at(now, &init)?;
+        assert_eq!(who, i.public);
+        let resp = r.store.create_response(ir)?;
+        i.store.consume_response(ii, &resp)?;
+        let (ki, kr) = (i.store.release_keys(ii)?, r.store.release_keys(ir)?);
+        assert_eq!((ki.send, ki.recv), (kr.recv, kr.send));
+        Ok(())
+    };
+    handshake(&mut a, &mut b, 0).expect("a -> b with the first key");
+
+    let key = generate_private_key();
+    b.public = public_key(&key);
+    assert_eq!(b.store.set_private_key(Some(key)), Some(b.public));
+    // a still has b's old key: its initiation is for a key b no longer holds.
+    let (_, init) = a.store.create_initiation(&old_public).expect("initiation");
+    assert_eq!(
+        b.store
+            .consume_initiation_at(t0 + Duration::from_secs(1), &init)
+            .map(|_| ()),
+        Err(CryptoError::Rejected)
+    );
+    // With b's new key configured on a, both directions work: b's value
+    // for a was recomputed with its new key.
+    a.store.remove_peer(&old_public);
+    a.store.set_peer(b.public, None);
+    handshake(&mut b, &mut a, 2).expect("b -> a with the new key");
+    handshake(&mut a, &mut b, 3).expect("a -> b with the new key");
+}
+
+/// A peer whose key is a low-order point gets no handshake: the
+/// static-static DH with it is not contributory.
+#[test]
+fn a_low_order_peer_key_is_refused() {
+    let mut a = side();
+    let low_order = PublicKey([0; 32]);
+    a.store.set_peer(low_order, None);
+    assert!(a.store.create_initiation(&low_order).is_err());
+    assert_eq!(a.store.pending_count(), 0);
+}

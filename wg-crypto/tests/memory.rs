@@ -48,8 +48,10 @@ fn memory_per_peer() {
     let plain = per_peer(false);
     let with_psk = per_peer(true);
     println!("crypto: {plain} bytes per peer, {with_psk} with a PSK");
+    // 137 and 185 before each peer kept its 32-byte static-static DH
+    // (179 and 227 with it, the table's spare slots included).
     assert!(plain < 200, "{plain} bytes per peer");
-    assert!(with_psk < 200, "{with_psk} bytes per peer with a PSK");
+    assert!(with_psk < 240, "{with_psk} bytes per peer with a PSK");
 }
 
 /// A channel receive reuses one buffer, allocated at the first receive:
