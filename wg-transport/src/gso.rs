@@ -131,9 +131,10 @@ pub fn complete_checksum(
 }
 
 /// A super-packet read from the tun device and how to cut it: segment `i`
-/// is the IP and transport header followed by payload bytes `[hdr_len + i
-/// * gso_size, ...)`, with lengths, IPv4 identifier, TCP sequence number,
-/// flags and checksums fixed for it.
+/// is the IP and transport header followed by the payload bytes from
+/// `hdr_len + i * gso_size` on (at most `gso_size` of them), with
+/// lengths, IPv4 identifier, TCP sequence number, flags and checksums
+/// fixed for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Split {
     /// IP header length (the kernel's `csum_start`).
@@ -251,8 +252,7 @@ impl Split {
             let c = checksum::finish(checksum::sum(&out[..ip]));
             put_be16(out, 10, c);
         }
-        let csum_at;
-        if self.protocol == IPPROTO_TCP {
+        let csum_at = if self.protocol == IPPROTO_TCP {
             let seq = u32::from_be_bytes([pkt[ip + 4], pkt[ip + 5], pkt[ip + 6], pkt[ip + 7]])
                 .wrapping_add((i * self.gso_size) as u32);
             out[ip + 4..ip + 8].copy_from_slice(&seq.to_be_bytes());
@@ -260,11 +260,11 @@ impl Split {
                 // FIN and PSH belong to the end of what was sent.
                 out[ip + 13] &= !(TCP_FIN | TCP_PSH);
             }
-            csum_at = ip + TCP_CSUM_OFFSET;
+            ip + TCP_CSUM_OFFSET
         } else {
             put_be16(out, ip + 4, l4_len as u16);
-            csum_at = ip + UDP_CSUM_OFFSET;
-        }
+            ip + UDP_CSUM_OFFSET
+        };
         put_be16(out, csum_at, 0);
         let (src, dst) = if self.v6 {
             (&pkt[8..24], &pkt[24..40])

@@ -37,6 +37,9 @@ use proto::ipc::SourceAddr;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
+/// Datagram buffers kept for reuse: a flush of the transport's fullest
+/// queue (the segments of a few super-packets) allocates nothing.
+const SPARE_MAX: usize = 256;
 /// Largest datagram we read: a full 64 KiB IP packet plus our overhead
 /// never arrives (the tun MTU is far lower), but reading the whole thing
 /// lets an oversized datagram be counted as malformed, not truncated.
@@ -552,7 +555,7 @@ impl SendBatch {
             }
         }
         for q in queue.drain(..) {
-            if self.spare.len() < BATCH * 2 {
+            if self.spare.len() < SPARE_MAX {
                 self.spare.push(q.buf);
             }
         }

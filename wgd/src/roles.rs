@@ -187,6 +187,11 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
         &[eq(1, libc::FIONBIO)],
     ),
     only(
+        libc::SYS_ioctl,
+        "TUNGETIFF once at start: whether the tun device frames packets with a virtio_net_hdr (offloads on)",
+        &[eq(1, libc::TUNGETIFF)],
+    ),
+    only(
         libc::SYS_setsockopt,
         "IP_PKTINFO on a new IPv4 socket (replies from the address the peer used)",
         &[eq(1, libc::SOL_IP as u64), eq(2, libc::IP_PKTINFO as u64)],
