@@ -183,6 +183,12 @@ pub struct Device {
     /// Where each packet given to `gro` lies: its receive buffer and the
     /// range in it; a packet's index here is its GRO token.
     gro_pending: Vec<(usize, std::ops::Range<usize>)>,
+    /// The tun device's name, to look up its MTU (`None`: not a tun).
+    tun_name: Option<IfName>,
+    /// The tunnel's MTU, where padding stops (`usize::MAX`: unknown, pad
+    /// every packet to a multiple of 16).
+    mtu: usize,
+    last_mtu_check: Option<Instant>,
     last_activity_flush: Instant,
 }
 
@@ -215,11 +221,15 @@ fn adopt_sockets(
     Ok((s4, s6))
 }
 
-/// Whether the tun device was opened with `IFF_VNET_HDR` (the parent
-/// asks for it with the offloads; `wgd/src/net.rs`). The kernel's own
-/// flags, not a message, say so: a device without them (a test's stand-in,
-/// or a kernel that refused the offloads) reads and writes bare packets.
-fn tun_has_vnet_hdr(tun: &OwnedFd) -> bool {
+/// An interface name as the kernel's `ifreq` holds it.
+type IfName = [libc::c_char; libc::IFNAMSIZ];
+
+/// The tun device's name, and whether it was opened with `IFF_VNET_HDR`
+/// (the parent asks for it with the offloads; `wgd/src/net.rs`). The
+/// kernel's own flags, not a message, say so: a device without them (a
+/// test's stand-in, or a kernel that refused the offloads) reads and
+/// writes bare packets. `None`: not a tun device.
+fn tun_info(tun: &OwnedFd) -> Option<(IfName, bool)> {
     // SAFETY: an all-zero ifreq is a valid value (a name and a union of
     // integers).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -228,12 +238,33 @@ fn tun_has_vnet_hdr(tun: &OwnedFd) -> bool {
     // fails and writes nothing.
     let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETIFF, &mut req) };
     if r < 0 {
-        return false;
+        return None;
     }
     // SAFETY: TUNGETIFF filled in the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    i32::from(flags) & libc::IFF_VNET_HDR != 0
+    Some((req.ifr_name, i32::from(flags) & libc::IFF_VNET_HDR != 0))
 }
+
+/// The MTU of interface `name`, asked through any socket of ours
+/// (SIOCGIFMTU needs no privilege and opens nothing).
+fn interface_mtu(sock: &UdpSocket, name: &IfName) -> Option<usize> {
+    // SAFETY: as in `tun_info`.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name = *name;
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`,
+    // which lives across the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU filled in the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).ok().filter(|&m| m > 0)
+}
+
+/// How often the tunnel's MTU is looked up again (`ip link set mtu`
+/// takes effect on the padding within this).
+const MTU_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Waits for the parent's first message: the tun device and UDP sockets.
 pub fn receive_device(parent: &ParentChannel) -> Result<Device, TransportExit> {
@@ -250,10 +281,13 @@ pub fn receive_device(parent: &ParentChannel) -> Result<Device, TransportExit> {
     parent
         .reply(to, &TransportToParent::Done)
         .map_err(TransportExit::Parent)?;
-    let vnet_hdr = tun_has_vnet_hdr(&tun);
-    tracing::debug!(vnet_hdr, "tun device adopted");
+    let info = tun_info(&tun);
+    let vnet_hdr = info.is_some_and(|(_, v)| v);
     let mut dev = Device::new(tun, udp4, udp6);
     dev.vnet_hdr = vnet_hdr;
+    dev.tun_name = info.map(|(name, _)| name);
+    dev.refresh_mtu(Instant::now());
+    tracing::debug!(vnet_hdr, mtu = dev.mtu, "tun device adopted");
     Ok(dev)
 }
 
@@ -281,6 +315,9 @@ impl Device {
             vnet_hdr: false,
             gro: Gro::new(),
             gro_pending: Vec::with_capacity(crate::udp::BATCH),
+            tun_name: None,
+            mtu: usize::MAX,
+            last_mtu_check: None,
             last_activity_flush: Instant::now(),
         }
     }
@@ -558,7 +595,10 @@ impl Device {
         };
         buf.resize(HEADROOM + len + TAILROOM, 0);
         fill(&mut buf[HEADROOM..HEADROOM + len]);
-        match p.slots.encapsulate_in_place(now, &mut buf, len) {
+        match p
+            .slots
+            .encapsulate_in_place_mtu(now, &mut buf, len, self.mtu)
+        {
             Ok(n) => {
                 buf.truncate(n);
                 p.tx_bytes += n as u64;
@@ -621,6 +661,26 @@ impl Device {
         self.report = report;
     }
 
+    /// Looks the tunnel's MTU up again if it was not lately.
+    fn refresh_mtu(&mut self, now: Instant) {
+        if self
+            .last_mtu_check
+            .is_some_and(|t| now.saturating_duration_since(t) < MTU_INTERVAL)
+        {
+            return;
+        }
+        self.last_mtu_check = Some(now);
+        let Some(name) = &self.tun_name else {
+            return;
+        };
+        let Some(sock) = self.udp4.as_ref().or(self.udp6.as_ref()) else {
+            return;
+        };
+        if let Some(mtu) = interface_mtu(sock, name) {
+            self.mtu = mtu;
+        }
+    }
+
     /// Reports each active peer's activity bits to the handshake role,
     /// asks for a rekey where the message count calls for one, and drops
     /// keypairs that expired by age. O(peers with traffic since the last
@@ -628,6 +688,7 @@ impl Device {
     fn flush_activity(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         self.last_activity_flush = Instant::now();
         let now = self.last_activity_flush;
+        self.refresh_mtu(now);
         self.expire_keypairs(now);
         let mut active = std::mem::take(&mut self.active);
         let mut reports = Vec::new();

@@ -192,6 +192,11 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
         &[eq(1, libc::TUNGETIFF)],
     ),
     only(
+        libc::SYS_ioctl,
+        "SIOCGIFMTU on a UDP socket, once a second: the tunnel's MTU, where data padding stops (as in Linux)",
+        &[eq(1, libc::SIOCGIFMTU)],
+    ),
+    only(
         libc::SYS_setsockopt,
         "IP_PKTINFO on a new IPv4 socket (replies from the address the peer used)",
         &[eq(1, libc::SOL_IP as u64), eq(2, libc::IP_PKTINFO as u64)],
