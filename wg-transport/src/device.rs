@@ -52,7 +52,7 @@ use crate::gro::{Gro, Write};
 use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
-use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
+use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
 mod config;
 
@@ -214,6 +214,11 @@ fn adopt_sockets(
         s.set_nonblocking(true)?;
         // Each datagram's local address, to answer the peer from it.
         enable_pktinfo(&s, is_v6)?;
+        // A sender's run of datagrams in one read, where the kernel kept
+        // them together.
+        if !enable_gro(&s) {
+            tracing::debug!("UDP GRO refused; one datagram per read");
+        }
         Ok(Some(s))
     };
     let s4 = take(v4, false)?;
@@ -808,21 +813,32 @@ impl Device {
                 addr: got.from,
                 src: got.local,
             };
-            let mut dgram = std::mem::take(&mut batch.bufs[i]);
-            let r = self.receive_datagram(&mut dgram[..got.len], from, handshake);
-            match r {
-                Ok(Some(inner)) if self.vnet_hdr => {
-                    // Written after the batch, merged where it can be.
-                    let token = self.gro_pending.len() as u32;
-                    self.gro.push(&dgram[inner.clone()], token);
-                    self.gro_pending.push((i, inner));
+            let mut buf = std::mem::take(&mut batch.bufs[i]);
+            // One datagram, or (UDP GRO) a sender's run of them.
+            for seg in segments(got.len, got.segment) {
+                let at = seg.start;
+                let r = self.receive_datagram(&mut buf[seg], from, handshake);
+                match r {
+                    Ok(Some(inner)) => {
+                        let inner = at + inner.start..at + inner.end;
+                        if self.vnet_hdr {
+                            // Written after the batch, merged where it can be.
+                            let token = self.gro_pending.len() as u32;
+                            self.gro.push(&buf[inner.clone()], token);
+                            self.gro_pending.push((i, inner));
+                        } else {
+                            self.write_tun(&buf[inner]);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                Ok(Some(inner)) => self.write_tun(&dgram[inner]),
-                Ok(None) => {}
-                Err(e) => result = Err(e),
             }
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
-            batch.bufs[i] = dgram;
+            batch.bufs[i] = buf;
             if result.is_err() {
                 break;
             }

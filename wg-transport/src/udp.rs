@@ -45,6 +45,16 @@ const SPARE_MAX: usize = 256;
 /// lets an oversized datagram be counted as malformed, not truncated.
 pub const MAX_DATAGRAM: usize = 65_536;
 
+/// Turns on `UDP_GRO`: the kernel may then hand over several datagrams of
+/// one sender, of one size but a shorter last, in one buffer
+/// ([`Received::segment`]), as it received them (a GSO message that came
+/// over a veth, or what the NIC's GRO merged), instead of cutting them
+/// up for us one by one. Best effort: a kernel without it (before 5.0)
+/// refuses, and datagrams come one by one as before.
+pub fn enable_gro(sock: &UdpSocket) -> bool {
+    setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
+}
+
 /// Turns on `IP_PKTINFO` (IPv4 socket) or `IPV6_RECVPKTINFO` (IPv6
 /// socket), so the datagrams [`RecvBatch::recv`] reads carry their local
 /// address. Sending from a chosen source needs no option.
@@ -85,6 +95,8 @@ unsafe impl Pod for libc::sockaddr_in {}
 unsafe impl Pod for libc::sockaddr_in6 {}
 // SAFETY: an integer.
 unsafe impl Pod for libc::sa_family_t {}
+// SAFETY: an integer (UDP_GRO's segment size).
+unsafe impl Pod for libc::c_int {}
 
 // No padding: each size is the sum of its fields'.
 const _: () = assert!(size_of::<libc::cmsghdr>() == size_of::<libc::size_t>() + 8);
@@ -275,36 +287,55 @@ fn encode_src(src: &SourceAddr, v4: bool, ctl: &mut Control) -> Option<usize> {
     }
 }
 
-/// The pktinfo among a received datagram's control messages: the address
-/// the peer sent to and the interface the datagram came in on. Any length
-/// the kernel could write is checked, so malformed input yields `None`.
-fn parse_pktinfo(ctl: &[u8]) -> Option<SourceAddr> {
+/// What a received datagram's control messages say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RecvControl {
+    /// The pktinfo: the address the peer sent to and the interface the
+    /// datagram came in on.
+    local: Option<SourceAddr>,
+    /// UDP GRO: the buffer holds datagrams of this size back to back (the
+    /// last may be shorter).
+    segment: Option<usize>,
+}
+
+/// Reads a received datagram's control messages. Any length the kernel
+/// could write is checked: malformed input ends the reading, keeping
+/// what was read before it.
+fn parse_control(ctl: &[u8]) -> RecvControl {
+    let mut out = RecvControl::default();
     let mut at = 0;
     // Each step moves on by at least CMSG_HDR bytes, so this ends.
     while let Some(hdr) = get::<libc::cmsghdr>(ctl, at) {
         let len = hdr.cmsg_len;
         if len < CMSG_HDR || len > ctl.len() - at {
-            return None;
+            break;
         }
         let data = &ctl[at + CMSG_HDR..at + len];
         match (hdr.cmsg_level, hdr.cmsg_type) {
             (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                 // ipi_addr is the destination the peer used, which Linux
                 // WireGuard also remembers (ip_hdr(skb)->daddr).
-                let info: libc::in_pktinfo = get(data, 0)?;
-                return Some(SourceAddr {
-                    ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
-                    ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
-                });
+                if let Some(info) = get::<libc::in_pktinfo>(data, 0) {
+                    out.local = Some(SourceAddr {
+                        ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
+                        ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                    });
+                }
             }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                 // A v4-mapped address (possible only on a dual-stack
                 // socket, which the parent does not open) is kept as is.
-                let info: libc::in6_pktinfo = get(data, 0)?;
-                return Some(SourceAddr {
-                    ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
-                    ifindex: info.ipi6_ifindex,
-                });
+                if let Some(info) = get::<libc::in6_pktinfo>(data, 0) {
+                    out.local = Some(SourceAddr {
+                        ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                        ifindex: info.ipi6_ifindex,
+                    });
+                }
+            }
+            (libc::SOL_UDP, libc::UDP_GRO) => {
+                out.segment = get::<libc::c_int>(data, 0)
+                    .and_then(|s| usize::try_from(s).ok())
+                    .filter(|&s| s > 0);
             }
             _ => {}
         }
@@ -312,7 +343,7 @@ fn parse_pktinfo(ctl: &[u8]) -> Option<SourceAddr> {
         // (the header is aligned); `len` is at most CONTROL_LEN here.
         at += cmsg_space(len - CMSG_HDR);
     }
-    None
+    out
 }
 
 // -------------------------------------------------------------- receive
@@ -327,6 +358,24 @@ pub struct Received {
     /// came in on; `None` if the socket did not say ([`enable_pktinfo`]
     /// not called, or the control message was cut).
     pub local: Option<SourceAddr>,
+    /// With [`enable_gro`]: the buffer holds `len` bytes of datagrams of
+    /// this size back to back, the last possibly shorter ([`segments`]).
+    pub segment: Option<usize>,
+}
+
+/// The datagrams in `len` bytes cut every `segment` bytes (one, the
+/// whole, without a segment size): their ranges, in order.
+pub fn segments(
+    len: usize,
+    segment: Option<usize>,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = match segment {
+        Some(s) if s > 0 && s < len => s,
+        _ => len.max(1),
+    };
+    // An empty datagram is one too (the caller counts it as malformed).
+    let n = len.div_ceil(step).max(1);
+    (0..n).map(move |k| k * step..((k + 1) * step).min(len))
 }
 
 /// Receive side: preallocated buffers, addresses and control buffers,
@@ -410,14 +459,15 @@ impl RecvBatch {
                 continue;
             };
             let ctl_len = m.msg_controllen.min(CONTROL_LEN);
-            let local = parse_pktinfo(&self.control[i].0[..ctl_len]);
+            let ctl = parse_control(&self.control[i].0[..ctl_len]);
             // Keep datagram k in bufs[k] when one before it was skipped.
             let k = self.got.len();
             self.bufs.swap(k, i);
             self.got.push(Received {
                 len: (h.msg_len as usize).min(MAX_DATAGRAM),
                 from,
-                local,
+                local: ctl.local,
+                segment: ctl.segment,
             });
         }
         Ok(self.got.len())

@@ -203,6 +203,11 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
     ),
     only(
         libc::SYS_setsockopt,
+        "UDP_GRO on a new socket (a sender's run of datagrams in one read)",
+        &[eq(1, libc::SOL_UDP as u64), eq(2, libc::UDP_GRO as u64)],
+    ),
+    only(
+        libc::SYS_setsockopt,
         "IPV6_RECVPKTINFO on a new IPv6 socket",
         &[
             eq(1, libc::SOL_IPV6 as u64),

@@ -364,7 +364,7 @@ fn addresses_round_trip_through_the_kernel_layout() {
 proptest::proptest! {
     #[test]
     fn control_parsing_takes_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..CONTROL_LEN)) {
-        let _ = parse_pktinfo(&bytes);
+        let _ = parse_control(&bytes);
         let _ = decode_addr(&bytes);
     }
 }
@@ -386,13 +386,6 @@ fn all_datagrams(sock: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
     seen
 }
 
-/// The datagrams of one super-packet: `n` of `len` bytes and a shorter
-/// last, each marked with its number.
-fn segments(n: u8, len: usize, last: usize) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = (0..n).map(|i| vec![i; len]).collect();
-    v.push(vec![n; last]);
-    v
-}
 
 #[test]
 fn gso_messages_arrive_as_the_datagrams_they_were() {
@@ -403,7 +396,7 @@ fn gso_messages_arrive_as_the_datagrams_they_were() {
     let mut s = SendBatch::default();
     // 100 of one length to b: two GSO messages (64 + 36), then a shorter
     // one; between them, datagrams for c; then more for b.
-    let for_b = segments(100, 1200, 300);
+    let for_b = segments_of(100, 1200, 300);
     for d in &for_b[..50] {
         s.push(d.clone(), to_b, None, 1);
     }
@@ -484,7 +477,7 @@ fn a_refused_gso_message_goes_datagram_by_datagram() {
     assert_eq!(r, 0, "SO_NO_CHECK");
     let to = b.local_addr().expect("addr");
     let mut s = SendBatch::default();
-    let want = segments(20, 1000, 10);
+    let want = segments_of(20, 1000, 10);
     for d in &want {
         s.push(d.clone(), to, None, 1);
     }
@@ -500,4 +493,60 @@ fn a_refused_gso_message_goes_datagram_by_datagram() {
     s.flush(Some(&a), None, &mut report);
     assert_eq!(report, SendReport::default());
     assert_eq!(all_datagrams(&b, want.len()), want);
+}
+
+#[test]
+fn segments_cut_a_gro_buffer() {
+    let cut = |len, seg| segments(len, seg).collect::<Vec<_>>();
+    assert_eq!(cut(2500, Some(1000)), [0..1000, 1000..2000, 2000..2500]);
+    assert_eq!(cut(3000, Some(1000)), [0..1000, 1000..2000, 2000..3000]);
+    assert_eq!(cut(700, Some(1000)), [0..700]);
+    assert_eq!(cut(700, None), [0..700]);
+    // An empty datagram is still one (to count as malformed).
+    assert_eq!(cut(0, None), [0..0]);
+    assert_eq!(cut(0, Some(1000)), [0..0]);
+}
+
+#[test]
+fn gro_receives_a_run_of_datagrams_in_one_buffer() {
+    let a = bound("127.0.0.1:0");
+    let b = bound("127.0.0.1:0");
+    assert!(enable_gro(&b), "UDP_GRO");
+    enable_pktinfo(&b, false).expect("IP_PKTINFO");
+    let to = b.local_addr().expect("addr");
+    let mut s = SendBatch::default();
+    let want = segments_of(30, 1000, 123);
+    for d in &want {
+        s.push(d.clone(), to, None, 1);
+    }
+    let mut report = SendReport::default();
+    s.flush(Some(&a), None, &mut report);
+    assert_eq!(report, SendReport::default());
+    let mut r = RecvBatch::default();
+    let mut seen = Vec::new();
+    let mut reads = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.len() < want.len() && Instant::now() < deadline {
+        let n = r.recv(&b).expect("recv");
+        for i in 0..n {
+            let g = r.got[i];
+            reads += 1;
+            // The local address comes along with the run.
+            assert_eq!(g.local.map(|l| l.ip), Some(v4("127.0.0.1")));
+            for seg in segments(g.len, g.segment) {
+                seen.push(r.bufs[i][seg].to_vec());
+            }
+        }
+    }
+    assert_eq!(seen, want);
+    // The kernel kept the GSO message together (loopback does).
+    assert!(reads < want.len(), "{reads} reads for {} datagrams", want.len());
+}
+
+/// The datagrams of one super-packet: `n` of `len` bytes and a shorter
+/// last, each marked with its number.
+fn segments_of(n: u8, len: usize, last: usize) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..n).map(|i| vec![i; len]).collect();
+    v.push(vec![n; last]);
+    v
 }
