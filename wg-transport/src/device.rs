@@ -10,6 +10,18 @@
 //!     → types 1–3: to the handshake role, untouched, with the source
 //! ```
 //!
+//! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
+//! [`receive_device`] asks the device itself): a read may be a TCP
+//! super-packet of up to 64 KiB, routed once and cut into MTU-sized
+//! packets ([`crate::gso`]) that are sealed one by one, in order, into
+//! their datagrams; those go to the peer as one UDP GSO message
+//! ([`crate::udp`]). On the way in, a socket read may hold a sender's run
+//! of datagrams (UDP GRO), each opened and checked on its own; the inner
+//! packets of a whole receive batch are then merged per TCP flow
+//! ([`crate::gro`]) and written to the device after the batch. Counters,
+//! the replay window and the order of each peer's packets are those of
+//! one datagram at a time.
+//!
 //! Packets for a peer without a usable session wait in a small bounded
 //! queue while the handshake role is asked for one. What the timers need
 //! to know (data sent or received, any authenticated packet) is collected

@@ -4,7 +4,14 @@
 //!
 //! Used only by the transport process's loop (`device`). The sockets are
 //! opened and bound by the parent and handed over as file descriptors;
-//! `device` calls [`enable_pktinfo`] on each when it adopts them.
+//! `device` calls [`enable_pktinfo`] and [`enable_gro`] on each when it
+//! adopts them.
+//!
+//! Segmentation offloads: a run of queued datagrams to one destination,
+//! all of one length but a shorter last, goes as one message with
+//! `UDP_SEGMENT` (UDP GSO; see [`SendBatch`] for when the kernel refuses),
+//! and a received buffer may hold such a run ([`Received::segment`], UDP
+//! GRO), which [`segments`] cuts up.
 //!
 //! Sticky sources: every received datagram carries the local address it
 //! was sent to and the interface it came in on ([`Received::local`], from
