@@ -306,7 +306,9 @@ impl Gro {
     /// full, has it written as it is.
     fn start_item(&mut self, seg: &Segment, pkt: &[u8], token: u32) {
         let k = self.items.len();
-        if k >= MAX_ITEMS {
+        // (No inner packet is longer than the largest IP packet: a
+        // datagram is read into 64 KiB. Checked all the same.)
+        if k >= MAX_ITEMS || pkt.len() > MAX_PACKET {
             self.order.push(Write::Packet(token));
             return;
         }
