@@ -139,11 +139,28 @@ impl KeypairSlots {
         buf: &mut [u8],
         plaintext_len: usize,
     ) -> Result<usize, SendError> {
+        self.encapsulate_in_place_mtu(now, buf, plaintext_len, usize::MAX)
+    }
+
+    /// [`encapsulate_in_place`](Self::encapsulate_in_place), with the
+    /// padding stopping at the tunnel's `mtu`, as Linux and wireguard-go
+    /// pad: a full-sized packet (1420 bytes) is sent as a 1452-byte
+    /// datagram, which fits a 1500-byte IPv6 path, rather than padded to
+    /// 1424 and fragmented (or refused by UDP GSO). A packet longer than
+    /// the MTU is not padded.
+    pub fn encapsulate_in_place_mtu(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        plaintext_len: usize,
+        mtu: usize,
+    ) -> Result<usize, SendError> {
         // The caller's length is not bounded by a slice, so the arithmetic
         // is checked; anything that overflows cannot fit the buffer anyway.
         let padded = plaintext_len
             .checked_next_multiple_of(PADDING_MULTIPLE)
-            .ok_or(SendError::BufferTooSmall)?;
+            .ok_or(SendError::BufferTooSmall)?
+            .min(mtu.max(plaintext_len));
         let len = padded
             .checked_add(DATA_HEADER_LEN + TAG_LEN)
             .ok_or(SendError::BufferTooSmall)?;
@@ -359,6 +376,27 @@ mod tests {
             let got = &msg[d.plaintext];
             assert_eq!(&got[..len], &pt[..]);
             assert!(got[len..].iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn padding_stops_at_the_mtu() {
+        let t = Instant::now();
+        let (mut a, mut b) = pair(t);
+        // (plaintext, MTU) -> padded: as Linux's calculate_skb_padding.
+        for (len, mtu, padded) in [
+            (1420, 1420, 1420),
+            (1419, 1420, 1420),
+            (1404, 1420, 1408),
+            (1410, 1412, 1412),
+            (1500, 1420, 1500),
+            (0, 1420, 0),
+        ] {
+            let mut buf = vec![0u8; message_len(len) + 16];
+            let n = a.encapsulate_in_place_mtu(t, &mut buf, len, mtu);
+            assert_eq!(n, Ok(DATA_HEADER_LEN + padded + TAG_LEN), "{len} at {mtu}");
+            let d = b.decapsulate(t, &mut buf[..DATA_HEADER_LEN + padded + TAG_LEN]);
+            assert_eq!(d.map(|d| d.plaintext.len()), Ok(padded));
         }
     }
 

@@ -10,6 +10,18 @@
 //!     → types 1–3: to the handshake role, untouched, with the source
 //! ```
 //!
+//! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
+//! [`receive_device`] asks the device itself): a read may be a TCP
+//! super-packet of up to 64 KiB, routed once and cut into MTU-sized
+//! packets ([`crate::gso`]) that are sealed one by one, in order, into
+//! their datagrams; those go to the peer as one UDP GSO message
+//! ([`crate::udp`]). On the way in, a socket read may hold a sender's run
+//! of datagrams (UDP GRO), each opened and checked on its own; the inner
+//! packets of a whole receive batch are then merged per TCP flow
+//! ([`crate::gro`]) and written to the device after the batch. Counters,
+//! the replay window and the order of each peer's packets are those of
+//! one datagram at a time.
+//!
 //! Packets for a peer without a usable session wait in a small bounded
 //! queue while the handshake role is asked for one. What the timers need
 //! to know (data sent or received, any authenticated packet) is collected
@@ -48,9 +60,11 @@ use proto::wire::{self, MessageType};
 
 use crate::allowed_ips::AllowedIps;
 use crate::data::{inner_packet, RecvError};
+use crate::gro::{Gro, Write};
+use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
-use crate::udp::{enable_pktinfo, RecvBatch, SendBatch, SendReport};
+use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
 mod config;
 
@@ -67,6 +81,9 @@ pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_STAGED: usize = 256;
 /// Tun packets read per wake-up before the loop looks at other fds.
 const TUN_BATCH: usize = 64;
+/// Datagrams queued before they are sent: a whole super-packet's segments
+/// (up to 64 KiB, some 45 datagrams) fit, so UDP GSO can send them as one.
+const SEND_QUEUE_MAX: usize = 128;
 /// The transport asks for a handshake at most this often per peer (the
 /// handshake role rate-limits too; this keeps the channel quiet).
 const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
@@ -169,6 +186,21 @@ pub struct Device {
     /// Changes of a configuration transaction not yet committed.
     uncommitted: Vec<TransportOp>,
     tun_buf: Vec<u8>,
+    /// The tun device was opened with `IFF_VNET_HDR`: every read and
+    /// write starts with a [`VnetHdr`], reads may be TCP/UDP super-packets
+    /// to split, and received TCP segments are merged before writing.
+    vnet_hdr: bool,
+    /// Merges the inner packets of one UDP receive batch (with `vnet_hdr`).
+    gro: Gro,
+    /// Where each packet given to `gro` lies: its receive buffer and the
+    /// range in it; a packet's index here is its GRO token.
+    gro_pending: Vec<(usize, std::ops::Range<usize>)>,
+    /// The tun device's name, to look up its MTU (`None`: not a tun).
+    tun_name: Option<IfName>,
+    /// The tunnel's MTU, where padding stops (`usize::MAX`: unknown, pad
+    /// every packet to a multiple of 16).
+    mtu: usize,
+    last_mtu_check: Option<Instant>,
     last_activity_flush: Instant,
 }
 
@@ -194,12 +226,62 @@ fn adopt_sockets(
         s.set_nonblocking(true)?;
         // Each datagram's local address, to answer the peer from it.
         enable_pktinfo(&s, is_v6)?;
+        // A sender's run of datagrams in one read, where the kernel kept
+        // them together.
+        if !enable_gro(&s) {
+            tracing::debug!("UDP GRO refused; one datagram per read");
+        }
         Ok(Some(s))
     };
     let s4 = take(v4, false)?;
     let s6 = take(v6, true)?;
     Ok((s4, s6))
 }
+
+/// An interface name as the kernel's `ifreq` holds it.
+type IfName = [libc::c_char; libc::IFNAMSIZ];
+
+/// The tun device's name, and whether it was opened with `IFF_VNET_HDR`
+/// (the parent asks for it with the offloads; `wgd/src/net.rs`). The
+/// kernel's own flags, not a message, say so: a device without them (a
+/// test's stand-in, or a kernel that refused the offloads) reads and
+/// writes bare packets. `None`: not a tun device.
+fn tun_info(tun: &OwnedFd) -> Option<(IfName, bool)> {
+    // SAFETY: an all-zero ifreq is a valid value (a name and a union of
+    // integers).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF writes at most a whole ifreq into `req`, which
+    // lives across the call; on a descriptor that is not a tun device it
+    // fails and writes nothing.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETIFF, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: TUNGETIFF filled in the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Some((req.ifr_name, i32::from(flags) & libc::IFF_VNET_HDR != 0))
+}
+
+/// The MTU of interface `name`, asked through any socket of ours
+/// (SIOCGIFMTU needs no privilege and opens nothing).
+fn interface_mtu(sock: &UdpSocket, name: &IfName) -> Option<usize> {
+    // SAFETY: as in `tun_info`.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name = *name;
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`,
+    // which lives across the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU filled in the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).ok().filter(|&m| m > 0)
+}
+
+/// How often the tunnel's MTU is looked up again (`ip link set mtu`
+/// takes effect on the padding within this).
+const MTU_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Waits for the parent's first message: the tun device and UDP sockets.
 pub fn receive_device(parent: &ParentChannel) -> Result<Device, TransportExit> {
@@ -216,7 +298,14 @@ pub fn receive_device(parent: &ParentChannel) -> Result<Device, TransportExit> {
     parent
         .reply(to, &TransportToParent::Done)
         .map_err(TransportExit::Parent)?;
-    Ok(Device::new(tun, udp4, udp6))
+    let info = tun_info(&tun);
+    let vnet_hdr = info.is_some_and(|(_, v)| v);
+    let mut dev = Device::new(tun, udp4, udp6);
+    dev.vnet_hdr = vnet_hdr;
+    dev.tun_name = info.map(|(name, _)| name);
+    dev.refresh_mtu(Instant::now());
+    tracing::debug!(vnet_hdr, mtu = dev.mtu, "tun device adopted");
+    Ok(dev)
 }
 
 impl Device {
@@ -239,7 +328,13 @@ impl Device {
             send: SendBatch::default(),
             report: SendReport::default(),
             uncommitted: Vec::new(),
-            tun_buf: vec![0u8; HEADROOM + 65_536 + TAILROOM],
+            tun_buf: vec![0u8; VNET_HDR_LEN + 65_536],
+            vnet_hdr: false,
+            gro: Gro::new(),
+            gro_pending: Vec::with_capacity(crate::udp::BATCH),
+            tun_name: None,
+            mtu: usize::MAX,
+            last_mtu_check: None,
             last_activity_flush: Instant::now(),
         }
     }
@@ -326,30 +421,109 @@ impl Device {
     // ------------------------------------------------------------ outbound
 
     fn read_tun(&mut self, handshake: &HandshakeChannel) -> io::Result<()> {
+        // Without the offload header the packet is read where the header
+        // would be: one layout for both.
+        let at = if self.vnet_hdr { 0 } else { VNET_HDR_LEN };
         for _ in 0..TUN_BATCH {
-            let n = match nix::unistd::read(
-                self.tun.as_raw_fd(),
-                &mut self.tun_buf[HEADROOM..HEADROOM + 65_536],
-            ) {
+            let n = match nix::unistd::read(self.tun.as_raw_fd(), &mut self.tun_buf[at..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                Ok(n) => n,
+                Ok(n) => at + n,
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(io::Error::from(e)),
             };
             // Borrow the buffer out of `self` for the call; a packet is
             // copied only if it has to wait for a handshake.
-            let buf = std::mem::take(&mut self.tun_buf);
-            let r = self.send_packet(&buf[HEADROOM..HEADROOM + n], handshake);
+            let mut buf = std::mem::take(&mut self.tun_buf);
+            let r = if self.vnet_hdr {
+                self.send_offloaded(&mut buf[..n], handshake)
+            } else {
+                self.send_packet(&buf[VNET_HDR_LEN..n], handshake)
+            };
             self.tun_buf = buf;
             if let Err(e) = r {
                 tracing::debug!("handshake channel failed while staging: {e}");
             }
-            if self.send.len() >= crate::udp::BATCH {
+            if self.send.len() >= SEND_QUEUE_MAX / 2 {
                 self.flush_udp();
             }
         }
         Ok(())
+    }
+
+    /// Routes one read of a tun device with offloads: `read` is a
+    /// [`VnetHdr`] and a packet, which may be a super-packet to split into
+    /// MTU-sized ones, each sealed on its own.
+    fn send_offloaded(
+        &mut self,
+        read: &mut [u8],
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        let Some(hdr) = VnetHdr::parse(read) else {
+            self.stats.drops.malformed += 1;
+            return Ok(());
+        };
+        let pkt = &mut read[VNET_HDR_LEN..];
+        let split = match Split::new(&hdr, pkt) {
+            Ok(None) => return self.send_packet(pkt, handshake),
+            Ok(Some(s)) => s,
+            Err(e) => {
+                tracing::debug!("tun read not sent: {e}");
+                self.stats.drops.malformed += 1;
+                return Ok(());
+            }
+        };
+        // Every segment has the super-packet's addresses: one lookup.
+        let Some((id, now)) = self.route(pkt) else {
+            return Ok(());
+        };
+        let Some(p) = self.peer_mut(id) else {
+            return Ok(());
+        };
+        if p.slots.can_send(now) && p.staged.is_empty() {
+            for i in 0..split.count() {
+                let len = split.segment_len(i);
+                self.seal_and_queue(id, now, len, |out| {
+                    split.write_segment(pkt, i, out);
+                });
+                if self.send.len() >= SEND_QUEUE_MAX {
+                    self.flush_udp();
+                }
+            }
+            return Ok(());
+        }
+        for i in 0..split.count() {
+            let mut seg = vec![0u8; split.segment_len(i)];
+            split.write_segment(pkt, i, &mut seg);
+            if p.staged.len() >= MAX_STAGED {
+                p.staged.pop_front();
+            }
+            p.staged.push_back(seg);
+        }
+        self.ask_for_handshake(id, now, handshake)
+    }
+
+    /// The peer an outgoing packet goes to, if it has one with an
+    /// endpoint (else the drop is counted).
+    fn route(&mut self, pkt: &[u8]) -> Option<(PeerId, Instant)> {
+        let dst = match inner_packet(pkt) {
+            Ok(p) => p.dst,
+            Err(_) => {
+                self.stats.drops.malformed += 1;
+                return None;
+            }
+        };
+        let Some(id) = self.allowed.lookup(dst) else {
+            self.stats.drops.no_route += 1;
+            return None;
+        };
+        let now = Instant::now();
+        let p = self.peer_mut(id)?;
+        if p.endpoint.is_none() {
+            self.stats.drops.no_route += 1;
+            return None;
+        }
+        Some((id, now))
     }
 
     /// Routes one IP packet from the tun device.
@@ -358,25 +532,12 @@ impl Device {
         pkt: &[u8],
         handshake: &HandshakeChannel,
     ) -> Result<(), ChannelError> {
-        let dst = match inner_packet(pkt) {
-            Ok(p) => p.dst,
-            Err(_) => {
-                self.stats.drops.malformed += 1;
-                return Ok(());
-            }
-        };
-        let Some(id) = self.allowed.lookup(dst) else {
-            self.stats.drops.no_route += 1;
+        let Some((id, now)) = self.route(pkt) else {
             return Ok(());
         };
-        let now = Instant::now();
         let Some(p) = self.peer_mut(id) else {
             return Ok(());
         };
-        if p.endpoint.is_none() {
-            self.stats.drops.no_route += 1;
-            return Ok(());
-        }
         if p.slots.can_send(now) && p.staged.is_empty() {
             self.encrypt_and_queue(id, pkt, now);
             return Ok(());
@@ -426,6 +587,22 @@ impl Device {
 
     /// Seals `plaintext` with the peer's current keypair and queues it.
     fn encrypt_and_queue(&mut self, id: PeerId, plaintext: &[u8], now: Instant) {
+        self.seal_and_queue(id, now, plaintext.len(), |out| {
+            out.copy_from_slice(plaintext)
+        });
+    }
+
+    /// Seals a `len`-byte plaintext, which `fill` writes into the datagram
+    /// buffer where it is encrypted (so a packet is copied once, from the
+    /// tun read to the datagram), with the peer's current keypair, and
+    /// queues the datagram.
+    fn seal_and_queue(
+        &mut self,
+        id: PeerId,
+        now: Instant,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
         let mut buf = self.send.buffer();
         let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
             return;
@@ -433,12 +610,16 @@ impl Device {
         let Some(to) = p.endpoint else {
             return;
         };
-        buf.resize(HEADROOM + plaintext.len() + TAILROOM, 0);
-        match p.slots.encapsulate(now, plaintext, &mut buf) {
+        buf.resize(HEADROOM + len + TAILROOM, 0);
+        fill(&mut buf[HEADROOM..HEADROOM + len]);
+        match p
+            .slots
+            .encapsulate_in_place_mtu(now, &mut buf, len, self.mtu)
+        {
             Ok(n) => {
                 buf.truncate(n);
                 p.tx_bytes += n as u64;
-                let bits = if plaintext.is_empty() {
+                let bits = if len == 0 {
                     Activity::AUTH_SENT
                 } else {
                     Activity::AUTH_SENT | Activity::DATA_SENT
@@ -497,6 +678,26 @@ impl Device {
         self.report = report;
     }
 
+    /// Looks the tunnel's MTU up again if it was not lately.
+    fn refresh_mtu(&mut self, now: Instant) {
+        if self
+            .last_mtu_check
+            .is_some_and(|t| now.saturating_duration_since(t) < MTU_INTERVAL)
+        {
+            return;
+        }
+        self.last_mtu_check = Some(now);
+        let Some(name) = &self.tun_name else {
+            return;
+        };
+        let Some(sock) = self.udp4.as_ref().or(self.udp6.as_ref()) else {
+            return;
+        };
+        if let Some(mtu) = interface_mtu(sock, name) {
+            self.mtu = mtu;
+        }
+    }
+
     /// Reports each active peer's activity bits to the handshake role,
     /// asks for a rekey where the message count calls for one, and drops
     /// keypairs that expired by age. O(peers with traffic since the last
@@ -504,6 +705,7 @@ impl Device {
     fn flush_activity(&mut self, handshake: &HandshakeChannel) -> Result<(), ChannelError> {
         self.last_activity_flush = Instant::now();
         let now = self.last_activity_flush;
+        self.refresh_mtu(now);
         self.expire_keypairs(now);
         let mut active = std::mem::take(&mut self.active);
         let mut reports = Vec::new();
@@ -615,6 +817,7 @@ impl Device {
                 return Ok(());
             }
         };
+        let mut result = Ok(());
         for i in 0..n {
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
             let got = batch.got[i];
@@ -622,26 +825,91 @@ impl Device {
                 addr: got.from,
                 src: got.local,
             };
-            let mut dgram = std::mem::take(&mut batch.bufs[i]);
-            let r = self.receive_datagram(&mut dgram[..got.len], from, handshake);
+            let mut buf = std::mem::take(&mut batch.bufs[i]);
+            // One datagram, or (UDP GRO) a sender's run of them.
+            for seg in segments(got.len, got.segment) {
+                let at = seg.start;
+                let r = self.receive_datagram(&mut buf[seg], from, handshake);
+                match r {
+                    Ok(Some(inner)) => {
+                        let inner = at + inner.start..at + inner.end;
+                        if self.vnet_hdr {
+                            // Written after the batch, merged where it can be.
+                            let token = self.gro_pending.len() as u32;
+                            self.gro.push(&buf[inner.clone()], token);
+                            self.gro_pending.push((i, inner));
+                        } else {
+                            self.write_tun(&buf[inner]);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
-            batch.bufs[i] = dgram;
-            r?;
+            batch.bufs[i] = buf;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        if self.vnet_hdr {
+            self.write_merged(v4);
+        }
+        result
     }
 
+    fn write_tun(&self, pkt: &[u8]) {
+        if let Err(e) = nix::unistd::write(&self.tun, pkt) {
+            tracing::debug!("tun write: {e}");
+        }
+    }
+
+    /// Writes what the batch's packets became after merging, in order,
+    /// each behind its offload header.
+    fn write_merged(&mut self, v4: bool) {
+        self.gro.finish();
+        let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+        for w in self.gro.writes() {
+            let bytes = match *w {
+                Write::Item(k) => self.gro.item(k),
+                Write::Packet(t) => {
+                    let Some((i, r)) = self.gro_pending.get(t as usize).cloned() else {
+                        continue;
+                    };
+                    // The datagram's header lies before the inner packet
+                    // (it starts DATA_HEADER_LEN in): room for a zero
+                    // offload header.
+                    let Some(buf) = batch.bufs.get_mut(i) else {
+                        continue;
+                    };
+                    let Some(start) = r.start.checked_sub(VNET_HDR_LEN) else {
+                        continue;
+                    };
+                    VnetHdr::default().write(&mut buf[start..r.start]);
+                    &buf[start..r.end]
+                }
+            };
+            if let Err(e) = nix::unistd::write(&self.tun, bytes) {
+                tracing::debug!("tun write: {e}");
+            }
+        }
+        self.gro.clear();
+        self.gro_pending.clear();
+    }
+
+    /// Handles one datagram; returns where in it the inner packet to
+    /// write to the tun device lies, if there is one.
     fn receive_datagram(
         &mut self,
         dgram: &mut [u8],
         from: Endpoint,
         handshake: &HandshakeChannel,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<Option<std::ops::Range<usize>>, ChannelError> {
         match wire::classify(dgram) {
-            Ok(MessageType::Data) => {
-                self.receive_data(dgram, from);
-                Ok(())
-            }
+            Ok(MessageType::Data) => Ok(self.receive_data(dgram, from)),
             Ok(_) => {
                 self.stats.ipc_to_handshake += 1;
                 match handshake.send(&TransportToHandshake::HandshakePacket {
@@ -653,34 +921,34 @@ impl Device {
                     // the peer's endpoint may move.
                     Ok(()) => {
                         self.recent.record(from);
-                        Ok(())
+                        Ok(None)
                     }
                     // The handshake role is busy: a packet it does not see
                     // is a lost packet, which UDP allows.
-                    Err(ChannelError::WouldBlock) => Ok(()),
+                    Err(ChannelError::WouldBlock) => Ok(None),
                     Err(e) => Err(e),
                 }
             }
             Err(_) => {
                 self.stats.drops.malformed += 1;
-                Ok(())
+                Ok(None)
             }
         }
     }
 
-    fn receive_data(&mut self, dgram: &mut [u8], from: Endpoint) {
+    /// Opens a data message; returns where its inner packet lies in
+    /// `dgram` if it is one to write to the tun device.
+    fn receive_data(&mut self, dgram: &mut [u8], from: Endpoint) -> Option<std::ops::Range<usize>> {
         let Ok(header) = wire::DataHeader::parse(dgram) else {
             self.stats.drops.malformed += 1;
-            return;
+            return None;
         };
         let Some(&id) = self.by_index.get(&header.receiver) else {
             self.stats.drops.unknown_index += 1;
-            return;
+            return None;
         };
         let now = Instant::now();
-        let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
-            return;
-        };
+        let p = self.peers.get_mut(id as usize).and_then(|p| p.as_mut())?;
         let d = match p.slots.decapsulate(now, dgram) {
             Ok(d) => d,
             Err(e) => {
@@ -691,7 +959,7 @@ impl Device {
                     RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
                     RecvError::Malformed => c.malformed += 1,
                 }
-                return;
+                return None;
             }
         };
         // Roaming: the endpoint, and the local address it used, follow
@@ -707,6 +975,7 @@ impl Device {
         // its inner source or shape does not count.
         let wire_len = dgram.len() as u64;
         let plain = &dgram[d.plaintext.clone()];
+        let mut to_write = None;
         if plain.is_empty() {
             p.rx_bytes += wire_len;
         } else {
@@ -714,10 +983,7 @@ impl Device {
                 Ok(inner) if self.allowed.lookup(inner.src) == Some(id) => {
                     p.rx_bytes += wire_len;
                     note_activity(&mut self.active, id, p, Activity::DATA_RECEIVED);
-                    let pkt = &plain[..inner.len];
-                    if let Err(e) = nix::unistd::write(&self.tun, pkt) {
-                        tracing::debug!("tun write: {e}");
-                    }
+                    to_write = Some(d.plaintext.start..d.plaintext.start + inner.len);
                 }
                 Ok(_) => self.stats.drops.source_not_allowed += 1,
                 Err(_) => self.stats.drops.malformed += 1,
@@ -726,6 +992,7 @@ impl Device {
         if confirmed {
             self.flush_staged(id, now);
         }
+        to_write
     }
 
     // ------------------------------------------------------------ handshake orders

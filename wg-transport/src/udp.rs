@@ -4,7 +4,14 @@
 //!
 //! Used only by the transport process's loop (`device`). The sockets are
 //! opened and bound by the parent and handed over as file descriptors;
-//! `device` calls [`enable_pktinfo`] on each when it adopts them.
+//! `device` calls [`enable_pktinfo`] and [`enable_gro`] on each when it
+//! adopts them.
+//!
+//! Segmentation offloads: a run of queued datagrams to one destination,
+//! all of one length but a shorter last, goes as one message with
+//! `UDP_SEGMENT` (UDP GSO; see [`SendBatch`] for when the kernel refuses),
+//! and a received buffer may hold such a run ([`Received::segment`], UDP
+//! GRO), which [`segments`] cuts up.
 //!
 //! Sticky sources: every received datagram carries the local address it
 //! was sent to and the interface it came in on ([`Received::local`], from
@@ -37,10 +44,23 @@ use proto::ipc::SourceAddr;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
+/// Datagram buffers kept for reuse: a flush of the transport's fullest
+/// queue (the segments of a few super-packets) allocates nothing.
+const SPARE_MAX: usize = 256;
 /// Largest datagram we read: a full 64 KiB IP packet plus our overhead
 /// never arrives (the tun MTU is far lower), but reading the whole thing
 /// lets an oversized datagram be counted as malformed, not truncated.
 pub const MAX_DATAGRAM: usize = 65_536;
+
+/// Turns on `UDP_GRO`: the kernel may then hand over several datagrams of
+/// one sender, of one size but a shorter last, in one buffer
+/// ([`Received::segment`]), as it received them (a GSO message that came
+/// over a veth, or what the NIC's GRO merged), instead of cutting them
+/// up for us one by one. Best effort: a kernel without it (before 5.0)
+/// refuses, and datagrams come one by one as before.
+pub fn enable_gro(sock: &UdpSocket) -> bool {
+    setsockopt(sock, sockopt::UdpGroSegment, &true).is_ok()
+}
 
 /// Turns on `IP_PKTINFO` (IPv4 socket) or `IPV6_RECVPKTINFO` (IPv6
 /// socket), so the datagrams [`RecvBatch::recv`] reads carry their local
@@ -82,6 +102,8 @@ unsafe impl Pod for libc::sockaddr_in {}
 unsafe impl Pod for libc::sockaddr_in6 {}
 // SAFETY: an integer.
 unsafe impl Pod for libc::sa_family_t {}
+// SAFETY: an integer (UDP_GRO's segment size).
+unsafe impl Pod for libc::c_int {}
 
 // No padding: each size is the sum of its fields'.
 const _: () = assert!(size_of::<libc::cmsghdr>() == size_of::<libc::size_t>() + 8);
@@ -272,36 +294,55 @@ fn encode_src(src: &SourceAddr, v4: bool, ctl: &mut Control) -> Option<usize> {
     }
 }
 
-/// The pktinfo among a received datagram's control messages: the address
-/// the peer sent to and the interface the datagram came in on. Any length
-/// the kernel could write is checked, so malformed input yields `None`.
-fn parse_pktinfo(ctl: &[u8]) -> Option<SourceAddr> {
+/// What a received datagram's control messages say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RecvControl {
+    /// The pktinfo: the address the peer sent to and the interface the
+    /// datagram came in on.
+    local: Option<SourceAddr>,
+    /// UDP GRO: the buffer holds datagrams of this size back to back (the
+    /// last may be shorter).
+    segment: Option<usize>,
+}
+
+/// Reads a received datagram's control messages. Any length the kernel
+/// could write is checked: malformed input ends the reading, keeping
+/// what was read before it.
+fn parse_control(ctl: &[u8]) -> RecvControl {
+    let mut out = RecvControl::default();
     let mut at = 0;
     // Each step moves on by at least CMSG_HDR bytes, so this ends.
     while let Some(hdr) = get::<libc::cmsghdr>(ctl, at) {
         let len = hdr.cmsg_len;
         if len < CMSG_HDR || len > ctl.len() - at {
-            return None;
+            break;
         }
         let data = &ctl[at + CMSG_HDR..at + len];
         match (hdr.cmsg_level, hdr.cmsg_type) {
             (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                 // ipi_addr is the destination the peer used, which Linux
                 // WireGuard also remembers (ip_hdr(skb)->daddr).
-                let info: libc::in_pktinfo = get(data, 0)?;
-                return Some(SourceAddr {
-                    ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
-                    ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
-                });
+                if let Some(info) = get::<libc::in_pktinfo>(data, 0) {
+                    out.local = Some(SourceAddr {
+                        ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
+                        ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                    });
+                }
             }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                 // A v4-mapped address (possible only on a dual-stack
                 // socket, which the parent does not open) is kept as is.
-                let info: libc::in6_pktinfo = get(data, 0)?;
-                return Some(SourceAddr {
-                    ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
-                    ifindex: info.ipi6_ifindex,
-                });
+                if let Some(info) = get::<libc::in6_pktinfo>(data, 0) {
+                    out.local = Some(SourceAddr {
+                        ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                        ifindex: info.ipi6_ifindex,
+                    });
+                }
+            }
+            (libc::SOL_UDP, libc::UDP_GRO) => {
+                out.segment = get::<libc::c_int>(data, 0)
+                    .and_then(|s| usize::try_from(s).ok())
+                    .filter(|&s| s > 0);
             }
             _ => {}
         }
@@ -309,7 +350,7 @@ fn parse_pktinfo(ctl: &[u8]) -> Option<SourceAddr> {
         // (the header is aligned); `len` is at most CONTROL_LEN here.
         at += cmsg_space(len - CMSG_HDR);
     }
-    None
+    out
 }
 
 // -------------------------------------------------------------- receive
@@ -324,6 +365,24 @@ pub struct Received {
     /// came in on; `None` if the socket did not say ([`enable_pktinfo`]
     /// not called, or the control message was cut).
     pub local: Option<SourceAddr>,
+    /// With [`enable_gro`]: the buffer holds `len` bytes of datagrams of
+    /// this size back to back, the last possibly shorter ([`segments`]).
+    pub segment: Option<usize>,
+}
+
+/// The datagrams in `len` bytes cut every `segment` bytes (one, the
+/// whole, without a segment size): their ranges, in order.
+pub fn segments(
+    len: usize,
+    segment: Option<usize>,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = match segment {
+        Some(s) if s > 0 && s < len => s,
+        _ => len.max(1),
+    };
+    // An empty datagram is one too (the caller counts it as malformed).
+    let n = len.div_ceil(step).max(1);
+    (0..n).map(move |k| k * step..((k + 1) * step).min(len))
 }
 
 /// Receive side: preallocated buffers, addresses and control buffers,
@@ -407,14 +466,15 @@ impl RecvBatch {
                 continue;
             };
             let ctl_len = m.msg_controllen.min(CONTROL_LEN);
-            let local = parse_pktinfo(&self.control[i].0[..ctl_len]);
+            let ctl = parse_control(&self.control[i].0[..ctl_len]);
             // Keep datagram k in bufs[k] when one before it was skipped.
             let k = self.got.len();
             self.bufs.swap(k, i);
             self.got.push(Received {
                 len: (h.msg_len as usize).min(MAX_DATAGRAM),
                 from,
-                local,
+                local: ctl.local,
+                segment: ctl.segment,
             });
         }
         Ok(self.got.len())
@@ -468,11 +528,30 @@ struct Queued {
 /// Send side: datagrams queued with their destination, the source to send
 /// from and a caller's tag (the transport uses its peer id), flushed with
 /// one `sendmmsg` per socket and batch.
+///
+/// UDP GSO: consecutive datagrams with the same destination, source and
+/// tag, all of one length but a shorter last (the sealed segments of one
+/// tun super-packet), go as one message with a `UDP_SEGMENT` control
+/// message: the kernel cuts it into those datagrams, which costs one trip
+/// through its stack instead of one per datagram. If the kernel refuses a
+/// GSO message, its first datagram is sent again alone; if that goes, the
+/// refusal was about GSO: for a size (EINVAL, EMSGSIZE: a datagram longer
+/// than the path MTU, which the kernel would fragment alone but will not
+/// cut from a GSO message), datagrams of that size or longer of that
+/// family go one per message from then on; otherwise (no such option, an
+/// egress device that cannot checksum: EIO...) GSO is turned off for good
+/// and everything goes one datagram per message, as before.
 pub struct SendBatch {
     queue: Vec<Queued>,
     spare: Vec<Vec<u8>>,
+    /// Queue positions of one family's datagrams, in order (reused).
+    order: Vec<usize>,
     names: Box<[Name; BATCH]>,
     control: Box<[Control; BATCH]>,
+    gso: bool,
+    /// Per family (IPv4, IPv6): datagrams this long or longer are not
+    /// joined into GSO messages (the kernel refused to cut them).
+    gso_limit: [usize; 2],
 }
 
 impl Default for SendBatch {
@@ -480,10 +559,33 @@ impl Default for SendBatch {
         SendBatch {
             queue: Vec::with_capacity(BATCH),
             spare: Vec::new(),
+            order: Vec::with_capacity(BATCH),
             names: Box::new([Name([0; NAME_LEN]); BATCH]),
             control: Box::new([Control([0; CONTROL_LEN]); BATCH]),
+            gso: true,
+            gso_limit: [usize::MAX; 2],
         }
     }
+}
+
+/// Datagrams per GSO message: the kernel's UDP_MAX_SEGMENTS (64 before
+/// Linux 6.9, 128 since).
+pub const MAX_SEGMENTS: usize = 64;
+/// Bytes per GSO message: what one IP packet can carry.
+const MAX_GSO_BYTES: usize = 65_000;
+/// iovecs per `sendmmsg` (on the stack).
+const IOVS: usize = 256;
+/// `UDP_SEGMENT`'s payload: the segment size as a u16.
+const SEGMENT_LEN: usize = size_of::<u16>();
+const _: () = assert!(cmsg_space(PKTINFO6) + cmsg_space(SEGMENT_LEN) <= CONTROL_LEN);
+
+/// One message of a `sendmmsg`: `count` queued datagrams from
+/// `order[first..]`, cut by the kernel every `segment` bytes.
+#[derive(Clone, Copy, Default)]
+struct Msg {
+    first: usize,
+    count: usize,
+    segment: usize,
 }
 
 impl SendBatch {
@@ -513,6 +615,23 @@ impl SendBatch {
         self.queue.is_empty()
     }
 
+    /// Whether datagrams still go as GSO messages (the kernel has not
+    /// refused GSO as such).
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// The length from which datagrams of a family (`v4` or not) go one
+    /// per message, if the kernel refused to cut such a size.
+    pub fn gso_limit(&self, v4: bool) -> Option<usize> {
+        Some(self.gso_limit[usize::from(!v4)]).filter(|&l| l != usize::MAX)
+    }
+
+    /// Turns GSO off (tests of the plain path; a caller that knows better).
+    pub fn disable_gso(&mut self) {
+        self.gso = false;
+    }
+
     /// Sends everything queued, in order per family: IPv4 destinations on
     /// `v4`, IPv6 on `v6`. Datagrams for a family without a socket, and
     /// ones the kernel refuses, are dropped and reported in
@@ -526,114 +645,218 @@ impl SendBatch {
         report: &mut SendReport,
     ) {
         let mut queue = std::mem::take(&mut self.queue);
+        let mut order = std::mem::take(&mut self.order);
         for (want_v4, sock) in [(true, v4), (false, v6)] {
-            let mut idx = [0usize; BATCH];
-            let mut n = 0;
-            for i in 0..queue.len() {
-                if queue[i].to.is_ipv4() != want_v4 {
+            order.clear();
+            for (i, q) in queue.iter().enumerate() {
+                if q.to.is_ipv4() != want_v4 {
                     continue;
                 }
-                let Some(sock) = sock else {
+                if sock.is_none() {
                     report.unsent.push(Unsent {
-                        tag: queue[i].tag,
-                        len: queue[i].buf.len(),
+                        tag: q.tag,
+                        len: q.buf.len(),
                     });
                     continue;
-                };
-                idx[n] = i;
-                n += 1;
-                if n == BATCH {
-                    self.send_chunk(sock, want_v4, &mut queue, &idx[..n], report);
-                    n = 0;
                 }
+                order.push(i);
             }
-            if let (Some(sock), true) = (sock, n > 0) {
-                self.send_chunk(sock, want_v4, &mut queue, &idx[..n], report);
+            if let (Some(sock), false) = (sock, order.is_empty()) {
+                self.send_all(sock, want_v4, &mut queue, &order, report);
             }
         }
         for q in queue.drain(..) {
-            if self.spare.len() < BATCH * 2 {
+            if self.spare.len() < SPARE_MAX {
                 self.spare.push(q.buf);
             }
         }
-        // Keep the queue's capacity for the next round.
+        // Keep the buffers' capacity for the next round.
         self.queue = queue;
+        self.order = order;
     }
 
-    /// Sends `queue[idx[..]]` (at most BATCH, all of the socket's family).
-    fn send_chunk(
+    /// Groups `order[from..]` into at most BATCH messages and IOVS
+    /// datagrams; a message is one datagram unless GSO may join more.
+    /// `single_first`: the first message is one datagram whatever GSO says.
+    fn plan(
+        &self,
+        queue: &[Queued],
+        order: &[usize],
+        from: usize,
+        single_first: bool,
+        v4: bool,
+        msgs: &mut [Msg; BATCH],
+    ) -> usize {
+        let limit = self.gso_limit[usize::from(!v4)];
+        let mut n = 0;
+        let mut at = from;
+        let mut iovs = 0;
+        while n < BATCH && at < order.len() && iovs < IOVS {
+            let head = &queue[order[at]];
+            let segment = head.buf.len();
+            let mut count = 1;
+            let mut bytes = segment;
+            let may_join = self.gso && !(single_first && n == 0) && segment > 0 && segment < limit;
+            while may_join
+                && count < MAX_SEGMENTS
+                && iovs + count < IOVS
+                && at + count < order.len()
+            {
+                let q = &queue[order[at + count]];
+                let len = q.buf.len();
+                if q.to != head.to
+                    || q.src != head.src
+                    || q.tag != head.tag
+                    || len > segment
+                    || len == 0
+                    || bytes + len > MAX_GSO_BYTES
+                {
+                    break;
+                }
+                count += 1;
+                bytes += len;
+                // A shorter datagram can only be the last of a message.
+                if len < segment {
+                    break;
+                }
+            }
+            msgs[n] = Msg {
+                first: at,
+                count,
+                segment,
+            };
+            n += 1;
+            at += count;
+            iovs += count;
+        }
+        n
+    }
+
+    /// Sends the datagrams `queue[order[..]]` (all of the socket's family).
+    fn send_all(
         &mut self,
         sock: &UdpSocket,
         v4: bool,
         queue: &mut [Queued],
-        idx: &[usize],
+        order: &[usize],
         report: &mut SendReport,
     ) {
-        let n = idx.len().min(BATCH);
-        let mut name_len = [0 as libc::socklen_t; BATCH];
-        let mut ctl_len = [0usize; BATCH];
-        for (j, &qi) in idx[..n].iter().enumerate() {
-            let q = &mut queue[qi];
-            name_len[j] = encode_addr(&q.to, &mut self.names[j]);
-            if let Some(src) = q.src {
-                match encode_src(&src, v4, &mut self.control[j]) {
-                    Some(len) => ctl_len[j] = len,
-                    None => {
-                        q.src = None;
-                        report.stale(q.tag);
-                    }
-                }
-            }
-        }
         let mut done = 0;
-        // Each round sends at least one datagram, drops one, or takes the
-        // source off one (which happens once per datagram), so this ends;
-        // the bound only guards against a kernel that keeps saying EINTR.
-        for _ in 0..n * 3 + 4 {
-            if done >= n {
-                return;
-            }
-            let rest = n - done;
-            let mut iovs = [libc::iovec::default(); BATCH];
-            for (iov, &qi) in iovs.iter_mut().zip(&idx[done..n]) {
-                let b = &queue[qi].buf;
-                // The kernel only reads a datagram it sends.
-                iov.iov_base = b.as_ptr().cast_mut().cast();
-                iov.iov_len = b.len();
-            }
-            let iov = iovs.as_mut_ptr();
+        // Set when a GSO message failed: its first datagram goes alone
+        // next, to tell a refusal of GSO from one of the datagram.
+        // The error of the GSO message being probed.
+        let mut probe: Option<i32> = None;
+        let mut msgs = [Msg::default(); BATCH];
+        // Each round sends at least one datagram, drops one, takes the
+        // source off a peer's datagrams or sets `probe`, so this ends; the
+        // bound only guards against a kernel that keeps saying EINTR.
+        let mut rounds = order.len() * 4 + 8;
+        while done < order.len() && rounds > 0 {
+            rounds -= 1;
+            let n = self.plan(queue, order, done, probe.is_some(), v4, &mut msgs);
+            let mut iovs = [libc::iovec::default(); IOVS];
+            let mut hdrs = [EMPTY_HEADER; BATCH];
+            let mut used = 0;
             let names = self.names.as_mut_ptr();
             let control = self.control.as_mut_ptr();
-            let mut hdrs = [EMPTY_HEADER; BATCH];
-            for (k, h) in hdrs.iter_mut().take(rest).enumerate() {
-                let j = done + k;
-                h.msg_hdr.msg_name = names.wrapping_add(j).cast();
-                h.msg_hdr.msg_namelen = name_len[j];
-                h.msg_hdr.msg_iov = iov.wrapping_add(k);
-                h.msg_hdr.msg_iovlen = 1;
-                if ctl_len[j] > 0 {
-                    h.msg_hdr.msg_control = control.wrapping_add(j).cast();
-                    h.msg_hdr.msg_controllen = ctl_len[j] as _;
+            for (m, msg) in msgs[..n].iter().enumerate() {
+                let head = order[msg.first];
+                let name_len = encode_addr(&queue[head].to, &mut self.names[m]);
+                let mut ctl_len = 0;
+                if let Some(src) = queue[head].src {
+                    match encode_src(&src, v4, &mut self.control[m]) {
+                        Some(len) => ctl_len = len,
+                        None => {
+                            // Not of this family: it can never be the
+                            // source here.
+                            let tag = queue[head].tag;
+                            report.stale(tag);
+                            forget_src(queue, tag, Some(src));
+                        }
+                    }
                 }
+                if msg.count > 1 {
+                    let hdr = libc::cmsghdr {
+                        cmsg_len: cmsg_len(SEGMENT_LEN) as _,
+                        cmsg_level: libc::SOL_UDP,
+                        cmsg_type: libc::UDP_SEGMENT,
+                    };
+                    let seg = msg.segment as u16;
+                    let ok = put(&mut self.control[m].0, ctl_len, hdr)
+                        .and_then(|()| put(&mut self.control[m].0, ctl_len + CMSG_HDR, seg));
+                    if ok.is_some() {
+                        ctl_len += cmsg_space(SEGMENT_LEN);
+                    }
+                }
+                for (k, iov) in iovs[used..used + msg.count].iter_mut().enumerate() {
+                    let b = &queue[order[msg.first + k]].buf;
+                    // The kernel only reads a datagram it sends.
+                    iov.iov_base = b.as_ptr().cast_mut().cast();
+                    iov.iov_len = b.len();
+                }
+                let h = &mut hdrs[m].msg_hdr;
+                h.msg_name = names.wrapping_add(m).cast();
+                h.msg_namelen = name_len;
+                h.msg_iov = iovs.as_mut_ptr().wrapping_add(used);
+                h.msg_iovlen = msg.count as _;
+                if ctl_len > 0 {
+                    h.msg_control = control.wrapping_add(m).cast();
+                    h.msg_controllen = ctl_len as _;
+                }
+                used += msg.count;
             }
-            // SAFETY: the first `rest` headers point at iovecs, names and
-            // control buffers indexed below BATCH (their lengths), with
-            // lengths within them; the iovecs point at queued datagrams.
-            // Nothing they point at is moved or touched until the call
-            // returns, and all of it outlives the call.
+            // SAFETY: the first `n` headers point at iovecs (`used` of
+            // IOVS, each header at its own `count`), names and control
+            // buffers indexed below BATCH (their lengths), with lengths
+            // within them; the iovecs point at queued datagrams. Nothing
+            // they point at is moved or touched until the call returns,
+            // and all of it outlives the call.
             let r = unsafe {
-                libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), rest as libc::c_uint, 0)
+                libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0)
             };
             match usize::try_from(r) {
                 Ok(0) => break,
-                Ok(sent) => done += sent.min(rest),
-                // sendmmsg reports an error only when the first datagram
+                Ok(sent) => {
+                    if let Some(err) = probe.take() {
+                        // The datagram went alone where its GSO message
+                        // did not: the kernel refuses GSO, for this size
+                        // or at all.
+                        if matches!(err, libc::EINVAL | libc::EMSGSIZE) {
+                            let l = &mut self.gso_limit[usize::from(!v4)];
+                            *l = (*l).min(msgs[0].segment);
+                            tracing::debug!(
+                                v4,
+                                len = *l,
+                                "UDP GSO refused for datagrams this long; sent one per message"
+                            );
+                        } else {
+                            tracing::info!(
+                                "UDP GSO refused by the kernel (errno {err}); one datagram per message"
+                            );
+                            self.gso = false;
+                        }
+                    }
+                    done += msgs[..sent.min(n)].iter().map(|m| m.count).sum::<usize>();
+                }
+                // sendmmsg reports an error only when the first message
                 // of the rest failed.
                 Err(_) => {
                     let err = io::Error::last_os_error().raw_os_error();
-                    let q = &queue[idx[done]];
+                    let first = msgs[0];
+                    let q = &queue[order[first.first]];
                     match err {
                         Some(libc::EINTR) => {}
+                        // What a kernel says to a GSO message it will not
+                        // take (unknown option, a device that cannot
+                        // checksum, a size it does not accept); the same
+                        // message cut by hand may go.
+                        Some(
+                            e @ (libc::EIO
+                            | libc::EINVAL
+                            | libc::EMSGSIZE
+                            | libc::EOPNOTSUPP
+                            | libc::ENOPROTOOPT),
+                        ) if first.count > 1 => probe = Some(e),
                         // The source is no longer local (IPv6 and older
                         // kernels: EINVAL; IPv4 on current kernels:
                         // ENETUNREACH), or its link is gone (ENODEV, IPv6
@@ -646,38 +869,44 @@ impl SendBatch {
                         // is then forgotten needlessly, but it is relearnt
                         // from the peer's next packet.
                         Some(libc::EINVAL | libc::ENETUNREACH | libc::ENODEV)
-                            if ctl_len[done] > 0 =>
+                            if q.src.is_some() =>
                         {
                             let (tag, src) = (q.tag, q.src);
                             report.stale(tag);
-                            for (j, &qi) in idx[..n].iter().enumerate().skip(done) {
-                                if queue[qi].tag == tag && queue[qi].src == src {
-                                    ctl_len[j] = 0;
-                                }
-                            }
-                            for other in queue.iter_mut() {
-                                if other.tag == tag && other.src == src {
-                                    other.src = None;
-                                }
-                            }
-                            ctl_len[done] = 0;
+                            forget_src(queue, tag, src);
+                            probe = None;
                         }
+                        // Refused (unreachable, too big, buffer full): the
+                        // message's datagrams are lost, as UDP allows.
                         _ => {
-                            report.unsent.push(Unsent {
-                                tag: q.tag,
-                                len: q.buf.len(),
-                            });
-                            done += 1;
+                            for &qi in &order[first.first..first.first + first.count] {
+                                report.unsent.push(Unsent {
+                                    tag: queue[qi].tag,
+                                    len: queue[qi].buf.len(),
+                                });
+                            }
+                            done += first.count;
+                            probe = None;
                         }
                     }
                 }
             }
         }
-        for &qi in &idx[done.min(n)..n] {
+        for &qi in &order[done.min(order.len())..] {
             report.unsent.push(Unsent {
                 tag: queue[qi].tag,
                 len: queue[qi].buf.len(),
             });
+        }
+    }
+}
+
+/// Sends `tag`'s datagrams that were to go from `src` from the routed
+/// source instead.
+fn forget_src(queue: &mut [Queued], tag: u32, src: Option<SourceAddr>) {
+    for q in queue.iter_mut() {
+        if q.tag == tag && q.src == src {
+            q.src = None;
         }
     }
 }

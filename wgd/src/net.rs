@@ -20,8 +20,16 @@ use nix::sys::socket::{
 pub const DEFAULT_MTU: u16 = 1420;
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
-/// Creates the tun device `name` (IFF_TUN | IFF_NO_PI, no offloads: the
-/// transport reads one IP packet per read) and returns its descriptor.
+/// Creates the tun device `name` and returns its descriptor.
+///
+/// With offloads where the kernel has them: `IFF_VNET_HDR`, and through
+/// `TUNSETOFFLOAD` checksum offload with TSO for IPv4 and IPv6 (and USO,
+/// Linux 6.2 on, which tun-rs asks for and leaves off if refused). The
+/// kernel then hands the transport TCP super-packets of up to 64 KiB, one
+/// read each, and takes merged ones back (`wg-transport/src/gso.rs`,
+/// `gro.rs`). The transport learns which framing the device has from the
+/// device itself (TUNGETIFF), so a kernel that refuses the offloads gets a
+/// plain device, one IP packet per read, and nothing else changes.
 pub fn create_tun(name: &str) -> io::Result<OwnedFd> {
     if name.is_empty()
         || name.len() > 15
@@ -33,11 +41,23 @@ pub fn create_tun(name: &str) -> io::Result<OwnedFd> {
             format!("invalid interface name {name:?}"),
         ));
     }
-    let dev = tun_rs::DeviceBuilder::new()
-        .name(name)
-        .mtu(DEFAULT_MTU)
-        .inherit_enable_state()
-        .build_sync()?;
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(DEFAULT_MTU)
+            .offload(offload)
+            .inherit_enable_state()
+            .build_sync()
+    };
+    let dev = match build(true) {
+        Ok(d) => d,
+        Err(e) => {
+            // The device goes with its descriptor when the offloads were
+            // refused, so the name is free to try again.
+            tracing::info!("tun offloads refused ({e}); one packet per read");
+            build(false)?
+        }
+    };
     let fd = dev.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up ownership of this open descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

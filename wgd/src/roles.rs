@@ -191,9 +191,24 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
         &[eq(1, libc::FIONBIO)],
     ),
     only(
+        libc::SYS_ioctl,
+        "TUNGETIFF once at start: whether the tun device frames packets with a virtio_net_hdr (offloads on)",
+        &[eq(1, libc::TUNGETIFF)],
+    ),
+    only(
+        libc::SYS_ioctl,
+        "SIOCGIFMTU on a UDP socket, once a second: the tunnel's MTU, where data padding stops (as in Linux)",
+        &[eq(1, libc::SIOCGIFMTU)],
+    ),
+    only(
         libc::SYS_setsockopt,
         "IP_PKTINFO on a new IPv4 socket (replies from the address the peer used)",
         &[eq(1, libc::SOL_IP as u64), eq(2, libc::IP_PKTINFO as u64)],
+    ),
+    only(
+        libc::SYS_setsockopt,
+        "UDP_GRO on a new socket (a sender's run of datagrams in one read)",
+        &[eq(1, libc::SOL_UDP as u64), eq(2, libc::UDP_GRO as u64)],
     ),
     only(
         libc::SYS_setsockopt,

@@ -364,7 +364,202 @@ fn addresses_round_trip_through_the_kernel_layout() {
 proptest::proptest! {
     #[test]
     fn control_parsing_takes_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..CONTROL_LEN)) {
-        let _ = parse_pktinfo(&bytes);
+        let _ = parse_control(&bytes);
         let _ = decode_addr(&bytes);
     }
+}
+
+/// Every datagram that reaches `sock` within a second: its bytes.
+fn all_datagrams(sock: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+    let mut r = RecvBatch::default();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.len() < want && Instant::now() < deadline {
+        let n = r.recv(sock).expect("recv");
+        for i in 0..n {
+            seen.push(r.bufs[i][..r.got[i].len].to_vec());
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    seen
+}
+
+#[test]
+fn gso_messages_arrive_as_the_datagrams_they_were() {
+    let a = bound("127.0.0.1:0");
+    let b = bound("127.0.0.1:0");
+    let c = bound("127.0.0.1:0");
+    let (to_b, to_c) = (b.local_addr().expect("addr"), c.local_addr().expect("addr"));
+    let mut s = SendBatch::default();
+    // 100 of one length to b: two GSO messages (64 + 36), then a shorter
+    // one; between them, datagrams for c; then more for b.
+    let for_b = segments_of(100, 1200, 300);
+    for d in &for_b[..50] {
+        s.push(d.clone(), to_b, None, 1);
+    }
+    s.push(vec![0xc0; 900], to_c, None, 2);
+    s.push(vec![0xc1; 900], to_c, None, 2);
+    for d in &for_b[50..] {
+        s.push(d.clone(), to_b, None, 1);
+    }
+    let mut report = SendReport::default();
+    s.flush(Some(&a), None, &mut report);
+    assert_eq!(report, SendReport::default());
+    assert!(s.gso());
+    assert_eq!(all_datagrams(&b, for_b.len()), for_b);
+    assert_eq!(all_datagrams(&c, 2), vec![vec![0xc0; 900], vec![0xc1; 900]]);
+}
+
+#[test]
+fn messages_join_only_what_gso_can_cut() {
+    let to: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+    let other: SocketAddr = "127.0.0.1:10".parse().expect("literal");
+    let mut s = SendBatch::default();
+    let mut push = |len: usize, to: SocketAddr, tag: u32| s.push(vec![0; len], to, None, tag);
+    push(1000, to, 1);
+    push(1000, to, 1);
+    push(500, to, 1); // a shorter one ends a message
+    push(1000, to, 1);
+    push(1000, to, 2); // another tag
+    push(1000, other, 2); // another destination
+    push(1200, other, 2); // longer than the one before
+    push(1200, other, 2);
+    let order: Vec<usize> = (0..s.queue.len()).collect();
+    let mut msgs = [Msg::default(); BATCH];
+    let n = s.plan(&s.queue, &order, 0, false, true, &mut msgs);
+    let counts: Vec<(usize, usize)> = msgs[..n].iter().map(|m| (m.count, m.segment)).collect();
+    assert_eq!(
+        counts,
+        [(3, 1000), (1, 1000), (1, 1000), (1, 1000), (2, 1200)]
+    );
+    // The first message alone when asked (the probe after a refusal).
+    let n = s.plan(&s.queue, &order, 0, true, true, &mut msgs);
+    assert_eq!((n, msgs[0].count, msgs[1].count), (6, 1, 2));
+    // And never more than the kernel's segments per message.
+    let mut s = SendBatch::default();
+    for _ in 0..MAX_SEGMENTS + 5 {
+        s.push(vec![0; 100], to, None, 1);
+    }
+    let order: Vec<usize> = (0..s.queue.len()).collect();
+    let n = s.plan(&s.queue, &order, 0, false, true, &mut msgs);
+    assert_eq!((n, msgs[0].count, msgs[1].count), (2, MAX_SEGMENTS, 5));
+    // Not past a size the kernel refused to cut, in that family only.
+    s.gso_limit[0] = 100;
+    assert_eq!(s.plan(&s.queue, &order, 0, false, true, &mut msgs), BATCH);
+    assert_eq!(s.plan(&s.queue, &order, 0, false, false, &mut msgs), 2);
+    s.gso_limit[0] = 101;
+    assert_eq!(s.plan(&s.queue, &order, 0, false, true, &mut msgs), 2);
+    s.disable_gso();
+    assert_eq!(s.plan(&s.queue, &order, 0, false, true, &mut msgs), BATCH);
+}
+
+#[test]
+fn a_refused_gso_message_goes_datagram_by_datagram() {
+    // A socket without UDP checksums (SO_NO_CHECK) cannot do GSO: the
+    // kernel refuses the message (EINVAL, as for a size it will not cut):
+    // its datagrams go one by one, and so do later ones of that size.
+    let a = bound("127.0.0.1:0");
+    let b = bound("127.0.0.1:0");
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            a.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_NO_CHECK");
+    let to = b.local_addr().expect("addr");
+    let mut s = SendBatch::default();
+    let want = segments_of(20, 1000, 10);
+    for d in &want {
+        s.push(d.clone(), to, None, 1);
+    }
+    let mut report = SendReport::default();
+    s.flush(Some(&a), None, &mut report);
+    assert_eq!(report, SendReport::default());
+    assert_eq!(s.gso_limit(true), Some(1000));
+    assert_eq!(s.gso_limit(false), None);
+    assert_eq!(all_datagrams(&b, want.len()), want);
+    for d in &want {
+        s.push(d.clone(), to, None, 1);
+    }
+    s.flush(Some(&a), None, &mut report);
+    assert_eq!(report, SendReport::default());
+    assert_eq!(all_datagrams(&b, want.len()), want);
+}
+
+#[test]
+fn segments_cut_a_gro_buffer() {
+    let cut = |len, seg| {
+        segments(len, seg)
+            .map(|r| (r.start, r.end))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cut(2500, Some(1000)),
+        [(0, 1000), (1000, 2000), (2000, 2500)]
+    );
+    assert_eq!(
+        cut(3000, Some(1000)),
+        [(0, 1000), (1000, 2000), (2000, 3000)]
+    );
+    assert_eq!(cut(700, Some(1000)), [(0, 700)]);
+    assert_eq!(cut(700, None), [(0, 700)]);
+    // An empty datagram is still one (to count as malformed).
+    assert_eq!(cut(0, None), [(0, 0)]);
+    assert_eq!(cut(0, Some(1000)), [(0, 0)]);
+}
+
+#[test]
+fn gro_receives_a_run_of_datagrams_in_one_buffer() {
+    let a = bound("127.0.0.1:0");
+    let b = bound("127.0.0.1:0");
+    assert!(enable_gro(&b), "UDP_GRO");
+    enable_pktinfo(&b, false).expect("IP_PKTINFO");
+    let to = b.local_addr().expect("addr");
+    let mut s = SendBatch::default();
+    let want = segments_of(30, 1000, 123);
+    for d in &want {
+        s.push(d.clone(), to, None, 1);
+    }
+    let mut report = SendReport::default();
+    s.flush(Some(&a), None, &mut report);
+    assert_eq!(report, SendReport::default());
+    let mut r = RecvBatch::default();
+    let mut seen = Vec::new();
+    let mut reads = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.len() < want.len() && Instant::now() < deadline {
+        let n = r.recv(&b).expect("recv");
+        for i in 0..n {
+            let g = r.got[i];
+            reads += 1;
+            // The local address comes along with the run.
+            assert_eq!(g.local.map(|l| l.ip), Some(v4("127.0.0.1")));
+            for seg in segments(g.len, g.segment) {
+                seen.push(r.bufs[i][seg].to_vec());
+            }
+        }
+    }
+    assert_eq!(seen, want);
+    // The kernel kept the GSO message together (loopback does).
+    assert!(
+        reads < want.len(),
+        "{reads} reads for {} datagrams",
+        want.len()
+    );
+}
+
+/// The datagrams of one super-packet: `n` of `len` bytes and a shorter
+/// last, each marked with its number.
+fn segments_of(n: u8, len: usize, last: usize) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..n).map(|i| vec![i; len]).collect();
+    v.push(vec![n; last]);
+    v
 }
