@@ -19,7 +19,10 @@
 //!   its peers, and traffic still flows;
 //! - `reload_of_the_same_file_changes_nothing`: reloading an unchanged
 //!   file many times keeps the session, and a role restart afterwards
-//!   restores exactly the file's peers (the journal kept the reloads).
+//!   restores exactly the file's peers (the journal kept the reloads);
+//! - `reload_reuses_host_names_resolved_at_start`: an endpoint's host name
+//!   resolved at start is reused by a reload, and a new one is refused
+//!   with its line (the parent cannot resolve names after start).
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -621,5 +624,58 @@ fn reload_of_the_same_file_changes_nothing() {
     );
     let restored = d.dump();
     assert_eq!(restored.peers.len(), 1, "{restored:?}");
+    d.assert_running();
+}
+
+/// An endpoint host name is resolved at start only (the parent's seccomp
+/// filter forbids the resolver afterwards): a reload reuses the address
+/// it resolved to and refuses, naming its line, a name it has not seen.
+#[test]
+fn reload_reuses_host_names_resolved_at_start() {
+    let ns = Netns::new().expect("namespace");
+    let (key, _) = keypair();
+    let (_, peer) = keypair();
+    let (_, other) = keypair();
+    let conf = |endpoint: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {key}\nListenPort = {WGD_PORT}\n\n[Peer]\nPublicKey = {peer}\nEndpoint = {endpoint}\nAllowedIPs = 10.221.0.2/32\n"
+        )
+    };
+    let d = Daemon::start(&ns, &conf("localhost:51821"));
+    let endpoint = |d: &Daemon| {
+        d.dump()
+            .peer(&peer)
+            .and_then(|p| p.endpoint)
+            .map(|e| e.ip())
+    };
+    let at_start = endpoint(&d).expect("the peer's endpoint");
+    assert!(at_start.is_loopback(), "{at_start}");
+
+    // The same name, and a new peer with an address: fine.
+    d.write_conf(&format!(
+        "{}\n[Peer]\nPublicKey = {other}\nEndpoint = 10.220.9.2:51821\nAllowedIPs = 10.221.0.3/32\n",
+        conf("localhost:51821")
+    ));
+    let out = d.wgctl_reload();
+    assert!(out.status.success(), "wgctl reload: {out:?}\n{}", d.log());
+    assert_eq!(endpoint(&d), Some(at_start));
+    assert_eq!(d.dump().peers.len(), 2);
+
+    // A name it has not resolved: refused, its line (7) named, nothing
+    // changed.
+    d.write_conf(&conf("unseen.invalid:51821"));
+    let out = d.wgctl_reload();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let at = format!("{}:7:", d.conf_path().display());
+    assert!(
+        stderr.contains(&at) && stderr.contains("resolves names only when it starts"),
+        "{stderr}"
+    );
+    assert_eq!(
+        d.dump().peers.len(),
+        2,
+        "the refused file changed the peers"
+    );
     d.assert_running();
 }

@@ -1020,4 +1020,41 @@ mod tests {
         // A full chunk, the two left over, the removal, the last add.
         assert_eq!(ops.len(), 4);
     }
+
+    #[test]
+    fn reload_summary_counts_what_a_syncconf_request_does() {
+        let current: BTreeSet<PublicKey> = [1u8, 2, 3].map(|n| PublicKey([n; 32])).into();
+        let remove = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.remove = true;
+            SetOp::Peer(p)
+        };
+        let touch = |n: u8| SetOp::Peer(PeerOp::new(PublicKey([n; 32])));
+        // Peer 1 goes; peer 2 changes twice (shrink, then grow); peer 3
+        // is untouched; peer 4 is new; the file names 2, 3 and 4.
+        let ops = [
+            SetOp::ListenPort(7),
+            remove(1),
+            touch(2),
+            touch(2),
+            touch(4),
+        ];
+        let sum = ReloadSummary::of(&ops, &current, 3);
+        assert_eq!(
+            sum,
+            ReloadSummary {
+                added: 1,
+                removed: 1,
+                updated: 1,
+                kept: 2,
+                private_key: false,
+                listen_port: true,
+                fwmark: false,
+            }
+        );
+        assert_eq!(
+            sum.to_string(),
+            "1 peers added, 1 removed, 2 kept (1 of them updated), new listen port"
+        );
+    }
 }
