@@ -20,6 +20,9 @@
 //! - `reload_of_the_same_file_changes_nothing`: reloading an unchanged
 //!   file many times keeps the session, and a role restart afterwards
 //!   restores exactly the file's peers (the journal kept the reloads);
+//! - `reload_leaves_no_secret_outside_crypto`: after reloads that change
+//!   the private key and a PSK (given inline in the file), a memory scan
+//!   finds the old and new keys in the crypto role only;
 //! - `reload_reuses_host_names_resolved_at_start`: an endpoint's host name
 //!   resolved at start is reused by a reload, and a new one is refused
 //!   with its line (the parent cannot resolve names after start).
@@ -32,6 +35,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wgd_tests::memscan::{key_forms, scan};
 use wgd_tests::proc::run_command;
 use wgd_tests::traffic::ping_within;
 use wgd_tests::wg::{self, Dump};
@@ -677,5 +681,97 @@ fn reload_reuses_host_names_resolved_at_start() {
         2,
         "the refused file changed the peers"
     );
+    d.assert_running();
+}
+
+/// The pid of `parent`'s child whose command line has `--role ROLE`.
+fn role_pid(parent: u32, role: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            ppid == Some(parent)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--role" && w[1] == role.as_bytes())
+        })
+}
+
+#[test]
+fn reload_leaves_no_secret_outside_crypto() {
+    let net = net(1);
+    let (key1, pub1) = keypair();
+    let (key2, _) = keypair();
+    let psk1 = preshared_key();
+    let psk2 = preshared_key();
+    let p1 = GoPeer::start(&net, 1, &pub1, Some(&psk1));
+    let d = Daemon::start(
+        &net.ns_wgd,
+        &wgd_conf(&format!("PrivateKey = {key1}"), &[p1.section(Some(&psk1))]),
+    );
+    // A new PSK by SIGHUP, then a new private key by wgctl reload.
+    d.write_conf(&wgd_conf(
+        &format!("PrivateKey = {key1}"),
+        &[p1.section(Some(&psk2))],
+    ));
+    let outcome = d.sighup(1);
+    assert!(outcome.contains("reloaded the configuration"), "{outcome}");
+    d.write_conf(&wgd_conf(
+        &format!("PrivateKey = {key2}"),
+        &[p1.section(Some(&psk2))],
+    ));
+    let out = d.wgctl_reload();
+    assert!(out.status.success(), "{out:?}");
+    assert!(d.log().contains("new private key"), "{}", d.log());
+
+    let mut needles = Vec::new();
+    for (name, k) in [
+        ("private key 1", &key1),
+        ("private key 2", &key2),
+        ("psk 1", &psk1),
+        ("psk 2", &psk2),
+    ] {
+        needles.extend(key_forms(name, k).expect("key forms"));
+    }
+    let peer = key_forms("peer public key", p1.go.public_key()).expect("key forms");
+    needles.extend(peer.iter().take(1).cloned());
+    let mut processes = vec![("parent", d.child.pid())];
+    for role in ["crypto", "handshake", "transport"] {
+        processes.push((role, role_pid(d.child.pid(), role).expect("a role")));
+    }
+    for (name, pid) in processes {
+        let seen = scan(pid, &needles).unwrap_or_else(|e| panic!("scanning {name}: {e}"));
+        // The scan saw the process: every process knows the peer.
+        assert!(
+            seen.found("peer public key (raw)"),
+            "the scan of {name} did not see the peer's public key: {seen:?}"
+        );
+        let secrets: Vec<&str> = seen
+            .hits
+            .iter()
+            .map(|h| h.needle.as_str())
+            .filter(|n| !n.starts_with("peer public key"))
+            .collect();
+        if name == "crypto" {
+            for held in ["private key 2 (raw)", "psk 2 (raw)"] {
+                assert!(seen.found(held), "crypto does not hold {held}: {seen:?}");
+            }
+        } else {
+            assert!(
+                secrets.is_empty(),
+                "{name} holds {secrets:?} after the reloads: {:?}",
+                seen.hits
+            );
+        }
+    }
     d.assert_running();
 }
