@@ -204,8 +204,9 @@ pub(crate) struct ReloadError {
 pub(crate) struct ReloadSummary {
     pub(crate) added: usize,
     pub(crate) removed: usize,
-    /// Peers kept whose settings the request touched (a PSK is always
-    /// sent again: secrets cannot be compared).
+    /// Peers kept whose allowed IPs, endpoint or keepalive changed. Not
+    /// their PSKs: those are always sent again (secrets cannot be
+    /// compared), and an unchanged one changes nothing.
     pub(crate) updated: usize,
     pub(crate) kept: usize,
     pub(crate) private_key: bool,
@@ -227,7 +228,12 @@ impl ReloadSummary {
                 SetOp::Peer(p) if p.remove => sum.removed += 1,
                 SetOp::Peer(p) if !current.contains(&p.public_key) => sum.added += 1,
                 SetOp::Peer(p) => {
-                    touched.insert(p.public_key);
+                    if !p.allowed_ips.is_empty()
+                        || p.endpoint.is_some()
+                        || p.persistent_keepalive.is_some()
+                    {
+                        touched.insert(p.public_key);
+                    }
                 }
             }
         }
@@ -241,7 +247,7 @@ impl fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} peers added, {} removed, {} kept ({} of them updated)",
+            "{} peers added, {} removed, {} kept ({} of them with new allowed IPs, endpoint or keepalive)",
             self.added, self.removed, self.kept, self.updated
         )?;
         for (changed, what) in [
@@ -1029,14 +1035,25 @@ mod tests {
             p.remove = true;
             SetOp::Peer(p)
         };
-        let touch = |n: u8| SetOp::Peer(PeerOp::new(PublicKey([n; 32])));
+        let touch = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.persistent_keepalive = Some(0);
+            SetOp::Peer(p)
+        };
+        let psk_only = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.preshared_key = Some(None);
+            SetOp::Peer(p)
+        };
         // Peer 1 goes; peer 2 changes twice (shrink, then grow); peer 3
-        // is untouched; peer 4 is new; the file names 2, 3 and 4.
+        // only has its PSK sent again; peer 4 is new; the file names 2, 3
+        // and 4.
         let ops = [
             SetOp::ListenPort(7),
             remove(1),
             touch(2),
             touch(2),
+            psk_only(3),
             touch(4),
         ];
         let sum = ReloadSummary::of(&ops, &current, 3);
@@ -1054,7 +1071,7 @@ mod tests {
         );
         assert_eq!(
             sum.to_string(),
-            "1 peers added, 1 removed, 2 kept (1 of them updated), new listen port"
+            "1 peers added, 1 removed, 2 kept (1 of them with new allowed IPs, endpoint or keepalive), new listen port"
         );
     }
 }
