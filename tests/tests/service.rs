@@ -23,7 +23,8 @@
 //!   restarts cannot drop privilege;
 //! - `wgd_runs_in_the_units_sandbox`: the unit's file-system, /proc,
 //!   capability and memlock settings rebuilt with unshare, mount, setpriv
-//!   and prlimit: wgd starts in it, reloads, restarts its roles, stops;
+//!   and prlimit: wgd starts in it, carries traffic to wireguard-go,
+//!   reloads, restarts its roles (and carries traffic again), stops;
 //! - `rc_script_start_status_reload_stop_restart`: the init script against
 //!   the built binary in a namespace: every action's exit status, a
 //!   refused reload's `FILE:LINE`, `status` non-zero when wgd is down.
@@ -39,8 +40,13 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wgd_tests::proc::run_command;
+use wgd_tests::traffic::ping_within;
 use wgd_tests::wggo::{fresh_ifname, wait_for_socket};
-use wgd_tests::{keypair, wait_until, Netns};
+use wgd_tests::{add_addr, keypair, link, wait_until, Netns, PeerConfig, WgGo};
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().expect("literal address")
+}
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const UNIT: &str = "dist/systemd/wgd@.service";
@@ -625,7 +631,38 @@ fn wgd_runs_in_the_units_sandbox() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let ifname = fresh_ifname().expect("interface name");
-    let conf = conf_in(dir.path(), &ifname, 51831);
+    // A wireguard-go peer in a namespace of its own, for traffic.
+    let ns_go = Netns::new().expect("peer namespace");
+    let _veth = link(
+        &ns,
+        &ns_go,
+        "10.222.0.1/24",
+        "10.222.0.2/24",
+        "fd00:222::1/64",
+        "fd00:222::2/64",
+    )
+    .expect("veth");
+    let (key, public) = keypair();
+    let go = WgGo::start(&ns_go).expect("wireguard-go");
+    go.configure(
+        51821,
+        vec![PeerConfig::new(&public, &["10.223.0.1/32"])
+            .endpoint("10.222.0.1:51831".parse().expect("endpoint"))],
+    )
+    .expect("configuring wireguard-go");
+    add_addr(&ns_go, go.ifname(), "10.223.0.2/24").expect("inner address");
+    ns_go
+        .ip(["link", "set", go.ifname(), "up"])
+        .expect("link up");
+    let conf = dir.path().join(format!("{ifname}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[Interface]\nPrivateKey = {key}\nListenPort = 51831\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.223.0.2/32\nEndpoint = 10.222.0.2:51821\n",
+            go.public_key()
+        ),
+    )
+    .expect("configuration");
     let wgd = binary("wgd");
     let unit = std::fs::read_to_string(root().join(UNIT)).expect("the unit");
     let caps = unit_settings(&unit)
@@ -644,7 +681,7 @@ fn wgd_runs_in_the_units_sandbox() {
     // ProtectSystem=strict: everything read-only but /dev, /proc, /sys and
     // the RuntimeDirectory= tmpfs; ProtectHome=, PrivateTmp=: empty
     // tmpfs; ProtectProc=invisible, ProcSubset=pid: a /proc of its own;
-    // LimitMEMLOCK=256M. The script's own tmpfs mounts come first, then
+    // UMask=0077; CapabilityBoundingSet=; LimitMEMLOCK=256M. The script's own tmpfs mounts come first, then
     // every other mount goes read-only.
     let script = format!(
         r#"set -e
@@ -665,6 +702,8 @@ if touch /run/wgd-sandbox-check 2>/dev/null || touch {dir}/sandbox-check 2>/dev/
 	echo "sandbox: the file system is writable" >&2
 	exit 97
 fi
+# UMask=0077
+umask 077
 # LimitMEMLOCK=256M, where this process may raise the limit.
 if prlimit --pid $$ --memlock=268435456 2>/dev/null; then
 	echo "sandbox: memlock 256M" >&2
@@ -708,6 +747,16 @@ exec setpriv --bounding-set={bounding} -- {wgd} -f -c {conf} {ifname}
     };
     let out = wgctl(&["show", &ifname]);
     assert!(out.status.success(), "wgctl show: {}", show(&out));
+    // The tunnel carries traffic: the tun device and UDP work in it.
+    add_addr(&ns, &ifname, "10.223.0.1/24").expect("inner address");
+    ns.ip(["link", "set", ifname.as_str(), "up"])
+        .expect("link up");
+    let peer = ip("10.223.0.2");
+    assert!(
+        ping_within(&ns, peer, Duration::from_secs(10)).is_some(),
+        "no traffic through wgd in the sandbox:\n{}",
+        child.report()
+    );
     let out = wgctl(&["reload", &ifname]);
     assert!(out.status.success(), "wgctl reload: {}", show(&out));
     // A role restart: the roles' chroot is in the RuntimeDirectory.
@@ -717,6 +766,11 @@ exec setpriv --bounding-set={bounding} -- {wgd} -f -c {conf} {ifname}
         child.stderr().contains("roles restarted")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", child.report()));
+    assert!(
+        ping_within(&ns, peer, Duration::from_secs(10)).is_some(),
+        "no traffic after the roles restarted in the sandbox:\n{}",
+        child.report()
+    );
     let log = child.stderr();
     if log.contains("sandbox: memlock 256M") {
         assert!(
