@@ -25,7 +25,9 @@
 //!   finds the old and new keys in the crypto role only;
 //! - `reload_reuses_host_names_resolved_at_start`: an endpoint's host name
 //!   resolved at start is reused by a reload, and a new one is refused
-//!   with its line (the parent cannot resolve names after start).
+//!   with its line (the parent cannot resolve names after start);
+//! - `reload_without_a_configuration_file_is_refused`: started without
+//!   `-c`, wgd refuses a reload (wgctl and SIGHUP) and runs on.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -774,4 +776,41 @@ fn reload_leaves_no_secret_outside_crypto() {
         }
     }
     d.assert_running();
+}
+
+/// Started without `-c`, wgd has nothing to reload: it says so and runs on.
+#[test]
+fn reload_without_a_configuration_file_is_refused() {
+    let ns = Netns::new().expect("namespace");
+    let ifname = fresh_ifname().expect("interface name");
+    let bin = workspace_binary("wgd");
+    let child = ns
+        .spawn_env(
+            &bin.to_string_lossy(),
+            ["-f", ifname.as_str()],
+            &[("LOG_LEVEL", "info")],
+        )
+        .expect("start wgd");
+    wait_for_socket(&child, &ifname, "wgd", START_TIMEOUT).expect("wgd's control socket");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name()])
+        .arg(workspace_binary("wgctl"))
+        .args(["reload", ifname.as_str()]);
+    let out = run_command(cmd, RUN_TIMEOUT).expect("wgctl reload");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without a configuration file"),
+        "{out:?}"
+    );
+    kill(Pid::from_raw(child.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    wait_until(RELOAD_WAIT, "the refused SIGHUP reload in the log", || {
+        child
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("reload refused"))
+            .count()
+            == 2
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", child.report()));
+    assert!(child.is_running(), "{}", child.report());
 }
