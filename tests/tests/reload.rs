@@ -298,7 +298,7 @@ fn ping_stream(ns: &Netns, addr: &str, count: u32) -> Child {
     let count = count.to_string();
     ns.spawn(
         "ping",
-        ["-n", "-c", count.as_str(), "-i", "0.05", "-W", "1", addr],
+        ["-n", "-c", count.as_str(), "-i", "0.05", "-W", "2", addr],
     )
     .expect("starting ping")
 }
