@@ -183,8 +183,12 @@ pub(crate) fn parse_at_start(
         Ok(addr)
     };
     let cfg = wg_config::config::parse_file_with(path, &resolve)?;
+    // Absolute, so that a reload reads the same file whatever the working
+    // directory is by then; symbolic links are followed at each reload,
+    // so one that is pointed elsewhere is honoured.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let source = ReloadSource {
-        path: Some(path.to_path_buf()),
+        path: Some(path),
         resolved: resolved.into_inner(),
     };
     Ok((cfg, source))
