@@ -800,6 +800,15 @@ exec setpriv --bounding-set={bounding} -- {wgd} -f -c {conf} {ifname}
     );
 }
 
+/// Runs its closure when dropped, a panic included.
+struct StopOnDrop<'a>(Box<dyn Fn() + 'a>);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// The process has exited: no `/proc/PID`, or a zombie (start-stop-daemon
 /// detached it, and whatever reaps orphans here may not reap at once).
 fn gone(pid: u32) -> bool {
@@ -841,6 +850,21 @@ fn rc_script_start_status_reload_stop_restart() {
         run(cmd)
     };
     let pidfile = dir.path().join(format!("wgd-{ifname}.pid"));
+    // wgd runs detached under start-stop-daemon, not as a child of this
+    // test: if the test fails half way, the script's stop ends it, and
+    // failing that the pid it recorded gets SIGTERM.
+    let _stop = StopOnDrop(Box::new(|| {
+        let _ = rc("stop");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        // Only if that pid is still our wgd.
+        if let Some(pid) =
+            pid.filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok() == Some(binary("wgd")))
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }));
     let daemon_pid = || -> u32 {
         std::fs::read_to_string(&pidfile)
             .expect("pid file")
