@@ -678,9 +678,12 @@ fn wgd_runs_in_the_units_sandbox() {
         )
         .collect::<Vec<_>>()
         .join(",");
-    // ProtectSystem=strict: everything read-only but /dev, /proc, /sys and
-    // the RuntimeDirectory= tmpfs; ProtectHome=, PrivateTmp=: empty
-    // tmpfs; ProtectProc=invisible, ProcSubset=pid: a /proc of its own;
+    // ProtectSystem=strict: everything read-only but /dev, /proc and the
+    // RuntimeDirectory= tmpfs; ProtectKernelTunables=,
+    // ProtectControlGroups=: /sys read-only too; ProtectHome=,
+    // PrivateTmp=: empty tmpfs; ProtectProc=invisible, ProcSubset=pid: a
+    // /proc of its own; PrivateIPC=, ProtectHostname=: IPC and UTS
+    // namespaces of its own;
     // UMask=0077; CapabilityBoundingSet=; LimitMEMLOCK=256M. The script's own tmpfs mounts come first, then
     // every other mount goes read-only.
     let script = format!(
@@ -694,7 +697,7 @@ for d in /tmp /var/tmp /home /root; do
 done
 awk '{{print $2}}' /proc/self/mounts | while read -r m; do
 	case "$m" in
-	/proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /run/wgd | /run/wireguard | /tmp | /var/tmp | /home | /root) ;;
+	/proc | /proc/* | /dev | /dev/* | /run/wgd | /run/wireguard | /tmp | /var/tmp | /home | /root) ;;
 	*) mount -o remount,bind,ro "$m" 2>/dev/null || true ;;
 	esac
 done
@@ -702,6 +705,12 @@ if touch /run/wgd-sandbox-check 2>/dev/null || touch {dir}/sandbox-check 2>/dev/
 	echo "sandbox: the file system is writable" >&2
 	exit 97
 fi
+for m in / /sys; do
+	if ! awk -v m="$m" '$2 == m {{ split($4, o, ","); if (o[1] == "ro") ok = 1 }} END {{ exit !ok }}' /proc/self/mounts; then
+		echo "sandbox: $m is not read-only" >&2
+		exit 98
+	fi
+done
 # UMask=0077
 umask 077
 # LimitMEMLOCK=256M, where this process may raise the limit.
@@ -717,7 +726,16 @@ exec setpriv --bounding-set={bounding} -- {wgd} -f -c {conf} {ifname}
     let child = ns
         .spawn(
             "unshare",
-            ["--mount", "--propagation", "private", "sh", "-c", &script],
+            [
+                "--mount",
+                "--propagation",
+                "private",
+                "--ipc",
+                "--uts",
+                "sh",
+                "-c",
+                &script,
+            ],
         )
         .expect("starting the sandbox");
     // The control socket is in the sandbox's /run/wireguard; reach it
