@@ -404,6 +404,7 @@ fn unit_hardening_verified_and_scored() {
         ("ProtectProc", "invisible"),
         ("ProcSubset", "pid"),
         ("PrivateMounts", "yes"),
+        ("PrivateIPC", "yes"),
         ("UMask", "0077"),
         ("ExecReload", "/usr/bin/wgctl reload %i"),
     ] {
