@@ -4,7 +4,8 @@
 //! written ([`showconf`]).
 //!
 //! Read by wgd's parent at start-up (`wgd -c FILE IFNAME`), before any
-//! role is spawned, and by wgctl for `setconf`, `addconf` and `syncconf`;
+//! role is spawned, and again on a reload (SIGHUP, `wgctl reload`), and by
+//! wgctl for `setconf`, `addconf` and `syncconf`;
 //! written by `wgctl showconf`. One parser for both programs, so a file
 //! wgd starts with is a file wgctl can apply, and what `showconf` writes
 //! reads back.
