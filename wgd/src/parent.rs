@@ -9,7 +9,7 @@
 //! configuration. Then it serves the control socket and watches its
 //! children. `SIGTERM` and `SIGINT` stop it (the interface is deleted);
 //! `SIGHUP` reloads the configuration file with `wg syncconf`'s semantics
-//! ([`Control::reload`], also reached through the control socket by
+//! (`Control::reload` in `control.rs`, also reached through the control socket by
 //! `wgctl reload`).
 //!
 //! It fails closed without leaking: if a role dies or stops, the parent
