@@ -9,8 +9,8 @@
 //! configuration. Then it serves the control socket and watches its
 //! children. `SIGTERM` and `SIGINT` stop it (the interface is deleted);
 //! `SIGHUP` reloads the configuration file with `wg syncconf`'s semantics
-//! (`Control::reload` in `control.rs`, also reached through the control socket by
-//! `wgctl reload`).
+//! (`Control::reload` in `control.rs`, which the control socket also
+//! reaches, for `wgctl reload`).
 //!
 //! It fails closed without leaking: if a role dies or stops, the parent
 //! logs which and why (the signal; `SIGSYS` is its seccomp filter), keeps
