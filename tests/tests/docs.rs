@@ -37,13 +37,14 @@ const SYSUSERS: &str = "dist/sysusers.d/wgd.conf";
 const RC_SCRIPT: &str = "dist/rc.d/wgd";
 const RC_DEFAULTS: &str = "dist/default/wgd";
 /// The subcommands wgctl(8) must document, in wg(8)'s syntax.
-const WGCTL_SUBCOMMANDS: [&str; 11] = [
+const WGCTL_SUBCOMMANDS: [&str; 12] = [
     "show",
     "showconf",
     "set",
     "setconf",
     "addconf",
     "syncconf",
+    "reload",
     "genkey",
     "genpsk",
     "pubkey",
@@ -672,6 +673,7 @@ fn systemd_unit_has_the_required_settings() {
         "/usr/sbin/wgd -f -c /etc/wireguard/%i.conf %i"
     );
     assert_eq!(one("Service", "Type"), "simple");
+    assert_eq!(one("Service", "ExecReload"), "/usr/bin/wgctl reload %i");
     assert_eq!(one("Service", "Restart"), "on-failure");
     assert_eq!(one("Service", "LimitMEMLOCK"), "256M");
     assert!(one("Unit", "After").contains("network-online.target"));
@@ -710,7 +712,6 @@ fn systemd_unit_has_the_required_settings() {
         "PrivateUsers",
         "AmbientCapabilities",
         "SecureBits",
-        "RuntimeDirectory",
     ] {
         assert!(
             get("Service", key).is_empty(),
@@ -726,7 +727,10 @@ fn systemd_analyze_verifies_the_unit() {
     let dir = tempfile::tempdir().expect("temp dir");
     // An instance of the template, run from the binary this workspace built
     // (verify checks that ExecStart= is executable).
-    let unit = read(UNIT).replace("/usr/sbin/wgd", &wgd_binary().display().to_string());
+    let wgctl = wgctl_binary().expect("wgctl is built (ExecReload= runs it)");
+    let unit = read(UNIT)
+        .replace("/usr/sbin/wgd", &wgd_binary().display().to_string())
+        .replace("/usr/bin/wgctl", &wgctl.display().to_string());
     let instance = dir.path().join("wgd@wg0.service");
     std::fs::write(&instance, unit).expect("writing the unit instance");
     // Documentation=man:… is checked against these pages, as installed.
@@ -826,7 +830,8 @@ fn rc_script_passes_sh_n() {
         "TERM",
         "start)",
         "stop)",
-        "restart | force-reload)",
+        "restart)",
+        "reload | force-reload)",
         "status)",
     ] {
         assert!(script.contains(needle), "{RC_SCRIPT} lacks {needle:?}");

@@ -1,7 +1,8 @@
 //! `wgctl`, wgd's control tool, with wg(8)'s argument syntax so that a wg
 //! user is at home: `show`, `showconf`, `set`, `setconf`, `addconf`,
-//! `syncconf`, `genkey`, `genpsk`, `pubkey`, plus `addr` (a key's derived
-//! IPv6 address) and `completions`. With no arguments it runs `show`.
+//! `syncconf`, `genkey`, `genpsk`, `pubkey`, plus `reload` (wgd re-reads
+//! its configuration file, as on SIGHUP), `addr` (a key's derived IPv6
+//! address) and `completions`. With no arguments it runs `show`.
 //!
 //! It talks to any daemon serving the cross-platform userspace API on
 //! `/var/run/wireguard/IFNAME.sock`, and shows more with wgd (the
@@ -97,6 +98,10 @@ enum Command {
     Addconf { interface: String, file: PathBuf },
     /// Make an interface match a file, changing only what differs
     Syncconf { interface: String, file: PathBuf },
+    /// Make wgd read its configuration file again and apply it as
+    /// syncconf does (what SIGHUP does); a file with an error is refused,
+    /// the error printed, and the running configuration stays
+    Reload { interface: String },
     /// Print a new private key
     Genkey,
     /// Print a new preshared key
@@ -179,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Setconf { interface, file } => apply_conf(&uapi, &interface, &file, Mode::Set),
         Command::Addconf { interface, file } => apply_conf(&uapi, &interface, &file, Mode::Add),
         Command::Syncconf { interface, file } => apply_conf(&uapi, &interface, &file, Mode::Sync),
+        Command::Reload { interface } => uapi.reload(&interface),
         Command::Genkey => {
             if let Some(w) = keys::world_readable_warning() {
                 eprintln!("{w}");
@@ -383,6 +389,11 @@ mod tests {
         ] {
             parse(&["show", "all", f]);
         }
+        match parse(&["reload", "wg0"]).command {
+            Some(Command::Reload { interface }) => assert_eq!(interface, "wg0"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["wgctl", "reload"]).is_err());
         assert!(Cli::try_parse_from(["wgctl", "show", "wg0", "bogus"]).is_err());
     }
 

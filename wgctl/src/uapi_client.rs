@@ -9,6 +9,8 @@
 //!   wgd answers it with an error (or hangs up), and then the request is
 //!   repeated as a plain `get=1` on a new connection.
 //! - [`Uapi::set`] sends one `set=1` request written by `format_set`.
+//! - [`Uapi::reload`] sends wgd's extension `wgd_reload=1` and returns
+//!   the daemon's reason (its `wgd_error=` line) when it refuses.
 //! - [`Uapi::list`] names the interfaces that have a live socket.
 //!
 //! Secrets: a request that sets a key carries it in hex, so the request
@@ -124,6 +126,38 @@ impl Uapi {
             ))),
             Some(0) => Ok(()),
             Some(errno) => Err(errno_error(&what(), errno)),
+        }
+    }
+}
+
+impl Uapi {
+    /// Asks wgd to read its configuration file again (`wgd_reload=1`). A
+    /// refusal is the daemon's own words (`FILE:LINE: message` for a file
+    /// with an error); a daemon that is not wgd answers an error without
+    /// them.
+    pub fn reload(&self, ifname: &str) -> Result<()> {
+        let path = self.socket_path(ifname)?;
+        let stream = connect(&path, ifname)?;
+        let what = format!("reloading {ifname}");
+        (&stream)
+            .write_all(b"wgd_reload=1\n\n")
+            .map_err(|e| Error::new(format!("{what}: {}", io_text(&e))))?;
+        let mut reason = None;
+        let mut reader = BufReader::new(&stream);
+        let status = read_reply(&mut reader, |k, v| {
+            if k == "wgd_error" {
+                reason = Some(v.to_string());
+            }
+            Ok(())
+        })
+        .map_err(|e| reply_error(e).context(&what))?;
+        match (status, reason) {
+            (Some(0), _) => Ok(()),
+            (Some(_), Some(reason)) => Err(Error::new(format!("{what}: {reason}"))),
+            (Some(errno), None) => Err(errno_error(&what, errno)),
+            (None, _) => Err(Error::new(format!(
+                "{what}: the daemon closed the connection without answering (is it wgd?)"
+            ))),
         }
     }
 }
@@ -278,6 +312,7 @@ mod tests {
         assert_eq!(requests[2], "set=1\nlisten_port=9\n\n");
 
         let e = uapi.get("nope").unwrap_err();
+        assert!(uapi.reload("nope").is_err());
         assert_eq!(
             e.to_string(),
             format!(
@@ -285,5 +320,43 @@ mod tests {
                 dir.path().display()
             )
         );
+    }
+
+    /// `reload`: wgd's reason is what the operator reads; a daemon that
+    /// does not know the request gives its errno.
+    #[test]
+    fn reload_reports_the_daemons_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("wgr.sock")).unwrap();
+        let server = std::thread::spawn(move || {
+            let replies = [
+                "errno=0\n\n",
+                "wgd_error=/etc/wireguard/wgr.conf:3: bad line\nerrno=-22\n\n",
+                "errno=-71\n\n",
+            ];
+            let mut requests = Vec::new();
+            for reply in replies {
+                let (stream, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(&stream);
+                let mut first = String::new();
+                r.read_line(&mut first).unwrap();
+                let mut empty = String::new();
+                r.read_line(&mut empty).unwrap();
+                (&stream).write_all(reply.as_bytes()).unwrap();
+                requests.push(first + &empty);
+            }
+            requests
+        });
+        let uapi = Uapi::new(dir.path());
+        uapi.reload("wgr").unwrap();
+        assert_eq!(
+            uapi.reload("wgr").unwrap_err().to_string(),
+            "reloading wgr: /etc/wireguard/wgr.conf:3: bad line"
+        );
+        assert_eq!(
+            uapi.reload("wgr").unwrap_err().to_string(),
+            "reloading wgr: Protocol error (errno 71)"
+        );
+        assert_eq!(server.join().unwrap(), vec!["wgd_reload=1\n\n"; 3]);
     }
 }

@@ -2,14 +2,19 @@
 //! `set` operations to the role that owns each piece of state (secrets to
 //! crypto only, peers to handshake, endpoints and allowed IPs to
 //! transport), the gathering of `get` answers, and the control socket's
-//! per-client loop. Used by the parent only; every method runs with the
-//! parent's lock held, one request at a time.
+//! per-client loop, and the reload of the configuration file
+//! ([`Control::reload`]: the parent's SIGHUP and the control socket's
+//! `wgd_reload=1`, which `wgctl reload` sends). Used by the parent only;
+//! every method runs with the parent's lock held, one request at a time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
 use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -151,6 +156,8 @@ pub(crate) struct Control {
     /// After a restart: the public key the new crypto role must answer
     /// for the wrapped private key it is given back.
     restored_public: Option<Option<PublicKey>>,
+    /// The configuration file a reload reads again.
+    reload: ReloadSource,
 }
 
 /// The public key of `k`: computed here, for a moment, so the parent can
@@ -169,6 +176,116 @@ fn scrub_stack() {
     let mut buf = [0u8; 32 * 1024];
     zeroize::Zeroize::zeroize(&mut buf[..]);
     std::hint::black_box(&buf);
+}
+
+/// What a reload reads: the file wgd was started with (`-c FILE`), and
+/// what the endpoint host names in it resolved to at start-up. The parent
+/// cannot resolve a name later: its seccomp filter has no `connect` and
+/// it cannot load the resolver's libraries, so a reload reuses these
+/// answers and refuses a name it has not seen (restart wgd for that).
+#[derive(Debug, Default)]
+pub(crate) struct ReloadSource {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) resolved: HashMap<(String, u16), SocketAddr>,
+}
+
+/// Reads the configuration file at start-up, resolving endpoint host
+/// names with the system resolver and remembering each answer for the
+/// reloads ([`ReloadSource`]).
+pub(crate) fn parse_at_start(
+    path: &Path,
+) -> Result<(wg_config::config::Config, ReloadSource), wg_config::config::ConfigError> {
+    let resolved = RefCell::new(HashMap::new());
+    let resolve = |host: &str, port: u16| -> std::io::Result<SocketAddr> {
+        let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses found")
+        })?;
+        resolved.borrow_mut().insert((host.to_string(), port), addr);
+        Ok(addr)
+    };
+    let cfg = wg_config::config::parse_file_with(path, &resolve)?;
+    // Absolute, so that a reload reads the same file whatever the working
+    // directory is by then; symbolic links are followed at each reload,
+    // so one that is pointed elsewhere is honoured.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let source = ReloadSource {
+        path: Some(path),
+        resolved: resolved.into_inner(),
+    };
+    Ok((cfg, source))
+}
+
+/// Why a reload did not happen (or failed part way), for the log and for
+/// `wgctl reload`: the configuration file's `FILE:LINE: message`, or what
+/// went wrong applying it.
+#[derive(Debug)]
+pub(crate) struct ReloadError {
+    pub(crate) message: String,
+    pub(crate) errno: Errno,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReloadSummary {
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    /// Peers kept whose allowed IPs, endpoint or keepalive changed. Not
+    /// their PSKs: those are always sent again (secrets cannot be
+    /// compared), and an unchanged one changes nothing.
+    pub(crate) updated: usize,
+    pub(crate) kept: usize,
+    pub(crate) private_key: bool,
+    pub(crate) listen_port: bool,
+    pub(crate) fwmark: bool,
+}
+
+impl ReloadSummary {
+    /// Counts what `ops` (a syncconf request against `current`) does.
+    fn of(ops: &[SetOp], current: &BTreeSet<PublicKey>, wanted: usize) -> ReloadSummary {
+        let mut sum = ReloadSummary::default();
+        let mut touched = HashSet::new();
+        for op in ops {
+            match op {
+                SetOp::PrivateKey(_) => sum.private_key = true,
+                SetOp::ListenPort(_) => sum.listen_port = true,
+                SetOp::Fwmark(_) => sum.fwmark = true,
+                SetOp::ReplacePeers => {}
+                SetOp::Peer(p) if p.remove => sum.removed += 1,
+                SetOp::Peer(p) if !current.contains(&p.public_key) => sum.added += 1,
+                SetOp::Peer(p) => {
+                    if !p.allowed_ips.is_empty()
+                        || p.endpoint.is_some()
+                        || p.persistent_keepalive.is_some()
+                    {
+                        touched.insert(p.public_key);
+                    }
+                }
+            }
+        }
+        sum.updated = touched.len();
+        sum.kept = wanted.saturating_sub(sum.added);
+        sum
+    }
+}
+
+impl fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} peers added, {} removed, {} kept ({} of them with new allowed IPs, endpoint or keepalive)",
+            self.added, self.removed, self.kept, self.updated
+        )?;
+        for (changed, what) in [
+            (self.private_key, "private key"),
+            (self.listen_port, "listen port"),
+            (self.fwmark, "fwmark"),
+        ] {
+            if changed {
+                write!(f, ", new {what}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Control {
@@ -638,6 +755,116 @@ impl Control {
     }
 }
 
+impl Control {
+    /// Reads the configuration file again and applies it as `wg syncconf`
+    /// does (the parent's SIGHUP, `wgd_reload=1`): the running state is
+    /// gathered from the roles, compared with the file
+    /// ([`wg_config::config::syncconf_ops`]), and only the difference is
+    /// sent, never `replace_peers`. Peers the file keeps keep their
+    /// sessions; peers it adds come up and peers it drops go; a PSK and
+    /// the private key take effect for the next handshake. A file that
+    /// does not parse changes nothing. Logs the outcome either way.
+    pub(crate) fn reload(&mut self) -> Result<ReloadSummary, ReloadError> {
+        let r = self.reload_inner();
+        match &r {
+            Ok(sum) => tracing::info!("reloaded the configuration: {sum}"),
+            Err(e) => tracing::error!(
+                "reload refused: {}; the running configuration stays",
+                e.message
+            ),
+        }
+        r
+    }
+
+    fn reload_inner(&mut self) -> Result<ReloadSummary, ReloadError> {
+        let Some(path) = self.reload.path.clone() else {
+            return Err(ReloadError {
+                message:
+                    "wgd was started without a configuration file (-c FILE): nothing to reload"
+                        .into(),
+                errno: libc::ENOENT,
+            });
+        };
+        let resolved = &self.reload.resolved;
+        let resolve = |host: &str, port: u16| -> std::io::Result<SocketAddr> {
+            resolved.get(&(host.to_string(), port)).copied().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "a host name not in the file at start-up (wgd resolves names only when it starts: write an address, or restart wgd)",
+                )
+            })
+        };
+        let cfg = wg_config::config::parse_file_with(&path, &resolve).map_err(|e| ReloadError {
+            message: e.to_string(),
+            errno: libc::EINVAL,
+        })?;
+        let fail = |what: &str, errno: Errno| ReloadError {
+            message: format!(
+                "{}: {what}: {}",
+                path.display(),
+                std::io::Error::from_raw_os_error(errno)
+            ),
+            errno,
+        };
+        let current = self
+            .current_device()
+            .map_err(|errno| fail("reading the running configuration", errno))?;
+        let key_file = cfg.interface.private_key.as_ref().map(|k| k.file.clone());
+        let wanted = cfg.peers.len();
+        let peers = crate::journal::Journal::from_reload(&cfg);
+        // Consumes the file's secrets: they go to the crypto role.
+        let ops = wg_config::config::syncconf_ops(cfg, &current);
+        let pending = peers.interface_first(&ops, key_file.clone().flatten());
+        let summary = ReloadSummary::of(&ops, &self.state.peers, wanted);
+        let applied = self.apply_pending(ops, pending);
+        // Where the running key came from, as the file now says (an
+        // unchanged key is not sent again, but may have moved between
+        // inline and PrivateKeyFile).
+        if let Some(file) = key_file {
+            self.state.private_key_file = file;
+        }
+        applied.map_err(|errno| fail("applying it (the roles may hold part of it)", errno))?;
+        Ok(summary)
+    }
+
+    /// The running configuration as a `get` would list it (secrets
+    /// unknown), gathered a page at a time from the data plane and the
+    /// handshake role: what a reload compares its file against.
+    fn current_device(&mut self) -> Result<Device, Errno> {
+        let keys: Vec<PublicKey> = self.state.peers.iter().copied().collect();
+        let mut peers = Vec::with_capacity(keys.len());
+        for page in keys.chunks(STATUS_PAGE) {
+            let (tpeers, hpeers) = self.status_page(page)?;
+            for key in page {
+                let mut peer = Peer::new(*key);
+                if let Some(h) = hpeers.get(key) {
+                    peer.persistent_keepalive = h.persistent_keepalive.unwrap_or(0);
+                }
+                if let Some(t) = tpeers.get(key) {
+                    peer.endpoint = t.endpoint;
+                    peer.allowed_ips.extend_from_slice(&t.allowed_ips);
+                    let mut more = t.more_ips;
+                    for _ in 0..MAX_IP_CHUNKS {
+                        let Some(from) = more else { break };
+                        let (ips, next) = self.allowed_ips(*key, from)?;
+                        peer.allowed_ips.extend(ips);
+                        more = next;
+                    }
+                }
+                peers.push(peer);
+            }
+        }
+        Ok(Device {
+            public_key: self.state.public_key,
+            private_key_file: self.state.private_key_file.clone(),
+            listen_port: self.state.listen_port,
+            fwmark: self.state.fwmark,
+            stats: None,
+            peers,
+        })
+    }
+}
+
 /// Bytes of reply text gathered before a write to the client.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -666,7 +893,13 @@ impl Control {
             journal: crate::journal::Journal::default(),
             wraps: Vec::new(),
             restored_public: None,
+            reload: ReloadSource::default(),
         }
+    }
+
+    /// Where a reload reads the configuration from (see [`ReloadSource`]).
+    pub(crate) fn set_reload_source(&mut self, source: ReloadSource) {
+        self.reload = source;
     }
 
     /// Applies a control client's `set` and records it in the journal.
@@ -771,6 +1004,20 @@ pub(crate) fn serve_client(stream: UnixStream, control: &Mutex<Control>) {
                 };
                 uapi::format_errno(r.err().unwrap_or(0))
             }
+            Ok(Some(Request::WgdReload)) => {
+                let r = match control.lock() {
+                    Ok(mut c) => c.reload().map(drop),
+                    Err(_) => Err(ReloadError {
+                        message: "the control state is poisoned".into(),
+                        errno: libc::EIO,
+                    }),
+                };
+                match r {
+                    Ok(()) => uapi::format_errno(0),
+                    // The operator sees why (`wgctl reload` prints it).
+                    Err(e) => uapi::format_wgd_error(&e.message, e.errno),
+                }
+            }
             Err(e) => {
                 tracing::debug!("bad control request: {}", e.message);
                 let _ = writer.write_all(uapi::format_errno(e.errno).as_bytes());
@@ -820,5 +1067,53 @@ mod tests {
         assert_eq!(got, want);
         // A full chunk, the two left over, the removal, the last add.
         assert_eq!(ops.len(), 4);
+    }
+
+    #[test]
+    fn reload_summary_counts_what_a_syncconf_request_does() {
+        let current: BTreeSet<PublicKey> = [1u8, 2, 3].map(|n| PublicKey([n; 32])).into();
+        let remove = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.remove = true;
+            SetOp::Peer(p)
+        };
+        let touch = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.persistent_keepalive = Some(0);
+            SetOp::Peer(p)
+        };
+        let psk_only = |n: u8| {
+            let mut p = PeerOp::new(PublicKey([n; 32]));
+            p.preshared_key = Some(None);
+            SetOp::Peer(p)
+        };
+        // Peer 1 goes; peer 2 changes twice (shrink, then grow); peer 3
+        // only has its PSK sent again; peer 4 is new; the file names 2, 3
+        // and 4.
+        let ops = [
+            SetOp::ListenPort(7),
+            remove(1),
+            touch(2),
+            touch(2),
+            psk_only(3),
+            touch(4),
+        ];
+        let sum = ReloadSummary::of(&ops, &current, 3);
+        assert_eq!(
+            sum,
+            ReloadSummary {
+                added: 1,
+                removed: 1,
+                updated: 1,
+                kept: 2,
+                private_key: false,
+                listen_port: true,
+                fwmark: false,
+            }
+        );
+        assert_eq!(
+            sum.to_string(),
+            "1 peers added, 1 removed, 2 kept (1 of them with new allowed IPs, endpoint or keepalive), new listen port"
+        );
     }
 }

@@ -60,6 +60,34 @@ pub(crate) struct Pending {
     lost: Option<String>,
 }
 
+impl Pending {
+    /// Puts first what a reload's request (`ops`) sets of the interface:
+    /// syncconf sends the file's private key (`key_file`: its file, if it
+    /// came from one) only when it differs from the running one, and a
+    /// listen port or fwmark only when it changes.
+    pub(crate) fn interface_first(self, ops: &[SetOp], key_file: Option<PathBuf>) -> Pending {
+        let mut entries = Vec::with_capacity(self.entries.len() + 3);
+        for op in ops {
+            match op {
+                SetOp::PrivateKey(Some(_)) => entries.push(Slot::PrivateKey(key_file.clone())),
+                SetOp::PrivateKey(None) => {
+                    entries.push(Slot::Done(Entry::Plain(SetOp::PrivateKey(None))))
+                }
+                SetOp::ListenPort(p) => {
+                    entries.push(Slot::Done(Entry::Plain(SetOp::ListenPort(*p))))
+                }
+                SetOp::Fwmark(m) => entries.push(Slot::Done(Entry::Plain(SetOp::Fwmark(*m)))),
+                SetOp::ReplacePeers | SetOp::Peer(_) => {}
+            }
+        }
+        entries.extend(self.entries);
+        Pending {
+            entries,
+            lost: self.lost,
+        }
+    }
+}
+
 /// One operation of a [`Pending`] request.
 enum Slot {
     Done(Entry),
@@ -87,6 +115,31 @@ fn strip_peer(p: &PeerOp) -> PeerOp {
     }
 }
 
+/// The file's peers as the journal keeps them: each peer's whole state
+/// without its PSK, then the PSK as its own slot (its file, or as the
+/// crypto role wraps it).
+fn peer_slots(cfg: &Config, entries: &mut Vec<Slot>) {
+    for peer in &cfg.peers {
+        entries.push(Slot::Done(Entry::Plain(SetOp::Peer(PeerOp {
+            public_key: peer.public_key,
+            remove: false,
+            update_only: false,
+            preshared_key: None,
+            endpoint: peer.endpoint.as_ref().map(|e| e.addr),
+            persistent_keepalive: peer.persistent_keepalive,
+            replace_allowed_ips: false,
+            allowed_ips: peer
+                .allowed_ips_with_auto(cfg.interface.auto_address)
+                .into_iter()
+                .map(AllowedIpChange::Add)
+                .collect(),
+        }))));
+        if let Some(k) = &peer.preshared_key {
+            entries.push(Slot::Psk(peer.public_key, k.file.clone()));
+        }
+    }
+}
+
 impl Journal {
     /// The start-up configuration file's operations (those of
     /// `wg_config::config::setconf_ops`), keys from files as their files.
@@ -102,25 +155,24 @@ impl Journal {
         if let Some(mark) = iface.fwmark {
             entries.push(Slot::Done(Entry::Plain(SetOp::Fwmark(mark))));
         }
-        for peer in &cfg.peers {
-            entries.push(Slot::Done(Entry::Plain(SetOp::Peer(PeerOp {
-                public_key: peer.public_key,
-                remove: false,
-                update_only: false,
-                preshared_key: None,
-                endpoint: peer.endpoint.as_ref().map(|e| e.addr),
-                persistent_keepalive: peer.persistent_keepalive,
-                replace_allowed_ips: false,
-                allowed_ips: peer
-                    .allowed_ips_with_auto(iface.auto_address)
-                    .into_iter()
-                    .map(AllowedIpChange::Add)
-                    .collect(),
-            }))));
-            if let Some(k) = &peer.preshared_key {
-                entries.push(Slot::Psk(peer.public_key, k.file.clone()));
-            }
+        peer_slots(cfg, &mut entries);
+        Pending {
+            entries,
+            lost: None,
         }
+    }
+
+    /// A reload's peers as the journal keeps them: as after a
+    /// `replace_peers`, the file's peers as `from_config` records them.
+    /// After a reload (`wg_config::config::syncconf_ops`) the peers are
+    /// exactly the file's, so this is what a restart must give fresh
+    /// roles, and the journal does not grow with each reload (the
+    /// `replace_peers` entry drops the peer entries before it). Made
+    /// before the request consumes the file; what the request sets of the
+    /// interface is added by [`Pending::interface_first`].
+    pub(crate) fn from_reload(cfg: &Config) -> Pending {
+        let mut entries = vec![Slot::Done(Entry::Plain(SetOp::ReplacePeers))];
+        peer_slots(cfg, &mut entries);
         Pending {
             entries,
             lost: None,
@@ -511,5 +563,84 @@ mod tests {
         ));
         std::fs::remove_file(&f).expect("rm");
         assert!(j.replay().is_err());
+    }
+
+    /// A reload leaves the journal with exactly the file's peers (however
+    /// many reloads came before), the interface settings it did not
+    /// change as they were, and the PSKs as the crypto role wrapped them.
+    #[test]
+    fn a_reload_replaces_the_peers_and_does_not_grow_the_journal() {
+        let b64 = |n: u8| PublicKey([n; 32]).to_base64();
+        let text = |peers: &[u8]| {
+            let mut t = String::from("[Interface]\nListenPort = 5\n");
+            for &n in peers {
+                t += &format!(
+                    "[Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = 10.0.0.{n}/32\n",
+                    b64(n),
+                    b64(100 + n)
+                );
+            }
+            t
+        };
+        let cfg = |peers: &[u8]| {
+            wg_config::config::parse_str(&text(peers), std::path::Path::new("/x.conf"))
+                .expect("config")
+        };
+        let psk_wraps = |peers: &[u8]| -> Vec<Wrap> {
+            peers
+                .iter()
+                .map(|&n| Wrap::Psk(PublicKey([n; 32]), Some(wrapped(n))))
+                .collect()
+        };
+        let mut j = Journal::default();
+        j.commit(
+            Journal::from_config(&cfg(&[1, 2])),
+            true,
+            psk_wraps(&[1, 2]),
+        );
+        let first = j.replay().expect("replayable").len();
+        for _ in 0..3 {
+            // The port stays 5, so the request sets nothing of the
+            // interface; peer 1 goes, peer 3 comes.
+            let ops = [SetOp::Peer(peer(3))];
+            let pending = Journal::from_reload(&cfg(&[2, 3])).interface_first(&ops, None);
+            j.commit(pending, true, psk_wraps(&[2, 3]));
+            assert!(j.lost().is_none(), "{:?}", j.lost());
+        }
+        let items = j.replay().expect("replayable");
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Item::Op(SetOp::Peer(p)) => format!("peer {}", p.public_key.0[0]),
+                Item::Op(op) => format!("{op:?}"),
+                Item::PrivateKey(_) => "key".into(),
+                Item::Psk(peer, w) => format!("psk {} {}", peer.0[0], w.0[0]),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ListenPort(5)",
+                "ReplacePeers",
+                "peer 2",
+                "psk 2 2",
+                "peer 3",
+                "psk 3 3"
+            ]
+        );
+        assert_eq!(items.len(), first + 1);
+        // A new private key from a file is kept as its file.
+        let ops = [SetOp::PrivateKey(Some(SecretKey::from_bytes([9; 32])))];
+        let f = PathBuf::from("/etc/wireguard/k");
+        let pending = Journal::from_reload(&cfg(&[3])).interface_first(&ops, Some(f.clone()));
+        j.commit(
+            pending,
+            true,
+            [Wrap::PrivateKey(Some(wrapped(9)))]
+                .into_iter()
+                .chain(psk_wraps(&[3]))
+                .collect(),
+        );
+        assert_eq!(j.private_key_file(), Some(f));
     }
 }

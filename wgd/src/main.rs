@@ -12,12 +12,20 @@ use clap::Parser;
 /// Bring up a WireGuard interface on a tun device, with the private key
 /// held by a separate, unprivileged process.
 #[derive(Parser, Debug)]
-#[command(name = "wgd", version, about)]
+#[command(
+    name = "wgd",
+    version,
+    about,
+    after_help = "Signals: SIGHUP reloads the configuration file (as `wg syncconf` applies \
+                  a file; `wgctl reload IFNAME` does the same and reports errors); SIGTERM \
+                  and SIGINT stop wgd and delete the interface."
+)]
 struct Cli {
     /// Stay in the foreground (also: WG_PROCESS_FOREGROUND=1).
     #[arg(short, long)]
     foreground: bool,
-    /// Read this wg(8)-format configuration file at start.
+    /// Read this wg(8)-format configuration file at start, and again on
+    /// SIGHUP or `wgctl reload`.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
     /// User for the transport role (default _wgd-net).

@@ -7,7 +7,10 @@
 //! [`crate::roles`]); drop every capability but the two it still needs;
 //! hand the tun device and sockets to the transport; apply the
 //! configuration. Then it serves the control socket and watches its
-//! children.
+//! children. `SIGTERM` and `SIGINT` stop it (the interface is deleted);
+//! `SIGHUP` reloads the configuration file with `wg syncconf`'s semantics
+//! (`Control::reload` in `control.rs`, which the control socket also
+//! reaches, for `wgctl reload`).
 //!
 //! It fails closed without leaking: if a role dies or stops, the parent
 //! logs which and why (the signal; `SIGSYS` is its seccomp filter), keeps
@@ -45,7 +48,7 @@ use nix::unistd::Pid;
 use proto::ipc::ParentToTransport;
 use wg_config::config::Config;
 
-use crate::control::{serve_client, Control};
+use crate::control::{serve_client, Control, ReloadSource};
 use crate::daemon::{daemonize, report_ready};
 use crate::journal::Journal;
 use crate::net;
@@ -83,15 +86,15 @@ const ROLE_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the daemon. Returns the process exit code.
 pub fn run(opts: Options) -> ExitCode {
-    let config = match &opts.config {
-        Some(path) => match wg_config::config::parse_file(path) {
-            Ok(c) => Some(c),
+    let (config, reload) = match &opts.config {
+        Some(path) => match crate::control::parse_at_start(path) {
+            Ok((c, reload)) => (Some(c), reload),
             Err(e) => {
                 say!("{e}");
                 return ExitCode::from(1);
             }
         },
-        None => None,
+        None => (None, ReloadSource::default()),
     };
     let users = match privdrop::resolve_users(
         opts.user.as_deref(),
@@ -116,7 +119,7 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     crate::logging::init("parent");
-    match start(opts, config, users, &mut ready_pipe) {
+    match start(opts, config, reload, users, &mut ready_pipe) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
@@ -231,6 +234,7 @@ fn set_answer_timeouts(ends: &ParentEnds) {
 fn start(
     opts: Options,
     config: Option<Config>,
+    reload: ReloadSource,
     users: RoleUsers,
     ready: &mut Option<std::fs::File>,
 ) -> Result<ExitCode, String> {
@@ -306,6 +310,7 @@ fn start(
     set_answer_timeouts(&ends);
     let listen_port = udp.port;
     let mut control = Control::new(ends, udp, fwmark);
+    control.set_reload_source(reload);
     if let Some(cfg) = config {
         let pending = Journal::from_config(&cfg);
         let r = control.apply_pending(wg_config::config::setconf_ops(cfg, false), pending);
@@ -458,7 +463,22 @@ impl Supervisor {
                         // name the first.
                         first_pid.get_or_insert(info.ssi_pid);
                     }
-                    if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) {
+                    if sig == Some(Signal::SIGHUP) {
+                        // Reload, as `systemctl reload` and the rc
+                        // script's `reload` ask; the outcome is logged
+                        // either way, and a bad file changes nothing.
+                        tracing::info!(interface = %self.ifname, "reloading on SIGHUP");
+                        match self.control.lock() {
+                            Ok(mut c) => {
+                                let _ = c.reload();
+                            }
+                            Err(_) => {
+                                tracing::error!("reload refused: the control state is poisoned")
+                            }
+                        }
+                        continue;
+                    }
+                    if matches!(sig, Some(Signal::SIGTERM | Signal::SIGINT)) {
                         tracing::info!(interface = %self.ifname, "stopping on signal");
                         self.stop();
                         return ExitCode::SUCCESS;

@@ -4,7 +4,8 @@
 //! written ([`showconf`]).
 //!
 //! Read by wgd's parent at start-up (`wgd -c FILE IFNAME`), before any
-//! role is spawned, and by wgctl for `setconf`, `addconf` and `syncconf`;
+//! role is spawned, and again on a reload (SIGHUP, `wgctl reload`), and by
+//! wgctl for `setconf`, `addconf` and `syncconf`;
 //! written by `wgctl showconf`. One parser for both programs, so a file
 //! wgd starts with is a file wgctl can apply, and what `showconf` writes
 //! reads back.
@@ -46,7 +47,7 @@ use proto::ipc::AllowedIp;
 use proto::keys::{PublicKey, SecretKey};
 use zeroize::Zeroizing;
 
-pub use ops::setconf_ops;
+pub use ops::{setconf_ops, syncconf_ops};
 pub use print::showconf;
 
 /// A parsed configuration file.
@@ -138,8 +139,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads and parses the configuration file at `path`.
+/// Turns an `Endpoint` host name and port into one address (see
+/// [`parse_file_with`]).
+pub type Resolver<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<SocketAddr>;
+
+/// Reads and parses the configuration file at `path`, host names of
+/// endpoints resolved with the system resolver.
 pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
+    parse_file_with(path, &endpoint::resolve_system)
+}
+
+/// [`parse_file`] with the caller's resolver for endpoint host names. wgd
+/// uses it: at start-up to remember what each name resolved to, and on a
+/// reload, when its seccomp filter no longer lets it reach DNS, to reuse
+/// those answers (and refuse a name it has not seen).
+pub fn parse_file_with(path: &Path, resolve: Resolver<'_>) -> Result<Config, ConfigError> {
     let bytes = read_config(path)
         .map_err(|e| error(path, 0, format!("cannot read configuration file: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
@@ -150,7 +164,7 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
             + 1;
         error(path, line, "not valid UTF-8")
     })?;
-    parse_str(text, path)
+    parser::parse_with(text, path, resolve)
 }
 
 /// The most a configuration file may hold: far more than 100,000 peers

@@ -8,7 +8,9 @@
 //!   connection; a [`Request::Set`] is applied by fanning its [`SetOp`]s out
 //!   to the roles; a [`Request::Get`] is answered with [`format_get`] (and
 //!   [`Request::WgdGet`] with [`format_wgd_get`]) over a [`Device`] it
-//!   gathered; everything else with [`format_errno`]. The IPv6 zone of an
+//!   gathered; [`Request::WgdReload`] with [`format_errno`], or with
+//!   [`format_wgd_error`] when the reload was refused; everything else
+//!   with [`format_errno`]. The IPv6 zone of an
 //!   endpoint is looked up by the caller (a name means an interface of the
 //!   server's network namespace).
 //! - The client (wgctl): [`format_set`] writes the request for a list of
@@ -157,6 +159,28 @@ pub fn format_errno(errno: i32) -> String {
     format!("errno={wire}\n\n")
 }
 
+/// The reply to a refused wgd extension request (`wgd_reload=1`): a
+/// `wgd_error=` line carrying the reason for the operator (e.g. the
+/// configuration file's `FILE:LINE: message`; line breaks become spaces,
+/// so it stays one line, and it is cut to fit [`MAX_LINE`]), then
+/// [`format_errno`]. Clients that do not know the line see an ordinary
+/// `key=value` line before `errno=`.
+pub fn format_wgd_error(message: &str, errno: i32) -> String {
+    let mut line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let room = MAX_LINE - "wgd_error=".len();
+    if line.len() > room {
+        let mut cut = room;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    format!("wgd_error={line}\n{}", format_errno(errno))
+}
+
 /// Appends one line to a request or reply being built.
 fn put(s: &mut String, args: std::fmt::Arguments<'_>) {
     use std::fmt::Write as _;
@@ -177,5 +201,40 @@ mod tests {
         assert_eq!(format_errno(-libc::EIO), "errno=-5\n\n");
         assert_eq!(format_errno(i32::MIN), format!("errno={}\n\n", i32::MIN));
         assert_eq!(UapiError::invalid("x").reply(), "errno=-22\n\n");
+    }
+
+    #[test]
+    fn wgd_error_is_one_bounded_line_before_errno() {
+        assert_eq!(
+            format_wgd_error("/etc/wireguard/wg0.conf:3: bad\nthing", libc::EINVAL),
+            "wgd_error=/etc/wireguard/wg0.conf:3: bad thing\nerrno=-22\n\n"
+        );
+        let long = format_wgd_error(&"é".repeat(MAX_LINE), libc::EINVAL);
+        let first = long.lines().next().unwrap();
+        assert!(first.len() <= MAX_LINE, "{}", first.len());
+        // And the client's reader takes it as a line and the errno.
+        let mut seen = Vec::new();
+        let mut r = std::io::Cursor::new(long.into_bytes());
+        let errno = read_reply(&mut r, |k, _| {
+            seen.push(k.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((errno, seen), (Some(22), vec!["wgd_error".to_string()]));
+    }
+
+    #[test]
+    fn wgd_reload_request() {
+        let mut r = std::io::Cursor::new(b"wgd_reload=1\n\nget=1\n\n".to_vec());
+        assert_eq!(
+            read_request(&mut r, &|_| None),
+            Ok(Some(Request::WgdReload))
+        );
+        assert_eq!(read_request(&mut r, &|_| None), Ok(Some(Request::Get)));
+        let mut r = std::io::Cursor::new(b"wgd_reload=1\nx".to_vec());
+        assert_eq!(
+            read_request(&mut r, &|_| None).map_err(|e| e.errno),
+            Err(libc::EINVAL)
+        );
     }
 }

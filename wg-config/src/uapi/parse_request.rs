@@ -51,6 +51,11 @@ pub fn read_request<R: BufRead>(
             Some(_) => Err(UapiError::invalid("trailing data after wgd_get=1")),
             None => Err(UapiError::protocol("wgd_get request cut off")),
         },
+        b"wgd_reload=1" => match read_byte(r)? {
+            Some(b'\n') => Ok(Some(Request::WgdReload)),
+            Some(_) => Err(UapiError::invalid("trailing data after wgd_reload=1")),
+            None => Err(UapiError::protocol("wgd_reload request cut off")),
+        },
         b"set=1" => {
             let used = line.len() + 1;
             read_set(r, &mut line, used, ifindex).map(|ops| Some(Request::Set(ops)))

@@ -18,6 +18,12 @@ pub enum Request {
     /// `get` reply plus what only wgd knows, see [`format_wgd_get`](super::format_wgd_get). Used
     /// by `wgctl` and the tests.
     WgdGet,
+    /// `wgd_reload=1`, a wgd extension: read the daemon's configuration
+    /// file again and apply it with `wg syncconf`'s semantics (what
+    /// SIGHUP does). Answered with `errno=0`, or with a `wgd_error=` line
+    /// (see [`format_wgd_error`](super::format_wgd_error)) before the
+    /// errno. Used by `wgctl reload`.
+    WgdReload,
 }
 
 /// One operation of a `set` request. Apply them in the order given.
