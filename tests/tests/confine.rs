@@ -59,16 +59,8 @@ fn forbidden_syscall_kills_the_role_and_wgd_recovers() {
         ("transport", "fork"),
         ("handshake", "openat"),
     ] {
-        let pid = w
-            .role_pid(role)
-            .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
-        let (_, _, _, start) = stat(pid).expect("role stat");
-        let before = count(&w.child().stderr(), "roles restarted");
-        kill(Pid::from_raw(pid as i32), Signal::SIGUSR2).expect("SIGUSR2 the role");
         let why = format!("{call}() in {role}");
-        wait_until(RESTART, "the role to die", || !alive(pid, start))
-            .unwrap_or_else(|e| panic!("{e}: {why} did not kill it\n{}", w.child().report()));
-        let restarted = wait_restart(w, before, &why);
+        let restarted = break_filter(w, role, &why);
         let log = w.child().stderr();
         let cause = format!("{role} role was killed by SIGSYS (seccomp");
         assert!(

@@ -42,6 +42,35 @@ fn key_file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// Kills the crypto role and waits for a new one that holds the raw bytes
+/// of every key in `keys` (name, base64).
+fn kill_crypto_and_wait_for_keys(w: &Wgd<'_>, keys: &[(&str, &str)], what: &str) {
+    let old_crypto = w.role_pid("crypto").expect("crypto pid");
+    let restarts = |w: &Wgd<'_>| w.child().stderr().matches("roles restarted").count();
+    let before = restarts(w);
+    kill(Pid::from_raw(old_crypto as i32), Signal::SIGKILL).expect("kill -9 crypto");
+    let mut raw: Vec<Needle> = Vec::new();
+    for (name, key) in keys {
+        raw.extend(
+            key_forms(name, key)
+                .expect("key forms")
+                .into_iter()
+                .filter(|n| n.name.ends_with("(raw)")),
+        );
+    }
+    wait_until(RESTART, what, || {
+        restarts(w) > before
+            && w.role_pid("crypto").is_some_and(|pid| {
+                pid != old_crypto
+                    && scan(pid, &raw).is_ok_and(|s| {
+                        keys.iter()
+                            .all(|(name, _)| s.found(&format!("{name} (raw)")))
+                    })
+            })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+}
+
 /// Start-up with the keys in the configuration file, then a new private
 /// key and a new PSK through stock `wg set` (which sends them as hex).
 #[test]
@@ -104,33 +133,11 @@ fn inline_keys_and_wg_set_leave_no_copy_outside_crypto() {
 
     // A dead crypto role: the parent gives the new one the secrets as the
     // old one wrapped them, and still holds none of them itself.
-    let old_crypto = w.role_pid("crypto").expect("crypto pid");
-    let restarts = |w: &Wgd<'_>| w.child().stderr().matches("roles restarted").count();
-    let before = restarts(&w);
-    kill(Pid::from_raw(old_crypto as i32), Signal::SIGKILL).expect("kill -9 crypto");
-    let mut raw: Vec<Needle> = Vec::new();
-    for (name, key) in [("new private key", &private2), ("new psk", &psk2)] {
-        raw.extend(
-            key_forms(name, key)
-                .expect("key forms")
-                .into_iter()
-                .filter(|n| n.name.ends_with("(raw)")),
-        );
-    }
-    wait_until(
-        RESTART,
+    kill_crypto_and_wait_for_keys(
+        &w,
+        &[("new private key", &private2), ("new psk", &psk2)],
         "a new crypto role holding both inline keys",
-        || {
-            restarts(&w) > before
-                && w.role_pid("crypto").is_some_and(|pid| {
-                    pid != old_crypto
-                        && scan(pid, &raw).is_ok_and(|s| {
-                            s.found("new private key (raw)") && s.found("new psk (raw)")
-                        })
-                })
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+    );
     assert_secrets_only_in_crypto(
         &w,
         "after the roles restarted with the wrapped inline keys",
@@ -173,28 +180,11 @@ fn key_files_leave_no_copy_outside_crypto() {
     // A dead role makes the parent restart all three and read the key
     // files again for the new crypto role: that reading leaves no copy
     // either.
-    let old_crypto = w.role_pid("crypto").expect("crypto pid");
-    let restarts = |w: &Wgd<'_>| w.child().stderr().matches("roles restarted").count();
-    let before = restarts(&w);
-    kill(Pid::from_raw(old_crypto as i32), Signal::SIGKILL).expect("kill -9 crypto");
-    let mut raw: Vec<Needle> = Vec::new();
-    for (name, key) in [("private key", &private), ("psk", &psk)] {
-        raw.extend(
-            key_forms(name, key)
-                .expect("key forms")
-                .into_iter()
-                .filter(|n| n.name.ends_with("(raw)")),
-        );
-    }
-    wait_until(RESTART, "a new crypto role holding both keys", || {
-        restarts(&w) > before
-            && w.role_pid("crypto").is_some_and(|pid| {
-                pid != old_crypto
-                    && scan(pid, &raw)
-                        .is_ok_and(|s| s.found("private key (raw)") && s.found("psk (raw)"))
-            })
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+    kill_crypto_and_wait_for_keys(
+        &w,
+        &[("private key", &private), ("psk", &psk)],
+        "a new crypto role holding both keys",
+    );
     assert_secrets_only_in_crypto(
         &w,
         "after the roles restarted and the key files were read again",
