@@ -836,14 +836,22 @@ impl Core {
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
-        let (id, peer, timestamp) = match crypto.ask(HandshakeToCrypto::ConsumeInitiation {
+        // One question: crypto reads the initiation and, if its own rules
+        // (configured peer, newer timestamp, rate) allow, answers it with
+        // the response and our session keys at once. Our checks below
+        // repeat its timestamp and rate rules on our own records; if they
+        // refuse, the response and the keys are dropped unsent (the keys
+        // zeroize on drop), and without the response the peer can never
+        // use them.
+        let (peer, timestamp, noise, keys) = match crypto.ask(HandshakeToCrypto::AnswerInitiation {
             noise: NoiseInitiation(msg.noise),
         }) {
-            CryptoToHandshake::InitiationConsumed {
-                id,
+            CryptoToHandshake::Answered {
                 peer,
                 timestamp,
-            } => (id, peer, timestamp),
+                noise,
+                keys,
+            } => (peer, timestamp, noise, keys),
             // The key holder checks timestamps and rate itself and says
             // why it refused: counted as our own checks count them.
             CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp) => {
@@ -857,37 +865,21 @@ impl Core {
             }
             _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
         };
-        let abandon = |crypto: &mut dyn Crypto, reason| {
-            crypto.ask(HandshakeToCrypto::Abandon { id });
-            PacketOutcome::Dropped(reason)
-        };
         let Some(p) = self.peers.get_mut(&peer) else {
             // Crypto knows the peer but we do not (configuration race).
-            return abandon(crypto, DropReason::Rejected(CryptoError::UnknownPeer));
+            return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::UnknownPeer));
         };
         if timestamp <= p.greatest_timestamp {
-            return abandon(crypto, DropReason::ReplayedTimestamp);
+            return PacketOutcome::Dropped(DropReason::ReplayedTimestamp);
         }
         if p.last_initiation_consumed
             .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
         {
-            return abandon(crypto, DropReason::InitiationFlood);
+            return PacketOutcome::Dropped(DropReason::InitiationFlood);
         }
         p.greatest_timestamp = timestamp;
         p.last_initiation_consumed = Some(now);
 
-        let noise = match crypto.ask(HandshakeToCrypto::CreateResponse { id }) {
-            CryptoToHandshake::Response { noise } => noise,
-            CryptoToHandshake::Refused(e) => return abandon(crypto, DropReason::Rejected(e)),
-            _ => return abandon(crypto, DropReason::Rejected(CryptoError::Internal)),
-        };
-        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
-            CryptoToHandshake::Keys(k) => k,
-            CryptoToHandshake::Refused(e) => {
-                return PacketOutcome::Dropped(DropReason::Rejected(e))
-            }
-            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
-        };
         let local_index = self.indices.allocate(
             &mut self.rng,
             IndexEntry {
@@ -956,12 +948,14 @@ impl Core {
         else {
             return PacketOutcome::Dropped(DropReason::UnknownIndex);
         };
+        // One question: a response that authenticates finishes the
+        // handshake in crypto and releases its keys in the same answer.
         let answer = crypto.ask(HandshakeToCrypto::ConsumeResponse {
             id,
             noise: NoiseResponse(msg.noise),
         });
-        match answer {
-            CryptoToHandshake::ResponseConsumed => {}
+        let keys = match answer {
+            CryptoToHandshake::ResponseConsumed(keys) => keys,
             // A response that does not authenticate changes nothing: the
             // key holder keeps the handshake, and so do we (its index, the
             // pending initiation, the retransmit timer), so the genuine
@@ -988,13 +982,6 @@ impl Core {
                 };
                 return PacketOutcome::Dropped(DropReason::Rejected(e));
             }
-        }
-        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
-            CryptoToHandshake::Keys(k) => k,
-            CryptoToHandshake::Refused(e) => {
-                return PacketOutcome::Dropped(DropReason::Rejected(e))
-            }
-            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
         };
         let cfg = self.cfg.timers;
         let Some(p) = self.peers.get_mut(&peer) else {
