@@ -524,7 +524,8 @@ impl Sealed for TransportToHandshake {}
 impl Sealed for HandshakeToTransport {}
 
 // The parent configures and queries each role, one answer per order; the
-// handshake role asks the key holder one question at a time.
+// handshake role asks the key holder questions it answers one at a time,
+// in order (a few may be in flight: `Channel::submit`).
 impl Request for ParentToCrypto {
     type Reply = CryptoToParent;
 }
