@@ -246,18 +246,14 @@ mod tests {
         }
         match g {
             H2C::CreateInitiation { .. }
-            | H2C::ConsumeInitiation { .. }
-            | H2C::CreateResponse { .. }
+            | H2C::AnswerInitiation { .. }
             | H2C::ConsumeResponse { .. }
-            | H2C::ReleaseKeys { .. }
             | H2C::Abandon { .. } => {}
         }
         match h {
             C2H::Initiation { .. }
-            | C2H::InitiationConsumed { .. }
-            | C2H::Response { .. }
-            | C2H::ResponseConsumed
-            | C2H::Keys(_)
+            | C2H::Answered { .. }
+            | C2H::ResponseConsumed(_)
             | C2H::Abandoned
             | C2H::Refused(_) => {}
         }
@@ -419,8 +415,8 @@ mod tests {
             },
         );
         fits(
-            "ConsumeInitiation",
-            &HandshakeToCrypto::ConsumeInitiation {
+            "AnswerInitiation",
+            &HandshakeToCrypto::AnswerInitiation {
                 noise: NoiseInitiation([0xff; wire::NOISE_INITIATION_LEN]),
             },
         );
@@ -431,20 +427,22 @@ mod tests {
                 noise: NoiseInitiation([0xff; wire::NOISE_INITIATION_LEN]),
             },
         );
+        let keys = || SessionKeys {
+            send: SessionKey::from_bytes([0xff; 32]),
+            recv: SessionKey::from_bytes([0xff; 32]),
+        };
         fits(
-            "InitiationConsumed",
-            &CryptoToHandshake::InitiationConsumed {
-                id,
+            "Answered",
+            &CryptoToHandshake::Answered {
                 peer: pk(),
                 timestamp: Tai64N([0xff; 12]),
+                noise: NoiseResponse([0xff; wire::NOISE_RESPONSE_LEN]),
+                keys: keys(),
             },
         );
         fits(
-            "Keys",
-            &CryptoToHandshake::Keys(SessionKeys {
-                send: SessionKey::from_bytes([0xff; 32]),
-                recv: SessionKey::from_bytes([0xff; 32]),
-            }),
+            "ResponseConsumed",
+            &CryptoToHandshake::ResponseConsumed(keys()),
         );
 
         // transport ↔ handshake: the largest packets that can travel are

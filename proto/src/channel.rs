@@ -18,6 +18,12 @@
 //!   [`ReplyTo`] it got. A reply carrying any other id is
 //!   [`ChannelError::OutOfStep`]: the peer is answering something else
 //!   than what was asked, which is treated like any garbage (a dead peer).
+//!   An asking side that wants a few questions in flight (the handshake
+//!   role, so that the key holder finds the next question waiting when it
+//!   answers one) sends each with [`Channel::submit`] and takes the
+//!   replies, in the order it sent the questions, with [`Channel::collect`];
+//!   the answering side is the same, since it answers one at a time, in
+//!   order.
 //! - **Events** ([`Event`]): one-way orders and reports, with
 //!   [`Channel::send`] and [`Channel::recv`]; no ids, no replies.
 //!
@@ -157,6 +163,15 @@ pub struct ReplyTo {
     id: u64,
 }
 
+/// A request sent with [`Channel::submit`] whose reply is still to be
+/// taken with [`Channel::collect`]. Neither `Clone` nor `Copy`: each reply
+/// is taken once.
+#[derive(Debug)]
+#[must_use = "the reply to a submitted request must be collected, or the next reply is out of step"]
+pub struct Submitted {
+    id: u64,
+}
+
 /// Both ends of one channel: this one sends `Out`, its mirror sends `In`.
 pub type Pair<Out, In> = (Channel<Out, In>, Channel<In, Out>);
 
@@ -251,6 +266,25 @@ impl<Out: Request<Reply = In>, In: Message> Channel<Out, In> {
         let id = self.next_id();
         self.raw.send_with_fds(&Tagged { id, body: req }, fds)?;
         self.reply_to(id)
+    }
+
+    /// Sends a request without waiting for its reply. The answering side
+    /// replies in the order requests arrive, so the replies of several
+    /// submitted requests must be collected in the order they were
+    /// submitted (any other order is [`ChannelError::OutOfStep`]), and
+    /// none may be outstanding when [`Channel::ask`] is called. Keep only
+    /// a few in flight: a blocking send waits when the other side's
+    /// buffer is full, and the other side waits to send its replies when
+    /// ours is.
+    pub fn submit(&self, req: &Out) -> Result<Submitted, ChannelError> {
+        let id = self.next_id();
+        self.raw.send(&Tagged { id, body: req })?;
+        Ok(Submitted { id })
+    }
+
+    /// Waits for the reply to a submitted request (see [`Channel::submit`]).
+    pub fn collect(&self, sent: Submitted) -> Result<In, ChannelError> {
+        self.reply_to(sent.id)
     }
 }
 
@@ -382,6 +416,41 @@ mod tests {
             );
         }
         t.join().unwrap();
+    }
+
+    /// Several requests in flight: their replies are taken in the order
+    /// sent, and an ask after them is in step; collected in the wrong
+    /// order, a reply is out of step.
+    #[test]
+    fn submitted_requests_are_collected_in_order() {
+        let (client, server) = Asker::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            for _ in 0..9 {
+                serve_one(&server);
+            }
+            server
+        });
+        let sent: Vec<Submitted> = (0..8)
+            .map(|n| client.submit(&Question::Add(n, 10)).unwrap())
+            .collect();
+        for (n, s) in (0..8).zip(sent) {
+            assert_eq!(client.collect(s).unwrap(), Answer::Sum(n + 10));
+        }
+        assert_eq!(client.ask(&Question::Stop).unwrap(), Answer::Done);
+        let server = t.join().unwrap();
+
+        let first = client.submit(&Question::Add(1, 1)).unwrap();
+        let second = client.submit(&Question::Add(2, 2)).unwrap();
+        serve_one(&server);
+        serve_one(&server);
+        assert!(matches!(
+            client.collect(second),
+            Err(ChannelError::OutOfStep {
+                expected: 11,
+                got: 10
+            })
+        ));
+        drop(first);
     }
 
     #[test]

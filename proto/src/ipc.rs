@@ -76,10 +76,10 @@ pub enum CryptoError {
     NoPrivateKey,
     #[error("peer is not configured")]
     UnknownPeer,
+    /// No pending initiation of ours has this id (never created, already
+    /// completed, abandoned or superseded).
     #[error("no such handshake")]
     UnknownHandshake,
-    #[error("request out of order for this handshake")]
-    WrongState,
     #[error("handshake message did not authenticate")]
     Rejected,
     #[error("internal crypto failure")]
@@ -185,27 +185,39 @@ pub const STATUS_PAGE: usize = 256;
 
 /// The handshake role's narrow questions to the key holder. Each is
 /// answered by exactly one [`CryptoToHandshake`].
+///
+/// A handshake costs one question on each side: the key holder answers an
+/// initiation with the response and the responder's session keys in one
+/// step ([`HandshakeToCrypto::AnswerInitiation`]), and releases the
+/// initiator's keys with the response that authenticates
+/// ([`HandshakeToCrypto::ConsumeResponse`]). Keys are released only for a
+/// handshake whose last message the key holder itself wrote or
+/// authenticated, exactly once, and no question names keys to release:
+/// there is no request a caller could repeat or send out of order to get
+/// them again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandshakeToCrypto {
-    CreateInitiation {
-        peer: PublicKey,
-    },
-    ConsumeInitiation {
-        noise: NoiseInitiation,
-    },
-    CreateResponse {
-        id: HandshakeId,
-    },
+    /// Start a handshake with a configured peer: answered by
+    /// [`CryptoToHandshake::Initiation`].
+    CreateInitiation { peer: PublicKey },
+    /// Read a peer's initiation and, if the key holder's own rules allow it
+    /// (a configured peer, a timestamp newer than any consumed from it, at
+    /// most one per 20 ms per peer), answer it at once: answered by
+    /// [`CryptoToHandshake::Answered`]. The handshake role asks only after
+    /// its own checks that need no key (MAC1, and MAC2 or a cookie reply
+    /// under load); its checks that need the sender's identity (timestamp
+    /// and rate against its own records) come after, and if they refuse,
+    /// it sends nothing and drops the keys.
+    AnswerInitiation { noise: NoiseInitiation },
+    /// The peer's response to our initiation `id`: answered by
+    /// [`CryptoToHandshake::ResponseConsumed`] with the session keys if it
+    /// authenticates; one that does not leaves the handshake in place.
     ConsumeResponse {
         id: HandshakeId,
         noise: NoiseResponse,
     },
-    ReleaseKeys {
-        id: HandshakeId,
-    },
-    Abandon {
-        id: HandshakeId,
-    },
+    /// Forget our pending initiation `id` (timeout, peer removed).
+    Abandon { id: HandshakeId },
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,16 +226,19 @@ pub enum CryptoToHandshake {
         id: HandshakeId,
         noise: NoiseInitiation,
     },
-    InitiationConsumed {
-        id: HandshakeId,
+    /// An initiation answered: who sent it, its timestamp, the Noise part
+    /// of the response, and the responder's session keys, which are final
+    /// once the response is written. The key holder keeps nothing of the
+    /// handshake.
+    Answered {
         peer: PublicKey,
         timestamp: Tai64N,
-    },
-    Response {
         noise: NoiseResponse,
+        keys: SessionKeys,
     },
-    ResponseConsumed,
-    Keys(SessionKeys),
+    /// Our initiation's response authenticated: the handshake is finished
+    /// and forgotten, and these are its session keys.
+    ResponseConsumed(SessionKeys),
     Abandoned,
     Refused(CryptoError),
 }
@@ -509,7 +524,8 @@ impl Sealed for TransportToHandshake {}
 impl Sealed for HandshakeToTransport {}
 
 // The parent configures and queries each role, one answer per order; the
-// handshake role asks the key holder one question at a time.
+// handshake role asks the key holder questions it answers one at a time,
+// in order (a few may be in flight: `Channel::submit`).
 impl Request for ParentToCrypto {
     type Reply = CryptoToParent;
 }
@@ -628,36 +644,30 @@ mod tests {
     fn handshake_crypto_round_trip() {
         let id = HandshakeId(u64::MAX);
         round_trip(HandshakeToCrypto::CreateInitiation { peer: pk(1) });
-        round_trip(HandshakeToCrypto::ConsumeInitiation {
+        round_trip(HandshakeToCrypto::AnswerInitiation {
             noise: NoiseInitiation([7; 108]),
         });
-        round_trip(HandshakeToCrypto::CreateResponse { id });
         round_trip(HandshakeToCrypto::ConsumeResponse {
             id,
             noise: NoiseResponse([8; 48]),
         });
-        round_trip(HandshakeToCrypto::ReleaseKeys { id });
         round_trip(HandshakeToCrypto::Abandon { id });
         round_trip(CryptoToHandshake::Initiation {
             id,
             noise: NoiseInitiation([9; 108]),
         });
-        round_trip(CryptoToHandshake::InitiationConsumed {
-            id,
+        round_trip(CryptoToHandshake::Answered {
             peer: pk(3),
             timestamp: Tai64N([1; 12]),
-        });
-        round_trip(CryptoToHandshake::Response {
             noise: NoiseResponse([2; 48]),
+            keys: keys(),
         });
-        round_trip(CryptoToHandshake::ResponseConsumed);
-        round_trip(CryptoToHandshake::Keys(keys()));
+        round_trip(CryptoToHandshake::ResponseConsumed(keys()));
         round_trip(CryptoToHandshake::Abandoned);
         for e in [
             CryptoError::NoPrivateKey,
             CryptoError::UnknownPeer,
             CryptoError::UnknownHandshake,
-            CryptoError::WrongState,
             CryptoError::Rejected,
             CryptoError::Internal,
             CryptoError::ReplayedTimestamp,
@@ -797,8 +807,8 @@ mod tests {
 
     #[test]
     fn noise_arrays_reject_wrong_length() {
-        // A ConsumeInitiation whose byte string is 107 long is malformed.
-        let mut bytes = encode(&HandshakeToCrypto::ConsumeInitiation {
+        // An AnswerInitiation whose byte string is 107 long is malformed.
+        let mut bytes = encode(&HandshakeToCrypto::AnswerInitiation {
             noise: NoiseInitiation([7; 108]),
         })
         .expect("encode")

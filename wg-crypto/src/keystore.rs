@@ -4,13 +4,15 @@
 //! Like OpenSSH's monitor, the store answers only what the state allows:
 //!
 //! - handshakes only with configured peers, and only with a private key;
-//! - each [`HandshakeId`] moves forward through one fixed sequence —
-//!   initiator: `create_initiation` → `consume_response` → `release_keys`;
-//!   responder: `consume_initiation` → `create_response` → `release_keys` —
-//!   and a request out of that order is refused;
-//! - the transport keys of a handshake are released exactly once, and the
-//!   handshake is then forgotten;
-//! - at most one handshake per peer and direction is pending (a new one
+//! - the transport keys of a handshake are released exactly once, with
+//!   the step that finishes it, and the handshake is then forgotten: as
+//!   responder with the response it writes ([`KeyStore::answer_initiation`],
+//!   one step from initiation to response, since the responder's keys are
+//!   final once it has written the response), as initiator with the
+//!   response that authenticates ([`KeyStore::consume_response`]). No
+//!   request releases keys by naming a handshake, so none can be repeated,
+//!   sent early or sent for a handshake that never finished;
+//! - only our own initiations are pending, at most one per peer (a new one
 //!   abandons the old, as a new initiation supersedes the last in
 //!   WireGuard), so memory is bounded by the number of peers;
 //! - no operation returns the static private key or a PSK: the fields are
@@ -96,8 +98,6 @@ struct Peer {
     ss: StaticShared,
     /// The pending handshake we started with this peer, if any.
     initiating: Option<HandshakeId>,
-    /// The pending handshake this peer started with us, if any.
-    responding: Option<HandshakeId>,
     /// The greatest timestamp of an initiation consumed from this peer:
     /// one not newer is a replay.
     greatest_timestamp: Tai64N,
@@ -111,26 +111,26 @@ impl Peer {
             psk,
             ss: StaticShared::UNKNOWN,
             initiating: None,
-            responding: None,
             greatest_timestamp: Tai64N::ZERO,
             last_initiation: None,
         }
     }
 }
 
-enum Step {
-    /// We sent an initiation and wait for the response.
-    InitiationSent(Box<HandshakeState>),
-    /// We read the peer's initiation; the handshake role decides whether to
-    /// answer it (timestamp, rate limits) before asking for the response.
-    InitiationConsumed(Box<HandshakeState>),
-    /// Keys derived, waiting to be released once.
-    Finished(SessionKeys),
-}
-
+/// An initiation we sent, waiting for its response.
 struct Pending {
     peer: PublicKey,
-    step: Step,
+    hs: Box<HandshakeState>,
+}
+
+/// An initiation answered by [`KeyStore::answer_initiation`]: who sent it,
+/// its timestamp, the Noise part of our response, and our session keys.
+#[derive(Debug)]
+pub struct Answer {
+    pub peer: PublicKey,
+    pub timestamp: Tai64N,
+    pub noise: NoiseResponse,
+    pub keys: SessionKeys,
 }
 
 /// The configured peers, shared with the DH of our static key
@@ -371,13 +371,13 @@ impl KeyStore {
     }
 
     fn abandon_peer(&mut self, peer: &PublicKey) {
-        if let Some(p) = self.peers.lock().get_mut(peer) {
-            for id in [p.initiating.take(), p.responding.take()]
-                .into_iter()
-                .flatten()
-            {
-                self.pending.remove(&id);
-            }
+        if let Some(id) = self
+            .peers
+            .lock()
+            .get_mut(peer)
+            .and_then(|p| p.initiating.take())
+        {
+            self.pending.remove(&id);
         }
     }
 
@@ -385,7 +385,6 @@ impl KeyStore {
         self.pending.clear();
         for p in self.peers.lock().values_mut() {
             p.initiating = None;
-            p.responding = None;
         }
     }
 
@@ -478,34 +477,41 @@ impl KeyStore {
             id,
             Pending {
                 peer: *peer,
-                step: Step::InitiationSent(Box::new(hs)),
+                hs: Box::new(hs),
             },
         );
         Ok((id, NoiseInitiation(out)))
     }
 
-    /// Reads a peer's initiation now; see [`KeyStore::consume_initiation_at`].
-    pub fn consume_initiation(
-        &mut self,
-        msg: &NoiseInitiation,
-    ) -> Result<(HandshakeId, PublicKey, Tai64N), CryptoError> {
-        self.consume_initiation_at(Instant::now(), msg)
+    /// Answers a peer's initiation now; see [`KeyStore::answer_initiation_at`].
+    pub fn answer_initiation(&mut self, msg: &NoiseInitiation) -> Result<Answer, CryptoError> {
+        self.answer_initiation_at(Instant::now(), msg)
     }
 
-    /// Reads a peer's initiation at `now`. Returns who sent it and its
-    /// timestamp; refuses it if it does not authenticate, the sender is
-    /// not a configured peer, its timestamp is not newer than the greatest
+    /// Reads a peer's initiation at `now` and answers it: who sent it, its
+    /// timestamp, the Noise part of the response and the session keys.
+    /// Refuses it if it does not authenticate, the sender is not a
+    /// configured peer, its timestamp is not newer than the greatest
     /// consumed from that peer (a replay: [`CryptoError::ReplayedTimestamp`])
     /// or the peer's last initiation was consumed less than
     /// [`MIN_INITIATION_INTERVAL`] ago ([`CryptoError::InitiationFlood`]).
-    /// A refused initiation leaves no handshake behind: nothing can answer
-    /// it or release keys for it. The handshake role checks timestamps and
-    /// rate too, on its own clock, before it asks for the response.
-    pub fn consume_initiation_at(
+    /// A refused initiation gets no response and no keys, and leaves
+    /// nothing behind.
+    ///
+    /// One step, not two (consume, then respond when the handshake role
+    /// agrees): the handshake role's own timestamp and rate checks repeat
+    /// these, so asking it in between decided nothing the key holder does
+    /// not decide here, and cost a round trip per handshake. When the
+    /// handshake role refuses after all (its records differ, say after a
+    /// peer was removed in one role and not yet in the other), it drops
+    /// the response and the keys unsent; the peer, without the response,
+    /// can never use them. Nothing of the handshake stays here: the
+    /// responder's keys are final once the response is written.
+    pub fn answer_initiation_at(
         &mut self,
         now: Instant,
         msg: &NoiseInitiation,
-    ) -> Result<(HandshakeId, PublicKey, Tai64N), CryptoError> {
+    ) -> Result<Answer, CryptoError> {
         let identity = self.identity.as_ref().ok_or(CryptoError::NoPrivateKey)?;
         let mut hs = self
             .builder(identity)?
@@ -538,43 +544,30 @@ impl KeyStore {
         }
         p.greatest_timestamp = timestamp;
         p.last_initiation = Some(now);
-        let id = HandshakeId(self.next_id);
-        self.next_id += 1;
-        if let Some(old) = p.responding.replace(id) {
-            self.pending.remove(&old);
+        let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
+        hs.set_psk(PSK_POSITION as usize, psk)
+            .map_err(|_| CryptoError::Internal)?;
+        // No lock while snow computes: its DH looks `ss` up in the table.
+        drop(peers);
+        let mut out = [0u8; NOISE_RESPONSE_LEN];
+        let n = hs
+            .write_message(&[], &mut out)
+            .map_err(|_| CryptoError::Internal)?;
+        if n != NOISE_RESPONSE_LEN {
+            return Err(CryptoError::Internal);
         }
-        self.pending.insert(
-            id,
-            Pending {
-                peer,
-                step: Step::InitiationConsumed(Box::new(hs)),
+        let (i2r, r2i) = hs.dangerously_get_raw_split();
+        // Finished: drop the state now (snow does not zeroize its own).
+        drop(hs);
+        Ok(Answer {
+            peer,
+            timestamp,
+            noise: NoiseResponse(out),
+            keys: SessionKeys {
+                send: SessionKey::from_bytes(r2i),
+                recv: SessionKey::from_bytes(i2r),
             },
-        );
-        Ok((id, peer, timestamp))
-    }
-
-    /// Takes a pending handshake out of the table if it is at the step
-    /// `want` accepts; otherwise leaves it (a wrong-order request must not
-    /// destroy a good handshake) and refuses.
-    fn take(&mut self, id: HandshakeId, want: fn(&Step) -> bool) -> Result<Pending, CryptoError> {
-        match self.pending.get(&id) {
-            None => Err(CryptoError::UnknownHandshake),
-            Some(p) if !want(&p.step) => Err(CryptoError::WrongState),
-            Some(_) => self
-                .pending
-                .remove(&id)
-                .ok_or(CryptoError::UnknownHandshake),
-        }
-    }
-
-    fn finish(&mut self, id: HandshakeId, peer: PublicKey, keys: SessionKeys) {
-        self.pending.insert(
-            id,
-            Pending {
-                peer,
-                step: Step::Finished(keys),
-            },
-        );
+        })
     }
 
     fn forget(&mut self, id: HandshakeId, peer: &PublicKey) {
@@ -582,59 +575,14 @@ impl KeyStore {
             if p.initiating == Some(id) {
                 p.initiating = None;
             }
-            if p.responding == Some(id) {
-                p.responding = None;
-            }
         }
     }
 
-    /// Answers a consumed initiation: the Noise part of the response. The
-    /// handshake is then finished and its keys wait for `release_keys`.
-    pub fn create_response(&mut self, id: HandshakeId) -> Result<NoiseResponse, CryptoError> {
-        let pending = self.take(id, |s| matches!(s, Step::InitiationConsumed(_)))?;
-        let Step::InitiationConsumed(mut hs) = pending.step else {
-            return Err(CryptoError::WrongState);
-        };
-        let peer = pending.peer;
-        let result = (|| {
-            let peers = self.peers.lock();
-            let p = peers.get(&peer).ok_or(CryptoError::UnknownPeer)?;
-            let psk = p.psk.as_ref().map_or(&ZERO_PSK, |k| k.expose());
-            hs.set_psk(PSK_POSITION as usize, psk)
-                .map_err(|_| CryptoError::Internal)?;
-            // No lock while snow computes.
-            drop(peers);
-            let mut out = [0u8; NOISE_RESPONSE_LEN];
-            let n = hs
-                .write_message(&[], &mut out)
-                .map_err(|_| CryptoError::Internal)?;
-            if n != NOISE_RESPONSE_LEN {
-                return Err(CryptoError::Internal);
-            }
-            let (i2r, r2i) = hs.dangerously_get_raw_split();
-            Ok((out, i2r, r2i))
-        })();
-        drop(hs);
-        match result {
-            Ok((out, i2r, r2i)) => {
-                let keys = SessionKeys {
-                    send: SessionKey::from_bytes(r2i),
-                    recv: SessionKey::from_bytes(i2r),
-                };
-                self.finish(id, peer, keys);
-                Ok(NoiseResponse(out))
-            }
-            Err(e) => {
-                self.forget(id, &peer);
-                Err(e)
-            }
-        }
-    }
-
-    /// Reads the peer's response to our initiation. On success the keys
-    /// wait for `release_keys`. A response that does not authenticate
-    /// changes nothing: the handshake stays, waiting for its genuine
-    /// response, as in Linux and wireguard-go (anyone who saw our
+    /// Reads the peer's response to our initiation `id`. If it
+    /// authenticates, the handshake is finished: its keys are returned,
+    /// this once, and it is forgotten. A response that does not
+    /// authenticate changes nothing: the handshake stays, waiting for its
+    /// genuine response, as in Linux and wireguard-go (anyone who saw our
     /// initiation's sender index on the wire can send a response to it).
     ///
     /// This relies on snow: `HandshakeState::read_message` restores its
@@ -648,28 +596,24 @@ impl KeyStore {
         &mut self,
         id: HandshakeId,
         msg: &NoiseResponse,
-    ) -> Result<(), CryptoError> {
+    ) -> Result<SessionKeys, CryptoError> {
         let pending = self
             .pending
             .get_mut(&id)
             .ok_or(CryptoError::UnknownHandshake)?;
-        let Step::InitiationSent(hs) = &mut pending.step else {
-            return Err(CryptoError::WrongState);
-        };
         let peer = pending.peer;
         let mut payload = Zeroizing::new([0u8; NOISE_RESPONSE_LEN]);
-        match hs.read_message(&msg.0, &mut payload[..]) {
+        match pending.hs.read_message(&msg.0, &mut payload[..]) {
             Ok(0) => {
-                let (i2r, r2i) = hs.dangerously_get_raw_split();
+                let (i2r, r2i) = pending.hs.dangerously_get_raw_split();
                 // The state is finished: drop it (snow does not zeroize
-                // its own) and keep only the keys.
+                // its own) and hand out only the keys.
                 self.pending.remove(&id);
-                let keys = SessionKeys {
+                self.forget(id, &peer);
+                Ok(SessionKeys {
                     send: SessionKey::from_bytes(i2r),
                     recv: SessionKey::from_bytes(r2i),
-                };
-                self.finish(id, peer, keys);
-                Ok(())
+                })
             }
             // Not a WireGuard response (its payload is empty by length):
             // the state has moved past the message, so it cannot wait for
@@ -683,17 +627,7 @@ impl KeyStore {
         }
     }
 
-    /// Hands out the transport keys of a finished handshake, once.
-    pub fn release_keys(&mut self, id: HandshakeId) -> Result<SessionKeys, CryptoError> {
-        let pending = self.take(id, |s| matches!(s, Step::Finished(_)))?;
-        self.forget(id, &pending.peer);
-        match pending.step {
-            Step::Finished(keys) => Ok(keys),
-            _ => Err(CryptoError::WrongState),
-        }
-    }
-
-    /// Drops a pending handshake (timestamp replay, rate limit, timeout).
+    /// Drops our pending initiation (timeout, peer removed).
     pub fn abandon(&mut self, id: HandshakeId) -> Result<(), CryptoError> {
         let pending = self
             .pending
@@ -780,24 +714,17 @@ impl KeyStore {
             HandshakeToCrypto::CreateInitiation { peer } => self
                 .create_initiation(&peer)
                 .map(|(id, noise)| CryptoToHandshake::Initiation { id, noise }),
-            HandshakeToCrypto::ConsumeInitiation { noise } => self
-                .consume_initiation_at(now, &noise)
-                .map(
-                    |(id, peer, timestamp)| CryptoToHandshake::InitiationConsumed {
-                        id,
-                        peer,
-                        timestamp,
-                    },
-                ),
-            HandshakeToCrypto::CreateResponse { id } => self
-                .create_response(id)
-                .map(|noise| CryptoToHandshake::Response { noise }),
+            HandshakeToCrypto::AnswerInitiation { noise } => self
+                .answer_initiation_at(now, &noise)
+                .map(|a| CryptoToHandshake::Answered {
+                    peer: a.peer,
+                    timestamp: a.timestamp,
+                    noise: a.noise,
+                    keys: a.keys,
+                }),
             HandshakeToCrypto::ConsumeResponse { id, noise } => self
                 .consume_response(id, &noise)
-                .map(|()| CryptoToHandshake::ResponseConsumed),
-            HandshakeToCrypto::ReleaseKeys { id } => {
-                self.release_keys(id).map(CryptoToHandshake::Keys)
-            }
+                .map(CryptoToHandshake::ResponseConsumed),
             HandshakeToCrypto::Abandon { id } => {
                 self.abandon(id).map(|()| CryptoToHandshake::Abandoned)
             }
@@ -833,7 +760,7 @@ mod tests {
             round += 1;
             let now = t0 + Duration::from_secs(round);
             let (_, init) = a.create_initiation(&pb).map_err(|e| ("initiation", e))?;
-            b.consume_initiation_at(now, &init)
+            b.answer_initiation_at(now, &init)
                 .map(drop)
                 .map_err(|e| ("consume", e))
         };
@@ -906,7 +833,7 @@ mod tests {
         assert!(!known(&a, &pb) && !known(&b, &pa));
         let (_, init) = a.create_initiation(&pb).expect("initiation");
         assert!(known(&a, &pb));
-        b.consume_initiation(&init).expect("consume");
+        b.answer_initiation(&init).expect("answer");
         assert!(known(&b, &pa));
     }
 }

@@ -33,23 +33,26 @@ fn full_handshake_agrees_on_keys() {
     for psk in [None, Some([7u8; 32])] {
         let (mut a, mut b) = pair(psk, psk);
         let (ia, init) = a.store.create_initiation(&b.public).expect("initiation");
-        let (ib, who, ts) = b.store.consume_initiation(&init).expect("consume");
-        assert_eq!(who, a.public);
-        assert_ne!(ts.0, [0; 12]);
-        let resp = b.store.create_response(ib).expect("response");
-        a.store
-            .consume_response(ia, &resp)
+        let answer = b.store.answer_initiation(&init).expect("answer");
+        assert_eq!(answer.peer, a.public);
+        assert_ne!(answer.timestamp.0, [0; 12]);
+        // The responder keeps nothing once it has answered.
+        assert_eq!(b.store.pending_count(), 0);
+        let ka = a
+            .store
+            .consume_response(ia, &answer.noise)
             .expect("consume response");
-        let ka = a.store.release_keys(ia).expect("keys a");
-        let kb = b.store.release_keys(ib).expect("keys b");
+        let kb = answer.keys;
         assert_eq!(ka.send, kb.recv);
         assert_eq!(ka.recv, kb.send);
         assert_ne!(ka.send, ka.recv);
-        // Exactly once.
-        assert_eq!(a.store.release_keys(ia), Err(CryptoError::UnknownHandshake));
-        assert_eq!(b.store.release_keys(ib), Err(CryptoError::UnknownHandshake));
+        // Exactly once: the handshake is gone with its keys.
+        assert_eq!(
+            a.store.consume_response(ia, &answer.noise),
+            Err(CryptoError::UnknownHandshake)
+        );
+        assert_eq!(a.store.abandon(ia), Err(CryptoError::UnknownHandshake));
         assert_eq!(a.store.pending_count(), 0);
-        assert_eq!(b.store.pending_count(), 0);
     }
 }
 
@@ -58,15 +61,13 @@ fn psk_mismatch_fails_at_the_initiator() {
     let (mut a, mut b) = pair(Some([1; 32]), Some([2; 32]));
     let (ia, init) = a.store.create_initiation(&b.public).expect("initiation");
     // The PSK enters only in the second message: the responder cannot tell.
-    let (ib, _, _) = b.store.consume_initiation(&init).expect("consume");
-    let resp = b.store.create_response(ib).expect("response");
+    let answer = b.store.answer_initiation(&init).expect("answer");
     assert_eq!(
-        a.store.consume_response(ia, &resp),
+        a.store.consume_response(ia, &answer.noise),
         Err(CryptoError::Rejected)
     );
-    // The handshake stays, waiting for a response that authenticates;
-    // it has no keys to release.
-    assert_eq!(a.store.release_keys(ia), Err(CryptoError::WrongState));
+    // The handshake stays, waiting for a response that authenticates, and
+    // released no keys.
     assert_eq!(a.store.pending_count(), 1);
 }
 
@@ -80,7 +81,7 @@ fn unknown_initiator_is_refused() {
         .create_initiation(&a.public)
         .expect("initiation");
     assert_eq!(
-        a.store.consume_initiation(&init).map(|_| ()),
+        a.store.answer_initiation(&init).map(|_| ()),
         Err(CryptoError::UnknownPeer)
     );
     assert_eq!(a.store.pending_count(), 0);
@@ -93,46 +94,62 @@ fn initiation_for_someone_else_does_not_authenticate() {
     c.store.set_peer(a.public, None);
     let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
     assert_eq!(
-        c.store.consume_initiation(&init).map(|_| ()),
+        c.store.answer_initiation(&init).map(|_| ()),
         Err(CryptoError::Rejected)
     );
     // Tampering is caught too.
     let mut bad = init.clone();
     bad.0[60] ^= 1;
     assert_eq!(
-        b.store.consume_initiation(&bad).map(|_| ()),
+        b.store.answer_initiation(&bad).map(|_| ()),
         Err(CryptoError::Rejected)
     );
 }
 
+/// Keys come only with the step that finishes a handshake: there is no
+/// request that names a handshake and asks for its keys, so none can be
+/// asked early, twice, or for a handshake that never was.
 #[test]
-fn permit_rules_refuse_out_of_order_requests() {
+fn keys_come_only_with_the_step_that_finishes() {
     let (mut a, mut b) = pair(None, None);
     assert_eq!(
-        a.store.create_response(HandshakeId(999)),
+        a.store
+            .consume_response(HandshakeId(999), &NoiseResponse([0; 48]))
+            .map(|_| ()),
         Err(CryptoError::UnknownHandshake)
     );
     let (ia, init) = a.store.create_initiation(&b.public).expect("initiation");
-    // An initiator's handshake cannot be answered or released early...
-    assert_eq!(a.store.create_response(ia), Err(CryptoError::WrongState));
-    assert_eq!(a.store.release_keys(ia), Err(CryptoError::WrongState));
-    // ...and the refusal leaves it intact.
-    let (ib, _, _) = b.store.consume_initiation(&init).expect("consume");
+    // Our own initiation, fed back to us: it is not for our key.
     assert_eq!(
-        b.store.consume_response(ib, &NoiseResponse([0; 48])),
-        Err(CryptoError::WrongState)
+        a.store.answer_initiation(&init).map(|_| ()),
+        Err(CryptoError::Rejected)
     );
-    assert_eq!(b.store.release_keys(ib), Err(CryptoError::WrongState));
-    let resp = b.store.create_response(ib).expect("response");
-    assert_eq!(b.store.create_response(ib), Err(CryptoError::WrongState));
-    a.store
-        .consume_response(ia, &resp)
+    // A response that does not authenticate releases nothing and leaves
+    // the handshake intact...
+    assert_eq!(
+        a.store
+            .consume_response(ia, &NoiseResponse([0x55; 48]))
+            .map(|_| ()),
+        Err(CryptoError::Rejected)
+    );
+    assert_eq!(a.store.pending_count(), 1);
+    // ...and the genuine one then finishes it, once.
+    let answer = b.store.answer_initiation(&init).expect("answer");
+    let keys = a
+        .store
+        .consume_response(ia, &answer.noise)
         .expect("consume response");
+    assert_eq!(keys.send, answer.keys.recv);
     assert_eq!(
-        a.store.consume_response(ia, &resp),
-        Err(CryptoError::WrongState)
+        a.store.consume_response(ia, &answer.noise).map(|_| ()),
+        Err(CryptoError::UnknownHandshake)
     );
-    a.store.release_keys(ia).expect("keys");
+    // The responder has no handshake to ask about at all: the same
+    // initiation again is a replay.
+    assert_eq!(
+        b.store.answer_initiation(&init).map(|_| ()),
+        Err(CryptoError::ReplayedTimestamp)
+    );
 }
 
 #[test]
@@ -159,6 +176,12 @@ fn a_new_initiation_supersedes_the_old_one() {
     assert_ne!(first, second);
     assert_eq!(a.store.pending_count(), 1);
     assert_eq!(a.store.abandon(first), Err(CryptoError::UnknownHandshake));
+    assert_eq!(
+        a.store
+            .consume_response(first, &NoiseResponse([0; 48]))
+            .map(|_| ()),
+        Err(CryptoError::UnknownHandshake)
+    );
     a.store.abandon(second).expect("abandon");
     assert_eq!(a.store.pending_count(), 0);
 }
@@ -170,11 +193,11 @@ fn timestamps_strictly_increase() {
     let start = Instant::now();
     for i in 0..5 {
         let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
-        let (id, _, ts) = b
+        let ts = b
             .store
-            .consume_initiation_at(start + MIN_INITIATION_INTERVAL * i, &init)
-            .expect("consume");
-        b.store.abandon(id).expect("abandon");
+            .answer_initiation_at(start + MIN_INITIATION_INTERVAL * i, &init)
+            .expect("answer")
+            .timestamp;
         if let Some(l) = last {
             assert!(ts > l);
         }
@@ -206,28 +229,25 @@ fn dispatch_answers_every_request() {
     else {
         panic!("no initiation");
     };
-    let CryptoToHandshake::InitiationConsumed { id: ib, .. } = b
+    let CryptoToHandshake::Answered {
+        peer,
+        noise,
+        keys: kb,
+        ..
+    } = b
         .store
-        .handle_handshake(HandshakeToCrypto::ConsumeInitiation { noise })
+        .handle_handshake(HandshakeToCrypto::AnswerInitiation { noise })
     else {
-        panic!("not consumed");
+        panic!("not answered");
     };
-    let CryptoToHandshake::Response { noise } = b
+    assert_eq!(peer, a.public);
+    let CryptoToHandshake::ResponseConsumed(ka) = a
         .store
-        .handle_handshake(HandshakeToCrypto::CreateResponse { id: ib })
+        .handle_handshake(HandshakeToCrypto::ConsumeResponse { id: ia, noise })
     else {
-        panic!("no response");
+        panic!("response not consumed");
     };
-    assert_eq!(
-        a.store
-            .handle_handshake(HandshakeToCrypto::ConsumeResponse { id: ia, noise }),
-        CryptoToHandshake::ResponseConsumed
-    );
-    assert!(matches!(
-        a.store
-            .handle_handshake(HandshakeToCrypto::ReleaseKeys { id: ia }),
-        CryptoToHandshake::Keys(_)
-    ));
+    assert_eq!((ka.send, ka.recv), (kb.recv, kb.send));
     assert_eq!(
         a.store
             .handle_handshake(HandshakeToCrypto::Abandon { id: ia }),
@@ -246,20 +266,19 @@ fn a_forged_response_leaves_the_handshake_in_place() {
         // b's genuine response to an earlier initiation of a's, which the
         // later one superseded: authentic bytes, the wrong handshake.
         let (_, earlier) = a.store.create_initiation(&b.public).expect("earlier");
-        let (ie, _, _) = b
+        let stale = b
             .store
-            .consume_initiation_at(t0, &earlier)
-            .expect("earlier");
-        let stale = b.store.create_response(ie).expect("stale response");
+            .answer_initiation_at(t0, &earlier)
+            .expect("earlier")
+            .noise;
         let (ia, init) = a.store.create_initiation(&b.public).expect("initiation");
-        let (ib, _, _) = b
+        let genuine = b
             .store
-            .consume_initiation_at(t0 + MIN_INITIATION_INTERVAL, &init)
-            .expect("consume");
-        let genuine = b.store.create_response(ib).expect("response");
+            .answer_initiation_at(t0 + MIN_INITIATION_INTERVAL, &init)
+            .expect("answer");
         // Garbage, an all-zero ephemeral (refused by the DH), the genuine
         // ephemeral with a bad tag, and the stale response.
-        let mut bad_tag = genuine.clone();
+        let mut bad_tag = genuine.noise.clone();
         bad_tag.0[47] ^= 1;
         let forgeries = [
             NoiseResponse([0xa5; 48]),
@@ -269,16 +288,16 @@ fn a_forged_response_leaves_the_handshake_in_place() {
         ];
         for forged in &forgeries {
             assert_eq!(
-                a.store.consume_response(ia, forged),
+                a.store.consume_response(ia, forged).map(|_| ()),
                 Err(CryptoError::Rejected)
             );
-            assert_eq!(a.store.release_keys(ia), Err(CryptoError::WrongState));
+            assert_eq!(a.store.pending_count(), 1, "the handshake stays");
         }
-        a.store
-            .consume_response(ia, &genuine)
+        let ka = a
+            .store
+            .consume_response(ia, &genuine.noise)
             .expect("the genuine response after the forgeries");
-        let ka = a.store.release_keys(ia).expect("keys a");
-        let kb = b.store.release_keys(ib).expect("keys b");
+        let kb = genuine.keys;
         assert_eq!(ka.send, kb.recv);
         assert_eq!(ka.recv, kb.send);
         assert_eq!(a.store.pending_count(), 0);
@@ -295,8 +314,7 @@ fn a_forged_response_is_refused_through_dispatch() {
     else {
         panic!("no initiation");
     };
-    let (ib, _, _) = b.store.consume_initiation(&noise).expect("consume");
-    let genuine = b.store.create_response(ib).expect("response");
+    let genuine = b.store.answer_initiation(&noise).expect("answer");
     assert_eq!(
         a.store
             .handle_handshake(HandshakeToCrypto::ConsumeResponse {
@@ -305,14 +323,16 @@ fn a_forged_response_is_refused_through_dispatch() {
             }),
         CryptoToHandshake::Refused(CryptoError::Rejected)
     );
-    assert_eq!(
+    let CryptoToHandshake::ResponseConsumed(ka) =
         a.store
             .handle_handshake(HandshakeToCrypto::ConsumeResponse {
                 id: ia,
-                noise: genuine,
-            }),
-        CryptoToHandshake::ResponseConsumed
-    );
+                noise: genuine.noise,
+            })
+    else {
+        panic!("the genuine response was not consumed");
+    };
+    assert_eq!(ka.send, genuine.keys.recv);
 }
 
 /// A replayed initiation — byte for byte one consumed before, or an older
@@ -324,42 +344,29 @@ fn a_replayed_initiation_gets_nothing() {
     let t0 = Instant::now();
     let (_, older) = a.store.create_initiation(&b.public).expect("older");
     let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
-    let (ib, who, _) = b.store.consume_initiation_at(t0, &init).expect("consume");
-    assert_eq!(who, a.public);
-    let resp = b.store.create_response(ib).expect("response");
-    b.store.release_keys(ib).expect("keys");
-    let _ = resp;
-    let pending = b.store.pending_count();
+    let answer = b.store.answer_initiation_at(t0, &init).expect("answer");
+    assert_eq!(answer.peer, a.public);
     for (later, replay) in [(1, &init), (2, &older), (3, &init)] {
         let at = t0 + Duration::from_secs(later);
         assert_eq!(
-            b.store.consume_initiation_at(at, replay).map(|_| ()),
+            b.store.answer_initiation_at(at, replay).map(|_| ()),
             Err(CryptoError::ReplayedTimestamp)
         );
-        assert_eq!(b.store.pending_count(), pending, "no handshake left behind");
+        assert_eq!(b.store.pending_count(), 0, "no handshake left behind");
     }
-    // Through the dispatch: refused, and no id exists to ask a response
-    // or keys of.
+    // Through the dispatch: refused, with no response and no keys.
     assert_eq!(
         b.store
-            .handle_handshake(HandshakeToCrypto::ConsumeInitiation {
+            .handle_handshake(HandshakeToCrypto::AnswerInitiation {
                 noise: init.clone()
             }),
         CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp)
     );
-    assert_eq!(
-        b.store.create_response(HandshakeId(ib.0 + 1)),
-        Err(CryptoError::UnknownHandshake)
-    );
     // A fresh initiation (newer timestamp) is answered.
     let (_, fresh) = a.store.create_initiation(&b.public).expect("fresh");
-    let (id, _, _) = b
-        .store
-        .consume_initiation_at(t0 + Duration::from_secs(4), &fresh)
-        .expect("fresh initiation");
     b.store
-        .create_response(id)
-        .expect("response to the fresh one");
+        .answer_initiation_at(t0 + Duration::from_secs(4), &fresh)
+        .expect("answer to the fresh one");
 }
 
 /// At most one initiation per peer per 20 ms is consumed; one refused for
@@ -375,21 +382,19 @@ fn initiations_per_peer_are_rate_limited() {
     let (_, second) = a.store.create_initiation(&b.public).expect("second");
     let (_, third) = a.store.create_initiation(&b.public).expect("third");
     let (_, from_c) = c.store.create_initiation(&b.public).expect("from c");
-    b.store.consume_initiation_at(t0, &first).expect("first");
-    let pending = b.store.pending_count();
+    b.store.answer_initiation_at(t0, &first).expect("first");
     let soon = t0 + MIN_INITIATION_INTERVAL - Duration::from_millis(1);
     assert_eq!(
-        b.store.consume_initiation_at(soon, &second).map(|_| ()),
+        b.store.answer_initiation_at(soon, &second).map(|_| ()),
         Err(CryptoError::InitiationFlood)
     );
-    assert_eq!(b.store.pending_count(), pending);
     // Another peer is not held back by this one.
     b.store
-        .consume_initiation_at(soon, &from_c)
+        .answer_initiation_at(soon, &from_c)
         .expect("another peer");
     // The refused one did not count: the next after the interval is taken.
     b.store
-        .consume_initiation_at(t0 + MIN_INITIATION_INTERVAL, &third)
+        .answer_initiation_at(t0 + MIN_INITIATION_INTERVAL, &third)
         .expect("after the interval");
 }
 
@@ -400,11 +405,11 @@ fn a_removed_peer_starts_afresh() {
     let (mut a, mut b) = pair(None, None);
     let t0 = Instant::now();
     let (_, init) = a.store.create_initiation(&b.public).expect("initiation");
-    b.store.consume_initiation_at(t0, &init).expect("consume");
+    b.store.answer_initiation_at(t0, &init).expect("consume");
     b.store.remove_peer(&a.public);
     b.store.set_peer(a.public, None);
     b.store
-        .consume_initiation_at(t0 + Duration::from_secs(1), &init)
+        .answer_initiation_at(t0 + Duration::from_secs(1), &init)
         .expect("a re-added peer has no history");
 }
 
@@ -421,11 +426,10 @@ fn a_new_private_key_refreshes_the_static_static_dh() {
     let handshake = |i: &mut Side, r: &mut Side, s: u64| -> Result<(), CryptoError> {
         let (ii, init) = i.store.create_initiation(&r.public)?;
         let now = t0 + Duration::from_secs(s);
-        let (ir, who, _) = r.store.consume_initiation_at(now, &init)?;
-        assert_eq!(who, i.public);
-        let resp = r.store.create_response(ir)?;
-        i.store.consume_response(ii, &resp)?;
-        let (ki, kr) = (i.store.release_keys(ii)?, r.store.release_keys(ir)?);
+        let answer = r.store.answer_initiation_at(now, &init)?;
+        assert_eq!(answer.peer, i.public);
+        let ki = i.store.consume_response(ii, &answer.noise)?;
+        let kr = answer.keys;
         assert_eq!((ki.send, ki.recv), (kr.recv, kr.send));
         Ok(())
     };
@@ -438,7 +442,7 @@ fn a_new_private_key_refreshes_the_static_static_dh() {
     let (_, init) = a.store.create_initiation(&old_public).expect("initiation");
     assert_eq!(
         b.store
-            .consume_initiation_at(t0 + Duration::from_secs(1), &init)
+            .answer_initiation_at(t0 + Duration::from_secs(1), &init)
             .map(|_| ()),
         Err(CryptoError::Rejected)
     );

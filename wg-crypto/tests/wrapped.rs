@@ -26,12 +26,9 @@ fn set_psk(store: &mut KeyStore, peer: PublicKey, s: Secret) -> CryptoToParent {
 /// A full handshake from `a` (initiator) to `b`.
 fn handshake(a: &mut KeyStore, b: &mut KeyStore, b_public: &PublicKey) -> Result<(), CryptoError> {
     let (ia, init) = a.create_initiation(b_public)?;
-    let (ib, _, _) = b.consume_initiation(&init)?;
-    let resp = b.create_response(ib)?;
-    a.consume_response(ia, &resp)?;
-    let ka = a.release_keys(ia)?;
-    let kb = b.release_keys(ib)?;
-    assert_eq!(ka.send, kb.recv);
+    let answer = b.answer_initiation(&init)?;
+    let ka = a.consume_response(ia, &answer.noise)?;
+    assert_eq!(ka.send, answer.keys.recv);
     Ok(())
 }
 

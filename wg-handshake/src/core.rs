@@ -179,6 +179,37 @@ pub enum DropReason {
     BadCookie,
 }
 
+/// What [`Core::begin_packet`] made of a packet.
+#[derive(Debug)]
+pub enum Begun {
+    /// Settled without the key holder.
+    Done(PacketOutcome),
+    /// Ask the key holder this; give its answer to [`Core::finish_packet`]
+    /// with the [`AwaitingCrypto`].
+    Ask(HandshakeToCrypto, AwaitingCrypto),
+}
+
+/// A packet that waits for the key holder's answer: what
+/// [`Core::finish_packet`] needs of it. Opaque outside the core.
+#[derive(Debug)]
+pub struct AwaitingCrypto {
+    from: Endpoint,
+    what: Awaiting,
+}
+
+#[derive(Debug)]
+enum Awaiting {
+    /// An initiation, from the peer's index `sender`.
+    Answer { sender: u32 },
+    /// A response under our index `receiver`, for our initiation `id`.
+    Keys {
+        sender: u32,
+        receiver: u32,
+        peer: PublicKey,
+        id: HandshakeId,
+    },
+}
+
 struct PendingInitiation {
     local_index: u32,
     id: HandshakeId,
@@ -724,7 +755,10 @@ impl Core {
 
     // ------------------------------------------------------------ packets
 
-    /// One handshake packet (type 1, 2 or 3) from `from`.
+    /// One handshake packet (type 1, 2 or 3) from `from`: its checks,
+    /// the key holder's answer if it needs one, and what follows from it.
+    /// The same as [`Core::begin_packet`], then [`Crypto::ask`], then
+    /// [`Core::finish_packet`].
     pub fn handle_packet(
         &mut self,
         now: Instant,
@@ -733,7 +767,65 @@ impl Core {
         crypto: &mut dyn Crypto,
         out: &mut Out,
     ) -> PacketOutcome {
-        let outcome = self.dispatch_packet(now, bytes, from, crypto, out);
+        match self.begin_packet(now, bytes, from, out) {
+            Begun::Done(outcome) => outcome,
+            Begun::Ask(question, waiting) => {
+                let answer = crypto.ask(question);
+                self.finish_packet(now, waiting, answer, out)
+            }
+        }
+    }
+
+    /// The first half of [`Core::handle_packet`]: every check that needs
+    /// no key (length, MAC1, MAC2 or a cookie reply under load, the rate
+    /// limit, the receiver index of a response). Either that settles the
+    /// packet, or it needs the key holder: then the question to ask, and
+    /// what [`Core::finish_packet`] needs with the answer.
+    ///
+    /// The process loop uses the halves to keep a few questions in flight,
+    /// so that the key holder finds the next one waiting when it answers
+    /// one. Other packets may then be finished between a packet's two
+    /// halves (never timers, activity, or configuration: the loop collects
+    /// every answer first), and [`Core::finish_packet`] checks again what
+    /// they may have changed.
+    pub fn begin_packet(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        from: Endpoint,
+        out: &mut Out,
+    ) -> Begun {
+        let begun = self.dispatch_packet(now, bytes, from, out);
+        if let Begun::Done(outcome) = begun {
+            self.count(outcome, &from);
+        }
+        begun
+    }
+
+    /// The second half of [`Core::handle_packet`]: the key holder's answer
+    /// to the question [`Core::begin_packet`] asked for `waiting`.
+    pub fn finish_packet(
+        &mut self,
+        now: Instant,
+        waiting: AwaitingCrypto,
+        answer: CryptoToHandshake,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        let from = waiting.from;
+        let outcome = match waiting.what {
+            Awaiting::Answer { sender } => self.initiation_answered(now, sender, from, answer, out),
+            Awaiting::Keys {
+                sender,
+                receiver,
+                peer,
+                id,
+            } => self.response_consumed(now, sender, receiver, peer, id, from, answer, out),
+        };
+        self.count(outcome, &from);
+        outcome
+    }
+
+    fn count(&mut self, outcome: PacketOutcome, from: &Endpoint) {
         if let PacketOutcome::Dropped(reason) = outcome {
             let c = &mut self.counters;
             match reason {
@@ -747,7 +839,6 @@ impl Core {
             }
             tracing::debug!(from = %from.addr, ?reason, "dropped handshake packet");
         }
-        outcome
     }
 
     fn dispatch_packet(
@@ -755,34 +846,34 @@ impl Core {
         now: Instant,
         bytes: &[u8],
         from: Endpoint,
-        crypto: &mut dyn Crypto,
         out: &mut Out,
-    ) -> PacketOutcome {
+    ) -> Begun {
+        use PacketOutcome::Dropped;
         let kind = match wire::classify(bytes) {
             Ok(k) => k,
-            Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+            Err(_) => return Begun::Done(Dropped(DropReason::Malformed)),
         };
         let mac1_at = match kind {
             MessageType::Initiation => INITIATION_MAC1_OFFSET,
             MessageType::Response => RESPONSE_MAC1_OFFSET,
-            MessageType::CookieReply => return self.consume_cookie_reply(now, bytes),
-            MessageType::Data => return PacketOutcome::Dropped(DropReason::Malformed),
+            MessageType::CookieReply => return Begun::Done(self.consume_cookie_reply(now, bytes)),
+            MessageType::Data => return Begun::Done(Dropped(DropReason::Malformed)),
         };
         let under_load = self.load.record(now);
         let Some(checker) = self.checker.as_mut() else {
-            return PacketOutcome::Dropped(DropReason::NoInterfaceKey);
+            return Begun::Done(Dropped(DropReason::NoInterfaceKey));
         };
         match checker.check(now, bytes, mac1_at, &from.addr, under_load) {
-            MacCheck::BadMac1 => return PacketOutcome::Dropped(DropReason::BadMac1),
+            MacCheck::BadMac1 => return Begun::Done(Dropped(DropReason::BadMac1)),
             MacCheck::NeedCookie => {
                 let (sender, mac1) = match kind {
                     MessageType::Initiation => match Initiation::parse(bytes) {
                         Ok(m) => (m.sender, m.mac1),
-                        Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+                        Err(_) => return Begun::Done(Dropped(DropReason::Malformed)),
                     },
                     _ => match Response::parse(bytes) {
                         Ok(m) => (m.sender, m.mac1),
-                        Err(_) => return PacketOutcome::Dropped(DropReason::Malformed),
+                        Err(_) => return Begun::Done(Dropped(DropReason::Malformed)),
                     },
                 };
                 let reply = checker.make_reply(now, sender, &mac1, &from.addr);
@@ -791,21 +882,32 @@ impl Core {
                     to: Destination::Addr(from),
                     bytes: reply.to_bytes().to_vec(),
                 });
-                return PacketOutcome::CookieSent;
+                return Begun::Done(PacketOutcome::CookieSent);
             }
             MacCheck::Ok => {}
         }
         if under_load && !self.limiter.allow(now, from.addr.ip()) {
-            return PacketOutcome::Dropped(DropReason::RateLimited);
+            return Begun::Done(Dropped(DropReason::RateLimited));
         }
         match kind {
+            // One question: crypto reads the initiation and, if its own
+            // rules (configured peer, newer timestamp, rate) allow, answers
+            // it with the response and our session keys at once.
             MessageType::Initiation => match Initiation::parse(bytes) {
-                Ok(m) => self.consume_initiation(now, m, from, crypto, out),
-                Err(_) => PacketOutcome::Dropped(DropReason::Malformed),
+                Ok(m) => Begun::Ask(
+                    HandshakeToCrypto::AnswerInitiation {
+                        noise: NoiseInitiation(m.noise),
+                    },
+                    AwaitingCrypto {
+                        from,
+                        what: Awaiting::Answer { sender: m.sender },
+                    },
+                ),
+                Err(_) => Begun::Done(Dropped(DropReason::Malformed)),
             },
             _ => match Response::parse(bytes) {
-                Ok(m) => self.consume_response(now, m, from, crypto, out),
-                Err(_) => PacketOutcome::Dropped(DropReason::Malformed),
+                Ok(m) => self.begin_response(m, from),
+                Err(_) => Begun::Done(Dropped(DropReason::Malformed)),
             },
         }
     }
@@ -828,22 +930,26 @@ impl Core {
         }
     }
 
-    fn consume_initiation(
+    /// The key holder's answer to an initiation (`sender`: the peer's
+    /// index). Our checks here repeat its timestamp and rate rules on our
+    /// own records; if they refuse, the response and the keys are dropped
+    /// unsent (the keys zeroize on drop), and without the response the
+    /// peer can never use them.
+    fn initiation_answered(
         &mut self,
         now: Instant,
-        msg: Initiation,
+        sender: u32,
         from: Endpoint,
-        crypto: &mut dyn Crypto,
+        answer: CryptoToHandshake,
         out: &mut Out,
     ) -> PacketOutcome {
-        let (id, peer, timestamp) = match crypto.ask(HandshakeToCrypto::ConsumeInitiation {
-            noise: NoiseInitiation(msg.noise),
-        }) {
-            CryptoToHandshake::InitiationConsumed {
-                id,
+        let (peer, timestamp, noise, keys) = match answer {
+            CryptoToHandshake::Answered {
                 peer,
                 timestamp,
-            } => (id, peer, timestamp),
+                noise,
+                keys,
+            } => (peer, timestamp, noise, keys),
             // The key holder checks timestamps and rate itself and says
             // why it refused: counted as our own checks count them.
             CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp) => {
@@ -857,37 +963,21 @@ impl Core {
             }
             _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
         };
-        let abandon = |crypto: &mut dyn Crypto, reason| {
-            crypto.ask(HandshakeToCrypto::Abandon { id });
-            PacketOutcome::Dropped(reason)
-        };
         let Some(p) = self.peers.get_mut(&peer) else {
             // Crypto knows the peer but we do not (configuration race).
-            return abandon(crypto, DropReason::Rejected(CryptoError::UnknownPeer));
+            return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::UnknownPeer));
         };
         if timestamp <= p.greatest_timestamp {
-            return abandon(crypto, DropReason::ReplayedTimestamp);
+            return PacketOutcome::Dropped(DropReason::ReplayedTimestamp);
         }
         if p.last_initiation_consumed
             .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
         {
-            return abandon(crypto, DropReason::InitiationFlood);
+            return PacketOutcome::Dropped(DropReason::InitiationFlood);
         }
         p.greatest_timestamp = timestamp;
         p.last_initiation_consumed = Some(now);
 
-        let noise = match crypto.ask(HandshakeToCrypto::CreateResponse { id }) {
-            CryptoToHandshake::Response { noise } => noise,
-            CryptoToHandshake::Refused(e) => return abandon(crypto, DropReason::Rejected(e)),
-            _ => return abandon(crypto, DropReason::Rejected(CryptoError::Internal)),
-        };
-        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
-            CryptoToHandshake::Keys(k) => k,
-            CryptoToHandshake::Refused(e) => {
-                return PacketOutcome::Dropped(DropReason::Rejected(e))
-            }
-            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
-        };
         let local_index = self.indices.allocate(
             &mut self.rng,
             IndexEntry {
@@ -897,7 +987,7 @@ impl Core {
         );
         let mut bytes = Response {
             sender: local_index,
-            receiver: msg.sender,
+            receiver: sender,
             noise: noise.0,
             mac1: [0; 16],
             mac2: [0; 16],
@@ -924,7 +1014,7 @@ impl Core {
         // the other way round, the transport dropped that packet for an
         // unknown index in up to a quarter of the handshakes of a storm
         // (scripts/storm.sh), and the session stayed unconfirmed here.
-        self.install(now, &peer, local_index, msg.sender, keys, false, out);
+        self.install(now, &peer, local_index, sender, keys, false, out);
         out.push(HandshakeToTransport::Send {
             to: Destination::Peer(peer),
             bytes: bytes.to_vec(),
@@ -941,27 +1031,63 @@ impl Core {
         PacketOutcome::Responded(peer)
     }
 
-    fn consume_response(
-        &mut self,
-        now: Instant,
-        msg: Response,
-        from: Endpoint,
-        crypto: &mut dyn Crypto,
-        out: &mut Out,
-    ) -> PacketOutcome {
+    /// A response passed its MACs: it is for our pending initiation under
+    /// its receiver index, or for nothing.
+    fn begin_response(&mut self, msg: Response, from: Endpoint) -> Begun {
         let Some(IndexEntry {
             peer,
             what: IndexUse::Initiation(id),
         }) = self.indices.get(msg.receiver).copied()
         else {
-            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+            return Begun::Done(PacketOutcome::Dropped(DropReason::UnknownIndex));
         };
-        let answer = crypto.ask(HandshakeToCrypto::ConsumeResponse {
-            id,
-            noise: NoiseResponse(msg.noise),
-        });
-        match answer {
-            CryptoToHandshake::ResponseConsumed => {}
+        // One question: a response that authenticates finishes the
+        // handshake in crypto and releases its keys in the same answer.
+        Begun::Ask(
+            HandshakeToCrypto::ConsumeResponse {
+                id,
+                noise: NoiseResponse(msg.noise),
+            },
+            AwaitingCrypto {
+                from,
+                what: Awaiting::Keys {
+                    sender: msg.sender,
+                    receiver: msg.receiver,
+                    peer,
+                    id,
+                },
+            },
+        )
+    }
+
+    /// The key holder's answer to a response to our initiation `id` with
+    /// `peer` under our index `receiver` (`sender`: the peer's index).
+    #[allow(clippy::too_many_arguments)]
+    fn response_consumed(
+        &mut self,
+        now: Instant,
+        sender: u32,
+        receiver: u32,
+        peer: PublicKey,
+        id: HandshakeId,
+        from: Endpoint,
+        answer: CryptoToHandshake,
+        out: &mut Out,
+    ) -> PacketOutcome {
+        // Packets finished since the question was asked may have moved the
+        // index on (a copy of the same response, finished first, made it
+        // a keypair's): then this answer belongs to nothing we hold, and
+        // whatever it carries is dropped. Without packets in flight the
+        // index cannot have moved.
+        let asked = IndexEntry {
+            peer,
+            what: IndexUse::Initiation(id),
+        };
+        if self.indices.get(receiver) != Some(&asked) {
+            return PacketOutcome::Dropped(DropReason::UnknownIndex);
+        }
+        let keys = match answer {
+            CryptoToHandshake::ResponseConsumed(keys) => keys,
             // A response that does not authenticate changes nothing: the
             // key holder keeps the handshake, and so do we (its index, the
             // pending initiation, the retransmit timer), so the genuine
@@ -976,7 +1102,7 @@ impl Core {
             // state): forget it too, and let the retransmit timer start a
             // fresh one.
             other => {
-                self.indices.free(msg.receiver);
+                self.indices.free(receiver);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if p.pending.as_ref().is_some_and(|q| q.id == id) {
                         p.pending = None;
@@ -988,13 +1114,6 @@ impl Core {
                 };
                 return PacketOutcome::Dropped(DropReason::Rejected(e));
             }
-        }
-        let keys = match crypto.ask(HandshakeToCrypto::ReleaseKeys { id }) {
-            CryptoToHandshake::Keys(k) => k,
-            CryptoToHandshake::Refused(e) => {
-                return PacketOutcome::Dropped(DropReason::Rejected(e))
-            }
-            _ => return PacketOutcome::Dropped(DropReason::Rejected(CryptoError::Internal)),
         };
         let cfg = self.cfg.timers;
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -1009,7 +1128,7 @@ impl Core {
         p.timers
             .any_authenticated_packet_traversal(now, p.persistent_keepalive);
         self.indices.set(
-            msg.receiver,
+            receiver,
             IndexEntry {
                 peer,
                 what: IndexUse::Keypair,
@@ -1020,7 +1139,7 @@ impl Core {
             from,
             len: wire::RESPONSE_LEN as u32,
         });
-        self.install(now, &peer, msg.receiver, msg.sender, keys, true, out);
+        self.install(now, &peer, receiver, sender, keys, true, out);
         // Confirm the session to the responder at once (the transport
         // sends staged packets instead, if it has any).
         self.send_keepalive(now, &peer, out);

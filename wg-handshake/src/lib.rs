@@ -29,5 +29,7 @@ pub mod mac;
 pub mod process;
 pub mod timers;
 
-pub use crate::core::{Config, Core, Counters, Crypto, DropReason, PacketOutcome};
+pub use crate::core::{
+    AwaitingCrypto, Begun, Config, Core, Counters, Crypto, DropReason, PacketOutcome,
+};
 pub use crate::timers::TimerConfig;

@@ -4,27 +4,48 @@
 //! Three channels, typed by wgd's roles table: the parent (configuration
 //! and status queries, each answered once with its request's id), the
 //! transport (handshake packets and coalesced activity in, orders out, no
-//! replies) and the crypto role (one blocking question at a time, through
-//! [`CryptoChannel`]; an answer to any other question is a broken
-//! channel). The only clock reads of the role happen here; the core sees
-//! `now` as an argument.
+//! replies) and the crypto role (questions through [`CryptoChannel`],
+//! each answer checked against its question's id: an answer to any other
+//! question is a broken channel). The only clock reads of the role happen
+//! here; the core sees `now` as an argument.
+//!
+//! Handshake packets keep up to [`IN_FLIGHT`] questions in flight to the
+//! key holder: the loop begins a packet in the core
+//! ([`Core::begin_packet`]: the checks that need no key), sends its
+//! question, and goes on to the next packet; it finishes the oldest
+//! ([`Core::finish_packet`]) when the window is full. So the key holder,
+//! the busiest process of a handshake storm, finds the next question
+//! waiting when it answers one, instead of sleeping while this role reads
+//! its answer, builds the response and reads the next packet. Before
+//! anything that lets the core ask on its own (activity, a handshake
+//! needed, timers, the parent's configuration), every answer in flight is
+//! collected, so those questions are asked with none outstanding, as
+//! before.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use proto::channel::{Channel, ChannelError};
+use proto::channel::{Channel, ChannelError, Submitted};
 use proto::ipc::{
     CryptoError, CryptoToHandshake, HandshakeOp, HandshakeToCrypto, HandshakeToParent,
     HandshakeToTransport, ParentToHandshake, TransportToHandshake,
 };
 
-use crate::core::{Config, Core, Crypto};
+use crate::core::{AwaitingCrypto, Begun, Config, Core, Crypto};
 use crate::load::QUEUE_CAPACITY;
 
 /// Queued messages handled per turn of the loop.
 const PER_TURN: usize = 256;
+
+/// Most questions in flight to the key holder. Two already keep it busy
+/// (one it works on, one waiting); a few more absorb the time this role
+/// spends between answers. Kept small: a blocking send waits when the
+/// other side's socket buffer is full, so the questions and answers in
+/// flight, a few hundred bytes each, must stay far below that, or each
+/// side could wait on the other.
+pub const IN_FLIGHT: usize = 4;
 
 /// Why the loop ended. Every variant is fatal for the interface: the
 /// parent sees the process exit and fails closed.
@@ -42,12 +63,60 @@ pub enum HandshakeExit {
     Poll(nix::errno::Errno),
 }
 
-/// [`Crypto`] over the channel to the crypto role. A channel failure is
-/// remembered and answered as a refusal, so the core unwinds normally and
-/// the loop then exits.
+/// [`Crypto`] over the channel to the crypto role, and the questions of
+/// packets in flight. A channel failure is remembered and answered as a
+/// refusal, so the core unwinds normally and the loop then exits.
 pub struct CryptoChannel<'a> {
     chan: &'a Channel<HandshakeToCrypto, CryptoToHandshake>,
     failed: Option<ChannelError>,
+    /// Questions sent for packets begun in the core, oldest first.
+    in_flight: VecDeque<(Submitted, AwaitingCrypto)>,
+}
+
+impl CryptoChannel<'_> {
+    /// Sends the question of a packet the core began, first finishing the
+    /// oldest in flight if [`IN_FLIGHT`] are out.
+    fn submit(
+        &mut self,
+        core: &mut Core,
+        question: HandshakeToCrypto,
+        waiting: AwaitingCrypto,
+        out: &mut Vec<HandshakeToTransport>,
+    ) {
+        if self.in_flight.len() >= IN_FLIGHT {
+            self.finish_oldest(core, out);
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        match self.chan.submit(&question) {
+            Ok(sent) => self.in_flight.push_back((sent, waiting)),
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Waits for the oldest answer in flight and finishes its packet;
+    /// false when none is in flight.
+    fn finish_oldest(&mut self, core: &mut Core, out: &mut Vec<HandshakeToTransport>) -> bool {
+        let Some((sent, waiting)) = self.in_flight.pop_front() else {
+            return false;
+        };
+        // After a failure the rest are dropped unanswered: the loop exits.
+        if self.failed.is_none() {
+            match self.chan.collect(sent) {
+                Ok(answer) => {
+                    core.finish_packet(Instant::now(), waiting, answer, out);
+                }
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        true
+    }
+
+    /// Finishes every packet in flight: before the core may ask on its own.
+    fn finish_all(&mut self, core: &mut Core, out: &mut Vec<HandshakeToTransport>) {
+        while self.finish_oldest(core, out) {}
+    }
 }
 
 impl Crypto for CryptoChannel<'_> {
@@ -55,6 +124,10 @@ impl Crypto for CryptoChannel<'_> {
         if self.failed.is_some() {
             return CryptoToHandshake::Refused(CryptoError::Internal);
         }
+        // The loop finishes every packet in flight before it lets the core
+        // ask on its own; if it did not, the answer taken here would be
+        // another question's, which the channel reports as out of step
+        // (and the role exits, failing closed).
         match self.chan.ask(&question) {
             Ok(a) => a,
             Err(e) => {
@@ -87,6 +160,7 @@ pub fn run(
     let mut crypto = CryptoChannel {
         chan: crypto,
         failed: None,
+        in_flight: VecDeque::with_capacity(IN_FLIGHT),
     };
     let mut out: Vec<HandshakeToTransport> = Vec::new();
     let mut uncommitted: Vec<HandshakeOp> = Vec::new();
@@ -181,12 +255,19 @@ pub fn run(
                         continue;
                     }
                     core.set_backlog(queue.len());
-                    core.handle_packet(now, &bytes, from, &mut crypto, &mut out);
+                    match core.begin_packet(now, &bytes, from, &mut out) {
+                        Begun::Done(_) => {}
+                        Begun::Ask(question, waiting) => {
+                            crypto.submit(&mut core, question, waiting, &mut out)
+                        }
+                    }
                 }
                 TransportToHandshake::Activity { peer, activity } => {
+                    crypto.finish_all(&mut core, &mut out);
                     core.handle_activity(now, &peer, activity, &mut crypto, &mut out);
                 }
                 TransportToHandshake::NeedHandshake { peer } => {
+                    crypto.finish_all(&mut core, &mut out);
                     core.need_handshake(now, &peer, &mut crypto, &mut out);
                 }
             }
@@ -194,6 +275,7 @@ pub fn run(
                 break;
             }
         }
+        crypto.finish_all(&mut core, &mut out);
         core.on_timers(Instant::now(), &mut crypto, &mut out);
         if let Some(e) = crypto.failed.take() {
             return HandshakeExit::Crypto(e);

@@ -47,11 +47,12 @@ fn stub_crypto() -> impl FnMut(HandshakeToCrypto) -> CryptoToHandshake {
                 noise: NoiseInitiation([0; NOISE_INITIATION_LEN]),
             }
         }
-        HandshakeToCrypto::ConsumeResponse { .. } => CryptoToHandshake::ResponseConsumed,
-        HandshakeToCrypto::ReleaseKeys { .. } => CryptoToHandshake::Keys(SessionKeys {
-            send: SessionKey::from_bytes([1; 32]),
-            recv: SessionKey::from_bytes([2; 32]),
-        }),
+        HandshakeToCrypto::ConsumeResponse { .. } => {
+            CryptoToHandshake::ResponseConsumed(SessionKeys {
+                send: SessionKey::from_bytes([1; 32]),
+                recv: SessionKey::from_bytes([2; 32]),
+            })
+        }
         _ => CryptoToHandshake::Abandoned,
     }
 }

@@ -289,7 +289,7 @@ pub mod protocol {
         CryptoToHandshake, CryptoToParent, HandshakeToCrypto, HandshakeToTransport, ParentToCrypto,
         ParentToTransport, TransportToHandshake, TransportToParent,
     };
-    use proto::keys::{HandshakeId, NoiseInitiation, PublicKey};
+    use proto::keys::{HandshakeId, NoiseInitiation, NoiseResponse, PublicKey};
 
     use crate::roles::FIRST_CHANNEL_FD;
     use std::io::Write as _;
@@ -488,10 +488,14 @@ pub mod protocol {
             },
         )
         .ok();
+        // No question names a handshake and asks for its keys: keys come
+        // only with a response that authenticates (or with our answer to
+        // an initiation that does). So try those with forged bytes.
         ask(
             "keys of a handshake that never was",
-            HandshakeToCrypto::ReleaseKeys {
+            HandshakeToCrypto::ConsumeResponse {
                 id: HandshakeId(u64::MAX - 7),
+                noise: NoiseResponse([0; proto::wire::NOISE_RESPONSE_LEN]),
             },
         )
         .ok();
@@ -503,20 +507,49 @@ pub mod protocol {
                 "initiation for the configured peer",
                 HandshakeToCrypto::CreateInitiation { peer: p },
             ) {
+                if let Ok(CryptoToHandshake::Initiation { noise, .. }) = ask(
+                    "a second initiation for the configured peer",
+                    HandshakeToCrypto::CreateInitiation { peer: p },
+                ) {
+                    ask(
+                        "an answer to our own initiation",
+                        HandshakeToCrypto::AnswerInitiation { noise },
+                    )
+                    .ok();
+                }
                 ask(
-                    "a response to our own initiation (out of order)",
-                    HandshakeToCrypto::CreateResponse { id },
+                    "keys of a superseded handshake",
+                    HandshakeToCrypto::ConsumeResponse {
+                        id,
+                        noise: NoiseResponse([0x55; proto::wire::NOISE_RESPONSE_LEN]),
+                    },
                 )
                 .ok();
                 ask(
-                    "keys of an unfinished handshake",
-                    HandshakeToCrypto::ReleaseKeys { id },
+                    "abandon the superseded handshake",
+                    HandshakeToCrypto::Abandon { id },
+                )
+                .ok();
+            }
+            if let Ok(CryptoToHandshake::Initiation { id, .. }) = ask(
+                "a third initiation for the configured peer",
+                HandshakeToCrypto::CreateInitiation { peer: p },
+            ) {
+                ask(
+                    "keys of an unfinished handshake (a forged response)",
+                    HandshakeToCrypto::ConsumeResponse {
+                        id,
+                        noise: NoiseResponse([0x55; proto::wire::NOISE_RESPONSE_LEN]),
+                    },
                 )
                 .ok();
                 ask("abandon it", HandshakeToCrypto::Abandon { id }).ok();
                 ask(
                     "keys of the abandoned handshake",
-                    HandshakeToCrypto::ReleaseKeys { id },
+                    HandshakeToCrypto::ConsumeResponse {
+                        id,
+                        noise: NoiseResponse([0x55; proto::wire::NOISE_RESPONSE_LEN]),
+                    },
                 )
                 .ok();
             }
@@ -548,16 +581,19 @@ pub mod protocol {
             &|i| {
                 let id = HandshakeId(u64::from(i) | 1 << 60);
                 if i % 2 == 0 {
-                    HandshakeToCrypto::ReleaseKeys { id }
+                    HandshakeToCrypto::ConsumeResponse {
+                        id,
+                        noise: NoiseResponse([0; proto::wire::NOISE_RESPONSE_LEN]),
+                    }
                 } else {
-                    HandshakeToCrypto::CreateResponse { id }
+                    HandshakeToCrypto::Abandon { id }
                 }
             },
         );
         burst("burst of 1000 forged initiations", 1_000, &|i| {
             let mut noise = [0u8; proto::wire::NOISE_INITIATION_LEN];
             noise[..4].copy_from_slice(&i.to_le_bytes());
-            HandshakeToCrypto::ConsumeInitiation {
+            HandshakeToCrypto::AnswerInitiation {
                 noise: NoiseInitiation(noise),
             }
         });

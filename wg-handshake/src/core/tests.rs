@@ -157,3 +157,76 @@ fn removing_a_peer_frees_only_its_indices() {
     a.core.check_invariants();
     assert!(a.core.next_deadline().is_some(), "b's retransmit stays");
 }
+
+/// Packets in flight (the process loop's window): two copies of the
+/// genuine response both begun before either is finished. The first
+/// completes the handshake; the second's answer finds the index already a
+/// keypair's and changes nothing (it must not free that index). Two copies
+/// of an initiation likewise: one answered, the other a replay.
+#[test]
+fn packets_finished_out_of_the_window_see_what_changed() {
+    let from = Endpoint::new("192.0.2.1:51820".parse().expect("literal"));
+    let (mut a, mut b) = (side(1), side(2));
+    let t0 = Instant::now();
+    a.store.set_peer(b.public, None);
+    a.core.set_peer(t0, b.public, None, &mut a.out);
+    b.store.set_peer(a.public, None);
+    b.core.set_peer(t0, a.public, None, &mut b.out);
+    let mut installs = 0;
+
+    let store = &mut a.store;
+    a.core.need_handshake(
+        t0,
+        &b.public,
+        &mut |q| store.handle_handshake_at(t0, q),
+        &mut a.out,
+    );
+    let init = packets(&mut a.out, &mut installs).remove(0);
+
+    // b: the initiation twice in flight.
+    let first = b.core.begin_packet(t0, &init, from, &mut b.out);
+    let second = b.core.begin_packet(t0, &init, from, &mut b.out);
+    let mut outcomes = Vec::new();
+    for begun in [first, second] {
+        let Begun::Ask(q, waiting) = begun else {
+            panic!("an initiation needs the key holder");
+        };
+        let answer = b.store.handle_handshake_at(t0, q);
+        outcomes.push(b.core.finish_packet(t0, waiting, answer, &mut b.out));
+    }
+    assert_eq!(
+        outcomes,
+        [
+            PacketOutcome::Responded(a.public),
+            PacketOutcome::Dropped(DropReason::ReplayedTimestamp)
+        ]
+    );
+    b.core.check_invariants();
+    let response = packets(&mut b.out, &mut installs).remove(0);
+    assert_eq!(installs, 1);
+
+    // a: the response twice in flight.
+    let first = a.core.begin_packet(t0, &response, from, &mut a.out);
+    let second = a.core.begin_packet(t0, &response, from, &mut a.out);
+    let mut outcomes = Vec::new();
+    for begun in [first, second] {
+        let Begun::Ask(q, waiting) = begun else {
+            panic!("a response needs the key holder");
+        };
+        let answer = a.store.handle_handshake_at(t0, q);
+        outcomes.push(a.core.finish_packet(t0, waiting, answer, &mut a.out));
+    }
+    assert_eq!(
+        outcomes,
+        [
+            PacketOutcome::Completed(b.public),
+            PacketOutcome::Dropped(DropReason::UnknownIndex)
+        ]
+    );
+    a.core.check_invariants();
+    packets(&mut a.out, &mut installs);
+    assert_eq!(installs, 2);
+    // The session's index is still held: it is the keypair's.
+    assert_eq!(a.core.indices.len(), 1);
+    assert_eq!(a.core.counters().unknown_index, 1);
+}
