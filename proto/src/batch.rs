@@ -400,6 +400,7 @@ mod tests {
             no_route: u64::MAX,
             send_failed: u64::MAX,
             bad_order: u64::MAX,
+            ratelimited: u64::MAX,
         };
         fits(
             "transport counters",

@@ -7,8 +7,13 @@
 //! tun → allowed-IPs lookup by destination → current keypair → seal → UDP
 //! UDP → type 4: keypair by receiver index → open → replay window
 //!       → allowed-IPs check of the inner source → tun
-//!     → types 1–3: to the handshake role, untouched, with the source
+//!     → types 1–3: per-source limit → to the handshake role, untouched,
+//!       with the source
 //! ```
+//!
+//! The per-source limit ([`crate::ratelimit`]) comes before the copy into
+//! a message: a flood of handshake-shaped packets from one address costs
+//! a hash lookup each, and reaches the handshake role at 20/s.
 //!
 //! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
 //! [`receive_device`] asks the device itself): a read may be a TCP
@@ -64,6 +69,7 @@ use crate::gro::{Gro, Write};
 use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
+use crate::ratelimit::RateLimiter;
 use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
 mod config;
@@ -176,6 +182,9 @@ pub struct Device {
     /// Sources of the handshake packets passed on lately: where cookie
     /// replies may go and endpoints may move to.
     recent: RecentSources,
+    /// Per-source buckets for handshake messages, checked before one
+    /// crosses to the handshake role.
+    limiter: RateLimiter,
     stats: Stats,
     /// One receive batch per socket, so that a wake-up of both sockets
     /// never has one socket's datagrams overwrite the other's.
@@ -322,6 +331,7 @@ impl Device {
             expiries: BinaryHeap::new(),
             allowed: AllowedIps::new(),
             recent: RecentSources::default(),
+            limiter: RateLimiter::default(),
             stats: Stats::default(),
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
@@ -911,6 +921,12 @@ impl Device {
         match wire::classify(dgram) {
             Ok(MessageType::Data) => Ok(self.receive_data(dgram, from)),
             Ok(_) => {
+                // Before the copy and the channel: a source over its
+                // limit costs no more than this lookup.
+                if !self.limiter.allow(Instant::now(), from.addr.ip()) {
+                    self.stats.drops.ratelimited += 1;
+                    return Ok(None);
+                }
                 self.stats.ipc_to_handshake += 1;
                 match handshake.send(&TransportToHandshake::HandshakePacket {
                     bytes: dgram.to_vec(),
