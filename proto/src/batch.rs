@@ -401,6 +401,7 @@ mod tests {
             send_failed: u64::MAX,
             bad_order: u64::MAX,
             ratelimited: u64::MAX,
+            handshake_busy: u64::MAX,
         };
         fits(
             "transport counters",

@@ -382,6 +382,10 @@ pub struct DropCounters {
     /// bursts of 5, per IPv4 address or IPv6 /64), dropped by the
     /// transport before they reached the handshake role.
     pub ratelimited: u64,
+    /// Handshake messages within their source's limit that found the
+    /// channel to the handshake role full (it is that far behind), and
+    /// were dropped.
+    pub handshake_busy: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

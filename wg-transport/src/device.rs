@@ -941,7 +941,10 @@ impl Device {
                     }
                     // The handshake role is busy: a packet it does not see
                     // is a lost packet, which UDP allows.
-                    Err(ChannelError::WouldBlock) => Ok(None),
+                    Err(ChannelError::WouldBlock) => {
+                        self.stats.drops.handshake_busy += 1;
+                        Ok(None)
+                    }
                     Err(e) => Err(e),
                 }
             }

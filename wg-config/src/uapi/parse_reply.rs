@@ -196,6 +196,7 @@ impl ReplyParser {
                     "drop_send_failed" => d.send_failed = n,
                     "drop_bad_order" => d.bad_order = n,
                     "drop_ratelimited" => d.ratelimited = n,
+                    "drop_handshake_busy" => d.handshake_busy = n,
                     "ipc_to_handshake" => stats.ipc_to_handshake = n,
                     "handshake_malformed" => stats.handshake.malformed = n,
                     "handshake_bad_mac1" => stats.handshake.bad_mac1 = n,
