@@ -93,6 +93,12 @@ const SEND_QUEUE_MAX: usize = 128;
 /// The transport asks for a handshake at most this often per peer (the
 /// handshake role rate-limits too; this keeps the channel quiet).
 const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
+/// After the handshake channel was found full, handshake packets are
+/// dropped without trying it again for this long: under a flood from many
+/// sources, a try (a copy, an encode and a failing system call) per
+/// packet would cost the data path more than the packets are worth, and
+/// the handshake role frees a few slots a millisecond at most.
+const HANDSHAKE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 /// Room before a packet for the data header, after it for padding + tag.
 const HEADROOM: usize = wire::DATA_HEADER_LEN;
 const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
@@ -185,6 +191,9 @@ pub struct Device {
     /// Per-source buckets for handshake messages, checked before one
     /// crosses to the handshake role.
     limiter: RateLimiter,
+    /// When a handshake packet last found the channel to the handshake
+    /// role full (see [`HANDSHAKE_FULL_BACKOFF`]).
+    handshake_full_at: Option<Instant>,
     stats: Stats,
     /// One receive batch per socket, so that a wake-up of both sockets
     /// never has one socket's datagrams overwrite the other's.
@@ -332,6 +341,7 @@ impl Device {
             allowed: AllowedIps::new(),
             recent: RecentSources::default(),
             limiter: RateLimiter::default(),
+            handshake_full_at: None,
             stats: Stats::default(),
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
@@ -923,8 +933,16 @@ impl Device {
             Ok(_) => {
                 // Before the copy and the channel: a source over its
                 // limit costs no more than this lookup.
-                if !self.limiter.allow(Instant::now(), from.addr.ip()) {
+                let now = Instant::now();
+                if !self.limiter.allow(now, from.addr.ip()) {
                     self.stats.drops.ratelimited += 1;
+                    return Ok(None);
+                }
+                if self
+                    .handshake_full_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
+                {
+                    self.stats.drops.handshake_busy += 1;
                     return Ok(None);
                 }
                 self.stats.ipc_to_handshake += 1;
@@ -937,12 +955,14 @@ impl Device {
                     // the peer's endpoint may move.
                     Ok(()) => {
                         self.recent.record(from);
+                        self.handshake_full_at = None;
                         Ok(None)
                     }
                     // The handshake role is busy: a packet it does not see
                     // is a lost packet, which UDP allows.
                     Err(ChannelError::WouldBlock) => {
                         self.stats.drops.handshake_busy += 1;
+                        self.handshake_full_at = Some(now);
                         Ok(None)
                     }
                     Err(e) => Err(e),

@@ -422,3 +422,38 @@ fn a_flooding_source_is_limited_before_the_handshake_channel() {
     assert_eq!(d.stats.drops.unknown_index, 100);
     assert_eq!(d.stats.drops.ratelimited, 300 - passed);
 }
+
+/// Once the channel to the handshake role is found full, handshake
+/// packets are dropped (and counted) without a copy or a system call for
+/// a millisecond: a flood from many sources must not make the data path
+/// pay a failing send per packet.
+#[test]
+fn a_full_handshake_channel_is_not_tried_again_at_once() {
+    let (mut d, _peer, chan, theirs) = udp_device();
+    let source = |i: u32| {
+        Endpoint::new(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::from(0x0a00_0000 + i),
+            1,
+        )))
+    };
+    // Nobody reads the channel; distinct sources, so the per-source limit
+    // does not apply.
+    let mut i = 0;
+    while d.stats.drops.handshake_busy == 0 && i < 100_000 {
+        let mut pkt = message(1, 148);
+        assert!(d.receive_datagram(&mut pkt, source(i), &chan).is_ok());
+        i += 1;
+    }
+    assert_eq!(d.stats.drops.handshake_busy, 1, "the channel filled up");
+    let full_at = Instant::now();
+    let tries = d.stats.ipc_to_handshake;
+    for k in 0..100 {
+        let mut pkt = message(1, 148);
+        assert!(d.receive_datagram(&mut pkt, source(i + k), &chan).is_ok());
+    }
+    let ms = full_at.elapsed().as_millis() as u64;
+    assert_eq!(d.stats.drops.handshake_busy, 101);
+    // One more try per millisecond at most (none if this took under one).
+    assert!(d.stats.ipc_to_handshake - tries <= ms, "{ms} ms");
+    drop(theirs);
+}
