@@ -11,6 +11,9 @@
 #           key store in one thread without processes, for reference);
 #   client  `hsrate client`: HANDSHAKES initiations from the PEERS peers
 #           (boringtun, made before the clock starts) sent to wgd over lo,
+#           each peer from its own address (`storm addrs`, on lo: wgd's
+#           transport limits each source address to 20 handshake
+#           messages/s, so one address would measure that limit),
 #           at most WINDOW unanswered at a time. WINDOW stays below wgd's
 #           load threshold (512 queued handshake messages), so wgd answers
 #           every initiation with a handshake, never a cookie reply, while
@@ -84,6 +87,7 @@ field() { # key line
 [ -e "/var/run/wireguard/$ifn.sock" ] && { echo "hsrate.sh: $ifn.sock exists" >&2; exit 1; }
 ip netns add "$ns"
 ip -n "$ns" link set lo up
+"$STORM" addrs --sources "$peers" --dev lo | ip -n "$ns" -batch -
 ip netns exec "$ns" env LOG_LEVEL=error "$WGD" -f "$ifn" >"$work/wgd.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do
@@ -105,7 +109,7 @@ for r in $(seq "$runs"); do
   echo "$b" >>"$work/bound"
   c0=$(cpu_ticks "$pid")
   c=$(ip netns exec "$ns" "$HSRATE" client --seed "$seed" --peers "$peers" --handshakes "$handshakes" \
-    --server "127.0.0.1:$port" --window "$window")
+    --server "127.0.0.1:$port" --window "$window" --sources "$peers")
   c1=$(cpu_ticks "$pid")
   echo "run $r pipeline: $c" >&2
   echo "$c" >>"$work/pipe"

@@ -396,6 +396,8 @@ mod tests {
             no_route: u64::MAX,
             send_failed: u64::MAX,
             bad_order: u64::MAX,
+            ratelimited: u64::MAX,
+            handshake_busy: u64::MAX,
         };
         fits(
             "transport counters",

@@ -393,6 +393,14 @@ pub struct DropCounters {
     /// address no handshake packet came from. The genuine handshake role
     /// sends none of these: each is a sign that it is not itself.
     pub bad_order: u64,
+    /// Handshake messages (types 1–3) over their source's limit (20/s,
+    /// bursts of 5, per IPv4 address or IPv6 /64), dropped by the
+    /// transport before they reached the handshake role.
+    pub ratelimited: u64,
+    /// Handshake messages within their source's limit that found the
+    /// channel to the handshake role full (it is that far behind), and
+    /// were dropped.
+    pub handshake_busy: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,15 @@
 //!   queue never reaches it and every initiation gets the full handshake,
 //!   while the pipeline always has work queued. Cookie replies are counted
 //!   and reported; they should be zero.
+//! - **Sources.** Each peer sends from its own IPv4 address
+//!   ([`storm::source_addr`], on the client namespace's `lo`; `storm
+//!   addrs` writes them), picked per datagram with `IP_PKTINFO` from one
+//!   socket, as `storm` does: wgd's transport limits every source address
+//!   to 20 handshake messages/s (bursts of 5,
+//!   `wg-transport/src/ratelimit.rs`), so initiations from one address
+//!   would measure that limit, not the handshake pipeline. With 1,000
+//!   peers each sends about two a second. With fewer sources than peers,
+//!   peers share addresses.
 //! - **Rounds.** A peer may start at most one handshake per 20 ms (wgd
 //!   drops faster initiations, as Linux does) and each [`Tunn`] holds one
 //!   handshake, so each configured peer initiates once per round, with a
@@ -36,7 +45,8 @@
 //!   IPC, no allocation in the loop, no timestamp or rate checks.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::IoSlice;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -46,11 +56,12 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::ChaCha20Poly1305;
+use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, sockopt, SockaddrIn};
+use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags, SockaddrIn};
 
 use crate::error::{Error, Result};
-use crate::storm::{peer_secret, server_public, server_secret, stormer_ids};
+use crate::storm::{self, peer_secret, server_public, server_secret, stormer_ids};
 
 /// An initiation, a response: their lengths on the wire.
 const INITIATION_LEN: usize = 148;
@@ -66,6 +77,8 @@ const IDLE_LOSS: Duration = Duration::from_secs(1);
 pub struct Prepared {
     tunns: Vec<Tunn>,
     inits: Vec<Vec<u8>>,
+    /// Configured peers: initiation `k` is peer `k % peers`'s.
+    peers: u32,
 }
 
 /// `handshakes` initiations from the `peers` peers of `storm conf --seed
@@ -94,7 +107,11 @@ pub fn prepare(seed: u64, peers: u32, handshakes: u32) -> Result<Prepared> {
         }
         tunns.push(tunn);
     }
-    Ok(Prepared { tunns, inits })
+    Ok(Prepared {
+        tunns,
+        inits,
+        peers,
+    })
 }
 
 impl Prepared {
@@ -123,6 +140,10 @@ pub struct RateConfig {
     pub server: SocketAddrV4,
     /// Initiations in flight at most (below wgd's load threshold of 512).
     pub window: u32,
+    /// Distinct source addresses ([`storm::source_addr`]`(0..sources)`,
+    /// which must exist in the client's namespace); peer `i` sends from
+    /// number `i % sources`.
+    pub sources: u32,
 }
 
 /// What the initiators saw.
@@ -163,6 +184,32 @@ impl RateReport {
     }
 }
 
+/// Sends `bytes` to `server` from local address `src` (`IP_PKTINFO`): one
+/// socket bound to every address speaks for all the peers.
+fn send_from(
+    sock: &UdpSocket,
+    src: Ipv4Addr,
+    bytes: &[u8],
+    server: &SockaddrIn,
+) -> nix::Result<usize> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from_ne_bytes(src.octets()),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+    let iov = [IoSlice::new(bytes)];
+    socket::sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(server),
+    )
+}
+
 fn le_u32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at + 4)?;
     Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
@@ -175,6 +222,9 @@ pub fn run_client(cfg: &RateConfig, prepared: &mut Prepared) -> Result<RateRepor
         return Err(Error::Other(
             "window must be 1..511: wgd's load threshold is 512".into(),
         ));
+    }
+    if cfg.sources == 0 {
+        return Err(Error::Other("need at least one source address".into()));
     }
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("bind UDP", e))?;
     let want = 8 << 20;
@@ -202,12 +252,8 @@ pub fn run_client(cfg: &RateConfig, prepared: &mut Prepared) -> Result<RateRepor
     let max_turns = u64::from(total) * 64 + 1_000_000;
     for _ in 0..max_turns {
         while in_flight < cfg.window && next < total {
-            match socket::sendto(
-                sock.as_raw_fd(),
-                &prepared.inits[next as usize],
-                &server,
-                socket::MsgFlags::empty(),
-            ) {
+            let src = storm::source_addr((next % prepared.peers) % cfg.sources);
+            match send_from(&sock, src, &prepared.inits[next as usize], &server) {
                 Ok(_) => {
                     next += 1;
                     in_flight += 1;

@@ -7,8 +7,13 @@
 //! tun → allowed-IPs lookup by destination → current keypair → seal → UDP
 //! UDP → type 4: keypair by receiver index → open → replay window
 //!       → allowed-IPs check of the inner source → tun
-//!     → types 1–3: to the handshake role, untouched, with the source
+//!     → types 1–3: per-source limit → to the handshake role, untouched,
+//!       with the source
 //! ```
+//!
+//! The per-source limit ([`crate::ratelimit`]) comes before the copy into
+//! a message: a flood of handshake-shaped packets from one address costs
+//! a hash lookup each, and reaches the handshake role at 20/s.
 //!
 //! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
 //! [`receive_device`] asks the device itself): a read may be a TCP
@@ -64,6 +69,7 @@ use crate::gro::{Gro, Write};
 use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
+use crate::ratelimit::RateLimiter;
 use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
 mod config;
@@ -87,6 +93,12 @@ const SEND_QUEUE_MAX: usize = 128;
 /// The transport asks for a handshake at most this often per peer (the
 /// handshake role rate-limits too; this keeps the channel quiet).
 const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
+/// After the handshake channel was found full, handshake packets are
+/// dropped without trying it again for this long: under a flood from many
+/// sources, a try (a copy, an encode and a failing system call) per
+/// packet would cost the data path more than the packets are worth, and
+/// the handshake role frees a few slots a millisecond at most.
+const HANDSHAKE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 /// Room before a packet for the data header, after it for padding + tag.
 const HEADROOM: usize = wire::DATA_HEADER_LEN;
 const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
@@ -176,6 +188,12 @@ pub struct Device {
     /// Sources of the handshake packets passed on lately: where cookie
     /// replies may go and endpoints may move to.
     recent: RecentSources,
+    /// Per-source buckets for handshake messages, checked before one
+    /// crosses to the handshake role.
+    limiter: RateLimiter,
+    /// When a handshake packet last found the channel to the handshake
+    /// role full (see [`HANDSHAKE_FULL_BACKOFF`]).
+    handshake_full_at: Option<Instant>,
     stats: Stats,
     /// One receive batch per socket, so that a wake-up of both sockets
     /// never has one socket's datagrams overwrite the other's.
@@ -322,6 +340,8 @@ impl Device {
             expiries: BinaryHeap::new(),
             allowed: AllowedIps::new(),
             recent: RecentSources::default(),
+            limiter: RateLimiter::default(),
+            handshake_full_at: None,
             stats: Stats::default(),
             recv4: RecvBatch::default(),
             recv6: RecvBatch::default(),
@@ -911,6 +931,20 @@ impl Device {
         match wire::classify(dgram) {
             Ok(MessageType::Data) => Ok(self.receive_data(dgram, from)),
             Ok(_) => {
+                // Before the copy and the channel: a source over its
+                // limit costs no more than this lookup.
+                let now = Instant::now();
+                if !self.limiter.allow(now, from.addr.ip()) {
+                    self.stats.drops.ratelimited += 1;
+                    return Ok(None);
+                }
+                if self
+                    .handshake_full_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
+                {
+                    self.stats.drops.handshake_busy += 1;
+                    return Ok(None);
+                }
                 self.stats.ipc_to_handshake += 1;
                 match handshake.send(&TransportToHandshake::HandshakePacket {
                     bytes: dgram.to_vec(),
@@ -921,11 +955,16 @@ impl Device {
                     // the peer's endpoint may move.
                     Ok(()) => {
                         self.recent.record(from);
+                        self.handshake_full_at = None;
                         Ok(None)
                     }
                     // The handshake role is busy: a packet it does not see
                     // is a lost packet, which UDP allows.
-                    Err(ChannelError::WouldBlock) => Ok(None),
+                    Err(ChannelError::WouldBlock) => {
+                        self.stats.drops.handshake_busy += 1;
+                        self.handshake_full_at = Some(now);
+                        Ok(None)
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -15,6 +15,7 @@
 //! - [`checksum`]: the Internet checksum those two need.
 //! - [`device`]: the transport process's loop over tun, UDP and channels.
 //! - [`orders`]: the checks on the handshake role's orders.
+//! - [`ratelimit`]: the per-source limit on handshake messages.
 
 pub mod aead;
 pub mod allowed_ips;
@@ -25,6 +26,7 @@ pub mod gro;
 pub mod gso;
 pub mod keypair;
 pub mod orders;
+pub mod ratelimit;
 pub mod replay;
 pub mod udp;
 

@@ -37,10 +37,15 @@ use proto::ipc::{Destination, Endpoint};
 use proto::wire::{self, MessageType};
 
 /// How many handshake-packet sources the transport remembers for cookie
-/// replies: more than the handshake role can have waiting (its backlog
-/// of 512 and what the channel holds), so a reply to a packet it took is
-/// never refused for age. About 130 bytes each at most.
-pub const RECENT_SOURCES: usize = 4096;
+/// replies: more than the handshake role can have waiting, so a reply to
+/// a packet it took is never refused for age. It waits on up to 4,096 in
+/// its own queue (`wg-handshake/src/load.rs`, QUEUE_CAPACITY) and the
+/// channel's 4 MiB send buffer (`wgd/src/roles.rs`) holds some 6,000
+/// more (a 150-byte packet takes about 1.3 KiB of it): with 4,096 here, a
+/// flood from many sources (`tests/tests/flood.rs`) had the genuine
+/// role's late cookie replies refused as orders to strangers. About 130
+/// bytes each at most, allocated only as packets come.
+pub const RECENT_SOURCES: usize = 16_384;
 
 /// Why an order was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

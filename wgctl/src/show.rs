@@ -176,6 +176,11 @@ pub fn pretty(name: &str, dev: &Device, color: bool, now: u64) -> String {
             (d.no_route, "no route"),
             (d.send_failed, "send failed"),
             (d.bad_order, "bad handshake-role orders"),
+            (d.ratelimited, "rate-limited handshake messages"),
+            (
+                d.handshake_busy,
+                "handshake messages the handshake role had no room for",
+            ),
         ]
         .into_iter()
         .filter(|(n, _)| *n != 0)
@@ -659,7 +664,7 @@ mod tests {
                 "drops": {
                     "malformed": 0, "unknown_index": 0, "replay": 0,
                     "auth_failed": 0, "source_not_allowed": 0, "no_route": 0, "send_failed": 0,
-                    "bad_order": 0
+                    "bad_order": 0, "ratelimited": 0, "handshake_busy": 0
                 },
                 "handshake_drops": {
                     "malformed": 0, "bad_mac1": 0, "cookie_replies_sent": 0, "rate_limited": 0,
@@ -708,7 +713,7 @@ mod tests {
             text.contains(
                 "\"fwmark\":32,\"drops\":{\"malformed\":0,\"unknown_index\":0,\"replay\":3,\
                  \"auth_failed\":0,\"source_not_allowed\":0,\"no_route\":0,\"send_failed\":7,\
-                 \"bad_order\":2},\"handshake_drops\":{"
+                 \"bad_order\":2,\"ratelimited\":0,\"handshake_busy\":0},\"handshake_drops\":{"
             ),
             "{text}"
         );

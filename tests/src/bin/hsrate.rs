@@ -4,12 +4,14 @@
 //! them side by side against a live wgd.
 //!
 //! ```text
-//! hsrate client [--seed S] --peers P --handshakes H --server IP:PORT [--window W]
+//! hsrate client [--seed S] --peers P --handshakes H --server IP:PORT [--window W] [--sources K]
 //! hsrate bound  [--seed S] --peers P --handshakes H [--rounds R]
 //! ```
 //!
 //! wgd must be configured with `storm conf --seed S --peers P --stormers P`
-//! (every configured peer initiates). `client` prints
+//! (every configured peer initiates), and the client's namespace must
+//! hold the source addresses (`storm addrs --sources K`; K defaults to
+//! P, one address per peer). `client` prints
 //! `pipeline_hs_per_s=…` and the counts behind it; `bound` prints
 //! `bound_hs_per_s=…` (ss precomputed, the best of R rounds),
 //! `bound_no_precompute_hs_per_s=…` (one more X25519 per handshake) and
@@ -76,6 +78,7 @@ fn run() -> Result<(), String> {
                     .parse::<SocketAddrV4>()
                     .map_err(|e| format!("--server: {e}"))?,
                 window: a.num("--window", Some(128u32))?,
+                sources: a.num("--sources", Some(peers))?,
             };
             a.done()?;
             let mut prepared =

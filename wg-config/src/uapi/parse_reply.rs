@@ -195,6 +195,8 @@ impl ReplyParser {
                     "drop_no_route" => d.no_route = n,
                     "drop_send_failed" => d.send_failed = n,
                     "drop_bad_order" => d.bad_order = n,
+                    "drop_ratelimited" => d.ratelimited = n,
+                    "drop_handshake_busy" => d.handshake_busy = n,
                     "ipc_to_handshake" => stats.ipc_to_handshake = n,
                     "handshake_malformed" => stats.handshake.malformed = n,
                     "handshake_bad_mac1" => stats.handshake.bad_mac1 = n,
@@ -308,6 +310,7 @@ mod tests {
                     replay: 3,
                     no_route: 4,
                     bad_order: 6,
+                    ratelimited: 8,
                     ..Default::default()
                 },
                 handshake: proto::ipc::HandshakeCounters {
@@ -331,6 +334,7 @@ mod tests {
         assert_eq!(stats.handshake.bad_mac1, 5);
         assert_eq!((stats.drops.replay, stats.drops.no_route), (3, 4));
         assert_eq!(stats.drops.bad_order, 6);
+        assert_eq!(stats.drops.ratelimited, 8);
         assert_eq!(stats.ipc_to_handshake, 9);
         assert_eq!(dev.peers.len(), 2);
         let p = &dev.peers[0];

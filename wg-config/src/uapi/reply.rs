@@ -201,6 +201,8 @@ pub fn format_wgd_extra(dev: &Device, s: &mut String) {
         ("drop_no_route", d.no_route),
         ("drop_send_failed", d.send_failed),
         ("drop_bad_order", d.bad_order),
+        ("drop_ratelimited", d.ratelimited),
+        ("drop_handshake_busy", d.handshake_busy),
         ("ipc_to_handshake", stats.ipc_to_handshake),
     ] {
         put(s, format_args!("{k}={v}"));
@@ -336,7 +338,9 @@ mod tests {
             "01".repeat(32)
         )));
         assert!(text.contains("\ndrop_replay=3\n"));
-        assert!(text.contains("\ndrop_send_failed=0\ndrop_bad_order=2\nipc_to_handshake=9\n"));
+        assert!(text.contains(
+            "\ndrop_send_failed=0\ndrop_bad_order=2\ndrop_ratelimited=0\ndrop_handshake_busy=0\nipc_to_handshake=9\n"
+        ));
         assert!(text.contains("\nipc_to_handshake=9\n"));
         assert!(text.contains("\nhandshake_bad_mac1=5\n"));
         assert!(text.ends_with("\nlisten_port=7\nerrno=0\n\n"));
