@@ -17,6 +17,7 @@
 //! was sealed; the inner-packet parser's length stays inside the
 //! plaintext.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proto::wire::{DataHeader, DATA_HEADER_LEN};
@@ -30,9 +31,10 @@ use wg_transport::keypair::{Keypair, KeypairSlots};
 pub enum Op {
     /// Decapsulate these bytes as they are.
     Raw(Vec<u8>),
-    /// Seal `plaintext` as the peer would, under the receive key of local
-    /// index `index` and `counter`; with `tamper` non-zero, flip the top
-    /// bit of byte `(tamper - 1) % len` of the message; decapsulate.
+    /// Seal `plaintext` as the peer would, under the receive key of the
+    /// keypair holding local index `index` (a key no keypair has, if none
+    /// does) and `counter`; with `tamper` non-zero, flip the top bit of
+    /// byte `(tamper - 1) % len` of the message; decapsulate.
     Seal {
         index: u32,
         counter: u64,
@@ -41,7 +43,9 @@ pub enum Op {
     },
     /// The clock moves on this many seconds.
     Time(u8),
-    /// A new keypair from a finished handshake.
+    /// A new keypair from a finished handshake, with keys of its own.
+    /// Skipped when a keypair holds `local` already: the transport
+    /// refuses such an order (`wg_transport::orders`).
     Install {
         local: u32,
         remote: u32,
@@ -100,30 +104,63 @@ fn len16(n: usize) -> u16 {
     u16::try_from(n).expect("seed field longer than 64 KiB")
 }
 
-/// The receive key of a local index (the peer's send key): distinct for
-/// every index, so a packet re-addressed to another index never opens.
-fn recv_key(index: u32) -> [u8; 32] {
+/// The receive key (the peer's send key) of the `generation`th keypair
+/// installed, on local index `index`: distinct for every keypair, as a
+/// handshake's keys are, so a packet re-addressed to another index, or
+/// replayed into a later session on the same index, never opens.
+fn recv_key(index: u32, generation: u32) -> [u8; 32] {
     let b = index.to_le_bytes();
+    let g = generation.to_le_bytes();
     let mut k = [0u8; 32];
     for (i, x) in k.iter_mut().enumerate() {
-        *x = b[i % 4] ^ (i as u8).wrapping_mul(31) ^ 0x5a;
+        *x = b[i % 4] ^ g[(i / 4) % 4].rotate_left(3) ^ (i as u8).wrapping_mul(31) ^ 0x5a;
     }
     k
 }
 
-fn send_key(index: u32) -> [u8; 32] {
-    recv_key(index).map(|x| !x)
+/// A generation no keypair has: the key of a packet to an index nobody
+/// holds.
+const NO_GENERATION: u32 = u32::MAX;
+
+/// The keypairs installed so far, and the receive key of each local index
+/// a keypair holds.
+struct Keys {
+    generation: u32,
+    held: HashMap<u32, [u8; 32]>,
 }
 
-fn keypair(local: u32, remote: u32, initiator: bool, now: Instant) -> Keypair {
-    Keypair::new(
-        local,
-        remote,
-        &send_key(local),
-        &recv_key(local),
-        initiator,
-        now,
-    )
+impl Keys {
+    fn install(
+        &mut self,
+        slots: &mut KeypairSlots,
+        local: u32,
+        remote: u32,
+        initiator: bool,
+        now: Instant,
+    ) {
+        self.forget_dropped(slots);
+        if self.held.contains_key(&local) {
+            return;
+        }
+        self.generation += 1;
+        let recv = recv_key(local, self.generation);
+        let send = recv.map(|x| !x);
+        slots.install(Keypair::new(local, remote, &send, &recv, initiator, now));
+        self.held.insert(local, recv);
+    }
+
+    /// Forgets the keys of indices no slot holds any longer.
+    fn forget_dropped(&mut self, slots: &KeypairSlots) {
+        self.held.retain(|&index, _| slots.find(index).is_some());
+    }
+
+    fn recv_key(&mut self, slots: &KeypairSlots, index: u32) -> [u8; 32] {
+        self.forget_dropped(slots);
+        self.held
+            .get(&index)
+            .copied()
+            .unwrap_or_else(|| recv_key(index, NO_GENERATION))
+    }
 }
 
 /// The keypairs every input starts with: an initiator's current keypair
@@ -152,8 +189,12 @@ impl Reader<'_> {
 pub fn data_open(data: &[u8]) -> bool {
     let mut now = Instant::now();
     let mut slots = KeypairSlots::new();
-    slots.install(keypair(START_INDICES[0], 101, true, now));
-    slots.install(keypair(START_INDICES[1], 102, false, now));
+    let mut keys = Keys {
+        generation: 0,
+        held: HashMap::new(),
+    };
+    keys.install(&mut slots, START_INDICES[0], 101, true, now);
+    keys.install(&mut slots, START_INDICES[1], 102, false, now);
     let mut last_accepted: Option<Vec<u8>> = None;
     let mut accepted = false;
     let mut r = Reader(data);
@@ -193,7 +234,7 @@ pub fn data_open(data: &[u8]) -> bool {
                     .split_last_chunk_mut::<TAG_LEN>()
                     .expect("room for the tag");
                 body.copy_from_slice(&plaintext);
-                DataKey::new(&recv_key(index))
+                DataKey::new(&keys.recv_key(&slots, index))
                     .seal_in_place(counter, body, tag)
                     .expect("a datagram-sized seal");
                 if tamper != 0 {
@@ -224,7 +265,7 @@ pub fn data_open(data: &[u8]) -> bool {
                 };
                 let local = u32::from_le_bytes(local);
                 let remote = u32::from_le_bytes(remote);
-                slots.install(keypair(local, remote, initiator & 1 == 1, now));
+                keys.install(&mut slots, local, remote, initiator & 1 == 1, now);
             }
             4 => {
                 if let Some(mut packet) = last_accepted.clone() {
