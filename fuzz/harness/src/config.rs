@@ -49,7 +49,7 @@ fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
         let ip = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
         return Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 2)));
     }
-    if host.len() % 2 == 0 {
+    if host.len().is_multiple_of(2) {
         let last = (host.len() % 256) as u8;
         return Ok(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),

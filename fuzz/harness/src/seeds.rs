@@ -234,7 +234,7 @@ fn seal(index: u32, counter: u64, plaintext: Vec<u8>) -> Op {
 
 fn data_open() -> Vec<Seed> {
     let [current, next] = data::START_INDICES;
-    let programs = vec![
+    let programs = [
         // A packet on the current session, then its replay.
         vec![seal(current, 0, padded(ipv4_packet())), Op::Replay],
         // The responder's first packet confirms its next keypair; the
