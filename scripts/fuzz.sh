@@ -23,6 +23,16 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
 	echo "fuzz: no nightly toolchain (rustup toolchain install nightly); skipping the fuzzing step" >&2
 	exit 0
 fi
+# libfuzzer-sys compiles libFuzzer, which is C++.
+if ! command -v c++ >/dev/null 2>&1; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "fuzz: no C++ compiler (apt-get install g++); skipping the fuzzing step" >&2
+		exit 0
+	fi
+	echo "fuzz: installing g++" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
 	echo "fuzz: installing cargo-fuzz" >&2
 	cargo install --locked cargo-fuzz
