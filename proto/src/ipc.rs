@@ -72,7 +72,10 @@ impl Endpoint {
 /// the zone of a link-local endpoint (`Endpoint = [fe80::1%eth0]:51820`,
 /// which the configuration and the userspace API both take) was lost on
 /// its way to the transport, which then sent to an address with no
-/// interface. The flow label is not kept: nothing sets it.
+/// interface; and the source of a link-local peer's handshake came back
+/// from the handshake role without its zone, unequal to the endpoint the
+/// transport's order checks (`wg_transport::orders`) had recorded. The
+/// flow label is not kept: nothing sets it.
 mod socket_addr {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
