@@ -54,6 +54,7 @@ pub struct SourceAddr {
 /// (`None`: let routing choose, as for a configured endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
+    #[serde(with = "socket_addr")]
     pub addr: SocketAddr,
     pub src: Option<SourceAddr>,
 }
@@ -62,6 +63,69 @@ impl Endpoint {
     /// An endpoint with no remembered source (configured by the user).
     pub fn new(addr: SocketAddr) -> Self {
         Endpoint { addr, src: None }
+    }
+}
+
+/// A peer's address as it crosses a channel, IPv6 scope id included.
+///
+/// serde's own `SocketAddrV6` writes only the address and the port, so
+/// the zone of a link-local endpoint (`Endpoint = [fe80::1%eth0]:51820`,
+/// which the configuration and the userspace API both take) was lost on
+/// its way to the transport, which then sent to an address with no
+/// interface; and the source of a link-local peer's handshake came back
+/// from the handshake role without its zone, unequal to the endpoint the
+/// transport's order checks (`wg_transport::orders`) had recorded. The
+/// flow label is not kept: nothing sets it.
+mod socket_addr {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum Repr {
+        V4(Ipv4Addr, u16),
+        V6(Ipv6Addr, u16, u32),
+    }
+
+    impl From<&SocketAddr> for Repr {
+        fn from(a: &SocketAddr) -> Self {
+            match a {
+                SocketAddr::V4(a) => Repr::V4(*a.ip(), a.port()),
+                SocketAddr::V6(a) => Repr::V6(*a.ip(), a.port(), a.scope_id()),
+            }
+        }
+    }
+
+    impl From<Repr> for SocketAddr {
+        fn from(r: Repr) -> Self {
+            match r {
+                Repr::V4(ip, port) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
+                Repr::V6(ip, port, scope) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope)),
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        Repr::from(a).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        Repr::deserialize(d).map(SocketAddr::from)
+    }
+
+    /// The same for an `Option<SocketAddr>`.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+            a.as_ref().map(Repr::from).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SocketAddr>, D::Error> {
+            Ok(Option::<Repr>::deserialize(d)?.map(SocketAddr::from))
+        }
     }
 }
 
@@ -337,6 +401,7 @@ pub enum TransportOp {
     RemoveAllPeers,
     SetEndpoint {
         peer: PublicKey,
+        #[serde(with = "socket_addr")]
         endpoint: SocketAddr,
     },
     /// Route these prefixes (at most [`ALLOWED_IPS_CHUNK`]) to the peer,
@@ -361,6 +426,7 @@ pub enum TransportOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportStatus {
     pub peer: PublicKey,
+    #[serde(with = "socket_addr::option")]
     pub endpoint: Option<SocketAddr>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -593,6 +659,41 @@ mod tests {
                 ifindex: 3,
             }),
         }
+    }
+
+    /// Found by `fuzz/`'s seed generator: serde's `SocketAddrV6` drops the
+    /// scope id, so a link-local endpoint's zone did not reach the
+    /// transport. Every place a peer's address crosses a channel keeps it.
+    #[test]
+    fn endpoint_scope_id_survives() {
+        let zoned: SocketAddr = "[fe80::1%7]:51820".parse().expect("literal");
+        let SocketAddr::V6(v6) = zoned else {
+            unreachable!()
+        };
+        assert_eq!(v6.scope_id(), 7);
+        round_trip(ParentToTransport::Apply(Apply {
+            ops: vec![TransportOp::SetEndpoint {
+                peer: pk(1),
+                endpoint: zoned,
+            }],
+            commit: true,
+        }));
+        round_trip(TransportToParent::Status(vec![TransportStatus {
+            peer: pk(1),
+            endpoint: Some(zoned),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            allowed_ips: Vec::new(),
+            more_ips: None,
+        }]));
+        round_trip(TransportToHandshake::HandshakePacket {
+            bytes: vec![1, 0, 0, 0],
+            from: Endpoint::new(zoned),
+        });
+        round_trip(HandshakeToTransport::Send {
+            to: Destination::Addr(Endpoint::new(zoned)),
+            bytes: vec![3, 0, 0, 0],
+        });
     }
 
     fn ip() -> AllowedIp {
