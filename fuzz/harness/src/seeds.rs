@@ -407,15 +407,14 @@ fn crypto_to_parent() -> Vec<CryptoToParent> {
 fn handshake_to_crypto() -> Vec<HandshakeToCrypto> {
     vec![
         HandshakeToCrypto::CreateInitiation { peer: pk(1) },
-        HandshakeToCrypto::ConsumeInitiation {
+        HandshakeToCrypto::AnswerInitiation {
             noise: NoiseInitiation(initiation().noise),
         },
-        HandshakeToCrypto::CreateResponse { id: HandshakeId(2) },
         HandshakeToCrypto::ConsumeResponse {
             id: HandshakeId(3),
             noise: NoiseResponse(response().noise),
         },
-        HandshakeToCrypto::ReleaseKeys {
+        HandshakeToCrypto::Abandon {
             id: HandshakeId(u64::MAX),
         },
         HandshakeToCrypto::Abandon { id: HandshakeId(0) },
@@ -428,16 +427,13 @@ fn crypto_to_handshake() -> Vec<CryptoToHandshake> {
             id: HandshakeId(1),
             noise: NoiseInitiation(initiation().noise),
         },
-        CryptoToHandshake::InitiationConsumed {
-            id: HandshakeId(2),
+        CryptoToHandshake::Answered {
             peer: pk(3),
             timestamp: Tai64N([0x40, 0, 0, 0, 0x65, 0, 0, 0, 0, 0, 0, 1]),
-        },
-        CryptoToHandshake::Response {
             noise: NoiseResponse(response().noise),
+            keys: session_keys(),
         },
-        CryptoToHandshake::ResponseConsumed,
-        CryptoToHandshake::Keys(session_keys()),
+        CryptoToHandshake::ResponseConsumed(session_keys()),
         CryptoToHandshake::Abandoned,
         CryptoToHandshake::Refused(CryptoError::ReplayedTimestamp),
     ]
@@ -573,6 +569,8 @@ fn transport_to_parent() -> Vec<TransportToParent> {
                 no_route: 6,
                 send_failed: 7,
                 bad_order: 8,
+                ratelimited: 10,
+                handshake_busy: 11,
             },
             ipc_to_handshake: 9,
         },
