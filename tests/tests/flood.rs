@@ -20,15 +20,17 @@
 //!    round-robin, so that the per-source limit lets enough through to
 //!    put the handshake role under load: it must answer with cookie
 //!    replies (demanding MAC2; counted where the attacker receives them);
-//! 7. **many sources, B reset**: the same, with B's session reset; how
-//!    long B takes to handshake again is printed, not asserted: with a
-//!    release build (`WGD_BIN=target/release/wgd`) B's first initiation
-//!    gets a cookie reply and its retry with MAC2 completes, 5.1 s after
-//!    the reset; with the debug build the tests run, A's handshake queue
-//!    (its 4,096 messages and the 4 MiB channel before it) holds seconds
-//!    of work, each cookie reply reaches B after it has moved on to its
-//!    next initiation (REKEY_TIMEOUT, 5 s), and B does not complete while
-//!    the flood lasts (B's log is printed).
+//! 7. **many sources, B reset**: the same, with B's session reset; B
+//!    must handshake again while the flood lasts, within its first try
+//!    and two retries of the whitepaper's schedule (REKEY_TIMEOUT, 5 s):
+//!    its first initiation is answered with a cookie reply, its retry
+//!    carries MAC2 and completes (5.1 s after the reset when the machine
+//!    is quiet; 10.5 s, one retry more, with other builds running). This
+//!    needs the handshake path optimized in test builds too (root
+//!    `Cargo.toml`): unoptimized, a cookie reply took ~140 µs, A's
+//!    handshake queue held seconds of work, each cookie reply reached B
+//!    after it had moved on to its next initiation, and B never completed
+//!    (its log is printed when it does not).
 //!
 //! Checked for each: wgd stays up with its three roles; the drop counters
 //! of `wgd_get` (what `wgctl show --json` shows) account, within 1 %, for
@@ -651,9 +653,9 @@ fn floods_from_a_third_namespace_leave_the_tunnel_and_other_sources_alone() {
     }
     let get = |n: &str| outcomes.iter().find(|o| o.name == n);
     if get(MANY_RESET).is_some_and(|o| o.rehandshake.flatten().is_none()) {
-        // What B saw of its handshakes: in a debug build, A's handshake
-        // queue is seconds deep under this flood, and each cookie reply
-        // comes after B has moved on to its next initiation.
+        // What B saw of its handshakes: when A's handshake queue is
+        // seconds deep, each cookie reply comes after B has moved on to
+        // its next initiation.
         let log = match &b {
             Side::Go(g) => g.child().stdout() + &g.child().stderr(),
             Side::Wgd(w) => w.child().stdout() + &w.child().stderr(),
@@ -836,8 +838,15 @@ fn floods_from_a_third_namespace_leave_the_tunnel_and_other_sources_alone() {
             Some(u),
         );
     }
-    // 7. Under many sources, B's reset session is measured, not asserted:
-    // see the module documentation.
+    // 7. Under many sources, B's reset session handshakes again during
+    // the flood: a cookie reply, then its retry with MAC2.
+    if let Some(m) = get(MANY_RESET) {
+        check(
+            m.rehandshake.flatten().is_some(),
+            "B handshook again during the many-source flood",
+            Some(m),
+        );
+    }
 
     // B's endpoint at A never moved to the attacker.
     let end = wgd.dump().ok().map(|d| only_peer(&d).endpoint);
