@@ -155,12 +155,28 @@ struct UdpSock {
     port: u16,
     inode: u64,
     fwmark: Option<u32>,
+    /// The receive and send buffer sizes (`skmem` rb and tb: what the
+    /// kernel allows, twice what was set).
+    rcvbuf: Option<u64>,
+    sndbuf: Option<u64>,
 }
 
 fn udp_sockets(ns: &Netns) -> Vec<UdpSock> {
-    let text = ns.run("ss", ["-u", "-a", "-e", "-n"]).expect("ss");
-    text.lines()
-        .skip(1)
+    let text = ns.run("ss", ["-u", "-a", "-e", "-m", "-n"]).expect("ss");
+    // `-m` puts `skmem:(…)` on a line of its own, indented: join it to
+    // its socket's line.
+    let mut lines: Vec<String> = Vec::new();
+    for l in text.lines().skip(1) {
+        match lines.last_mut() {
+            Some(last) if l.starts_with(char::is_whitespace) => {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+            _ => lines.push(l.to_string()),
+        }
+    }
+    lines
+        .iter()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let port = f.get(3)?.rsplit(':').next()?.parse().ok()?;
@@ -168,10 +184,21 @@ fn udp_sockets(ns: &Netns) -> Vec<UdpSock> {
             let inode = field("ino:")?.parse().ok()?;
             let fwmark = field("fwmark:")
                 .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok());
+            let skmem: Vec<&str> = field("skmem:(")
+                .map(|m| m.trim_end_matches(')').split(',').collect())
+                .unwrap_or_default();
+            let mem = |name: &str| {
+                skmem
+                    .iter()
+                    .find_map(|x| x.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+            };
             Some(UdpSock {
                 port,
                 inode,
                 fwmark,
+                rcvbuf: mem("rb"),
+                sndbuf: mem("tb"),
             })
         })
         .collect()
@@ -681,6 +708,15 @@ fn fwmark_is_set_on_the_sockets_after_the_privilege_drop() {
     let marks =
         |socks: &[UdpSock]| -> BTreeSet<Option<u32>> { socks.iter().map(|s| s.fwmark).collect() };
     assert_eq!(marks(&wgd_udp(PORT_A)), BTreeSet::from([None]));
+    // The buffers are wireguard-go's 7 MiB, forced past net.core.rmem_max
+    // and wmem_max (the kernel shows twice what was set).
+    for s in wgd_udp(PORT_A) {
+        assert_eq!(
+            (s.rcvbuf, s.sndbuf),
+            (Some(14 << 20), Some(14 << 20)),
+            "socket buffers of {s:?}"
+        );
+    }
 
     a.set(&["fwmark", "0x1234"]).expect("wg set fwmark");
     let shown = net

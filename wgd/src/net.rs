@@ -75,6 +75,9 @@ pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
+/// Send and receive buffer of each UDP socket, wireguard-go's size.
+const SOCKET_BUFFER: usize = 7 << 20;
+
 fn udp_socket(v6: bool, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
     let family = if v6 {
         AddressFamily::Inet6
@@ -90,9 +93,18 @@ fn udp_socket(v6: bool, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
     if fwmark != 0 {
         setsockopt(&fd, sockopt::Mark, &fwmark)?;
     }
-    // Bigger buffers: a burst of a few hundred packets should not drop.
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
-    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    // Bigger buffers, as wireguard-go sizes them (7 MiB, forced past
+    // net.core.rmem_max/wmem_max: the parent is root here): the kernel
+    // queues datagrams here while the transport waits for a CPU, and what
+    // does not fit is dropped before wgd sees it, the tunnel's own with a
+    // flood's (tests/tests/flood.rs). Best effort: the plain options,
+    // capped by the sysctls, if forcing is refused.
+    if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
     if v6 {
         let a = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
         bind(fd.as_raw_fd(), &a)?;
