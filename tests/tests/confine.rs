@@ -17,6 +17,11 @@
 //!   killed with SIGKILL; tcpdump on the veth sees only WireGuard messages
 //!   and no packet to or from an inner address, and the tunnel works
 //!   again within 2 s of each restart;
+//! - `a_stopped_role_is_noticed_and_replaced`: each role in turn is
+//!   stopped (SIGSTOP, which no role can catch or refuse); the parent
+//!   notices the stop (not only a death), logs the role and the signal,
+//!   ends it and restarts the roles; the interface keeps its route and the
+//!   tunnel carries traffic again within 2 s;
 //! - `past_the_restart_budget_wgd_fails_closed`: five restarts are made,
 //!   the sixth death within 60 s ends wgd non-zero, interface removed;
 //! - `roles_have_no_terminal`: wgd started on a pseudo-terminal (its
@@ -167,6 +172,37 @@ fn past_the_restart_budget_wgd_fails_closed() {
         w.child().report()
     );
     assert!(!w.interface_exists(), "the interface is removed");
+}
+
+#[test]
+fn a_stopped_role_is_noticed_and_replaced() {
+    let net = net();
+    let t = tunnel(&net, &[]);
+    let w = &t.wgd;
+    for role in ROLES {
+        let pid = w
+            .role_pid(role)
+            .unwrap_or_else(|| panic!("no {role} role\n{}", w.child().report()));
+        let before = count(&w.child().stderr(), "roles restarted");
+        let (_, _, _, start) = stat(pid).expect("role stat");
+        let said = format!("{role} role was stopped by signal SIGSTOP");
+        let stopped_before = count(&w.child().stderr(), &said);
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP the role");
+        let why = format!("SIGSTOP of {role}");
+        let restarted = wait_restart(w, before, &why);
+        let log = w.child().stderr();
+        assert!(
+            count(&log, &said) > stopped_before,
+            "the stop of {role} was not logged\n{}",
+            w.child().report()
+        );
+        assert_recovered(&net, w, restarted, &why);
+        // The stopped process is gone, not left behind stopped.
+        wait_until(Duration::from_secs(2), "the stopped role ended", || {
+            !alive(pid, start)
+        })
+        .unwrap_or_else(|e| panic!("{e}: {role} (pid {pid})\n{}", w.child().report()));
+    }
 }
 
 #[test]
