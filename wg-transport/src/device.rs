@@ -1,7 +1,8 @@
 //! The transport process's main loop: the data plane of one interface.
 //!
-//! One thread, one `poll`: the tun device, the UDP sockets and two channels
-//! (parent, handshake role). For every data packet:
+//! One thread owns all state and runs one `poll`: the tun device, the UDP
+//! sockets and two channels (parent, handshake role). For every data
+//! packet:
 //!
 //! ```text
 //! tun → allowed-IPs lookup by destination → current keypair → seal → UDP
@@ -18,14 +19,29 @@
 //! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
 //! [`receive_device`] asks the device itself): a read may be a TCP
 //! super-packet of up to 64 KiB, routed once and cut into MTU-sized
-//! packets ([`crate::gso`]) that are sealed one by one, in order, into
-//! their datagrams; those go to the peer as one UDP GSO message
+//! packets ([`crate::gso`]), each sealed into its own datagram with the
+//! next counter; those go to the peer as one UDP GSO message
 //! ([`crate::udp`]). On the way in, a socket read may hold a sender's run
 //! of datagrams (UDP GRO), each opened and checked on its own; the inner
 //! packets of a whole receive batch are then merged per TCP flow
 //! ([`crate::gro`]) and written to the device after the batch. Counters,
 //! the replay window and the order of each peer's packets are those of
 //! one datagram at a time.
+//!
+//! Both cores: the pure part of a big batch, the AEAD (and, sending, each
+//! segment's copy and checksums), is shared with worker threads
+//! ([`crate::pool`]: one fewer than the CPUs, at most three, none on one
+//! CPU). Everything else stays on this thread and in order: sending, it
+//! takes a run of counters for a super-packet's segments before they are
+//! sealed (`Device::seal_parallel`) and queues the datagrams in segment
+//! order after; receiving, it checks a whole receive batch before any
+//! datagram is opened, then gives each its verdict in the batch's order
+//! — replay window, roaming, counters, allowed IPs, GRO — as the serial
+//! path would have at that packet's turn (`Device::receive_parallel`).
+//! A batch under [`PARALLEL_MIN`] packets, and every batch without
+//! workers, takes the plain path, one packet at a time, with no hand-off:
+//! a ping costs what it did. The unit tests hold the two paths to the
+//! same datagrams, writes, drops and windows (`device/parallel_tests.rs`).
 //!
 //! Packets for a peer without a usable session wait in a small bounded
 //! queue while the handshake role is asked for one. What the timers need
@@ -63,12 +79,14 @@ use proto::ipc::{
 use proto::keys::PublicKey;
 use proto::wire::{self, MessageType};
 
+use crate::aead::DataKey;
 use crate::allowed_ips::AllowedIps;
-use crate::data::{inner_packet, RecvError};
+use crate::data::{inner_packet, open_checked, seal_reserved, Decapsulated, RecvError};
 use crate::gro::{Gro, Write};
 use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
+use crate::pool::Workers;
 use crate::ratelimit::RateLimiter;
 use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
@@ -99,6 +117,14 @@ const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
 /// packet would cost the data path more than the packets are worth, and
 /// the handshake role frees a few slots a millisecond at most.
 const HANDSHAKE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+/// Packets in one batch before it is worth sharing its AEAD with the
+/// workers: waking one costs a system call (a few µs), sealing or opening
+/// a full-sized packet under 1 µs. A ping, a keepalive or a short burst
+/// stays on the plain one-packet-at-a-time path.
+pub const PARALLEL_MIN: usize = 8;
+/// Data messages of a receive batch planned before they are opened and
+/// decided (a batch of more is done in parts, at buffer boundaries).
+const PLAN_MAX: usize = 1024;
 /// Room before a packet for the data header, after it for padding + tag.
 const HEADROOM: usize = wire::DATA_HEADER_LEN;
 const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
@@ -220,6 +246,94 @@ pub struct Device {
     mtu: usize,
     last_mtu_check: Option<Instant>,
     last_activity_flush: Instant,
+    /// Threads that seal and open a batch's packets with this one (none:
+    /// everything on this thread, as before).
+    workers: Workers,
+    /// The segments of a super-packet being sealed in parallel (kept for
+    /// their capacity: at most [`SEND_QUEUE_MAX`] at a time).
+    seal_jobs: Vec<SealJob>,
+    /// The data messages of a receive batch opened in parallel, in order.
+    open_plan: Vec<Planned>,
+    /// Their AEAD jobs; empty between batches (see [`recycle`]).
+    open_jobs: Vec<OpenJob<'static>>,
+}
+
+/// One segment of a super-packet to seal on any thread: its datagram
+/// buffer, which segment, and its counter; `len` is the message length
+/// once sealed (0: it could not be).
+struct SealJob {
+    buf: Vec<u8>,
+    segment: usize,
+    counter: u64,
+    len: usize,
+}
+
+/// What every [`SealJob`] of one super-packet shares (read-only).
+struct SealCtx<'a> {
+    split: Split,
+    pkt: &'a [u8],
+    key: &'a DataKey,
+    receiver: u32,
+    mtu: usize,
+}
+
+fn seal_job(c: &SealCtx<'_>, job: &mut SealJob) {
+    let len = c
+        .split
+        .write_segment(c.pkt, job.segment, &mut job.buf[HEADROOM..]);
+    job.len = seal_reserved(c.key, c.receiver, job.counter, &mut job.buf, len, c.mtu).unwrap_or(0);
+}
+
+/// A data message of a receive batch, between the checks before its
+/// decryption and its verdict: where it lies (receive buffer `entry`,
+/// `range`), who sent it, and what [`KeypairSlots::finish_open`] needs.
+///
+/// [`KeypairSlots::finish_open`]: crate::keypair::KeypairSlots::finish_open
+struct Planned {
+    entry: usize,
+    range: std::ops::Range<usize>,
+    from: Endpoint,
+    receiver: u32,
+    counter: u64,
+    /// The key it is opened with (`None`: the checks already failed, it
+    /// is not opened), and whether that succeeded. Compared by address
+    /// only, with the keypair's at the verdict.
+    key: Option<*const DataKey>,
+    opened: bool,
+}
+
+/// One datagram to open on any thread.
+struct OpenJob<'a> {
+    key: &'a DataKey,
+    counter: u64,
+    msg: &'a mut [u8],
+    opened: bool,
+}
+
+fn open_job(_: &(), job: &mut OpenJob<'_>) {
+    job.opened = open_checked(job.key, job.counter, job.msg);
+}
+
+/// The buffer of an empty job list, for a batch's borrows: the capacity
+/// is kept from batch to batch, so opening allocates nothing per batch.
+fn recycle<'a>(v: Vec<OpenJob<'static>>) -> Vec<OpenJob<'a>> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    v.clear();
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: the vector is empty, so no reference in it outlives
+    // anything; `OpenJob<'a>` and `OpenJob<'static>` differ in lifetime
+    // only, hence in nothing of their layout; the allocation is handed
+    // over whole (pointer, capacity) and `v` is never dropped.
+    unsafe { Vec::from_raw_parts(ptr.cast::<OpenJob<'a>>(), 0, cap) }
+}
+
+/// Back again, emptied, once the batch's borrows end.
+fn unrecycle(v: Vec<OpenJob<'_>>) -> Vec<OpenJob<'static>> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    v.clear();
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: as in `recycle`: empty, same layout, allocation handed over.
+    unsafe { Vec::from_raw_parts(ptr.cast::<OpenJob<'static>>(), 0, cap) }
 }
 
 fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
@@ -356,7 +470,17 @@ impl Device {
             mtu: usize::MAX,
             last_mtu_check: None,
             last_activity_flush: Instant::now(),
+            workers: Workers::none(),
+            seal_jobs: Vec::new(),
+            open_plan: Vec::new(),
+            open_jobs: Vec::new(),
         }
+    }
+
+    /// Gives the device worker threads to share the AEAD of big batches
+    /// with (see [`crate::pool`]); without, it does all of it itself.
+    pub fn set_workers(&mut self, workers: Workers) {
+        self.workers = workers;
     }
 
     /// Serves until a channel closes or the tun device goes away.
@@ -501,6 +625,10 @@ impl Device {
             return Ok(());
         };
         if p.slots.can_send(now) && p.staged.is_empty() {
+            if self.workers.count() > 0 && split.count() >= PARALLEL_MIN {
+                self.seal_parallel(id, now, &split, pkt);
+                return Ok(());
+            }
             for i in 0..split.count() {
                 let len = split.segment_len(i);
                 self.seal_and_queue(id, now, len, |out| {
@@ -521,6 +649,81 @@ impl Device {
             p.staged.push_back(seg);
         }
         self.ask_for_handshake(id, now, handshake)
+    }
+
+    /// Seals the segments of a super-packet for peer `id` (which can
+    /// send) on this thread and the workers, and queues them in order:
+    /// the same datagrams, counters and sends as the loop of
+    /// `seal_and_queue` in [`Device::send_offloaded`]. Counters are taken
+    /// here, in order, up to [`SEND_QUEUE_MAX`] segments at a time; only
+    /// the copy, checksums and AEAD of each segment run elsewhere.
+    fn seal_parallel(&mut self, id: PeerId, now: Instant, split: &Split, pkt: &[u8]) {
+        let mut jobs = std::mem::take(&mut self.seal_jobs);
+        let total = split.count();
+        let mut from = 0;
+        while from < total {
+            let n = (total - from).min(SEND_QUEUE_MAX);
+            let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                break;
+            };
+            let r = match p.slots.reserve_send(now, n) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(peer = %p.key, "cannot send: {e}");
+                    break;
+                }
+            };
+            let (key, receiver, first, count) = (r.key, r.receiver, r.first, r.count);
+            for k in 0..count {
+                let mut buf = self.send.buffer();
+                buf.resize(HEADROOM + split.segment_len(from + k) + TAILROOM, 0);
+                jobs.push(SealJob {
+                    buf,
+                    segment: from + k,
+                    counter: first + k as u64,
+                    len: 0,
+                });
+            }
+            let ctx = SealCtx {
+                split: *split,
+                pkt,
+                key,
+                receiver,
+                mtu: self.mtu,
+            };
+            self.workers.run(&ctx, &mut jobs, seal_job);
+            for job in jobs.drain(..) {
+                let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                    continue;
+                };
+                let Some(to) = p.endpoint else {
+                    continue;
+                };
+                if job.len == 0 {
+                    tracing::debug!(peer = %p.key, "cannot send: segment not sealed");
+                    continue;
+                }
+                let mut buf = job.buf;
+                buf.truncate(job.len);
+                p.tx_bytes += job.len as u64;
+                note_activity(
+                    &mut self.active,
+                    id,
+                    p,
+                    Activity::AUTH_SENT | Activity::DATA_SENT,
+                );
+                self.send.push(buf, to.addr, to.src, id);
+                if self.send.len() >= SEND_QUEUE_MAX {
+                    self.flush_udp();
+                }
+            }
+            if count < n {
+                // The keypair reached its message limit: the rest cannot go.
+                break;
+            }
+            from += n;
+        }
+        self.seal_jobs = jobs;
     }
 
     /// The peer an outgoing packet goes to, if it has one with an
@@ -837,6 +1040,32 @@ impl Device {
                 return Ok(());
             }
         };
+        self.receive_batch(v4, n, handshake)
+    }
+
+    /// Handles the `n` datagrams (or runs of them) of the last read of
+    /// the IPv4 (`v4`) or IPv6 socket's batch, and writes what they carry
+    /// to the tun device.
+    fn receive_batch(
+        &mut self,
+        v4: bool,
+        n: usize,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        let batch = if v4 { &self.recv4 } else { &self.recv6 };
+        if self.workers.count() > 0 {
+            let datagrams: usize = batch.got[..n.min(batch.got.len())]
+                .iter()
+                .map(|g| segments(g.len, g.segment).count())
+                .sum();
+            if datagrams >= PARALLEL_MIN {
+                let r = self.receive_parallel(v4, n, handshake);
+                if self.vnet_hdr {
+                    self.write_merged(v4);
+                }
+                return r;
+            }
+        }
         let mut result = Ok(());
         for i in 0..n {
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
@@ -879,6 +1108,218 @@ impl Device {
             self.write_merged(v4);
         }
         result
+    }
+
+    /// [`Device::receive_batch`] with the AEAD shared with the workers,
+    /// in three steps: the checks before decryption, in order, with
+    /// handshake messages passed on at once (this thread); every data
+    /// message's decryption (any thread); the verdicts and everything
+    /// after them (replay window, endpoint, counters, allowed IPs, GRO),
+    /// in the batch's order (this thread). The verdicts are
+    /// [`KeypairSlots::finish_open`]'s, made at each packet's turn, so
+    /// what is accepted, dropped, counted and written is what the serial
+    /// path does with the same batch.
+    ///
+    /// [`KeypairSlots::finish_open`]: crate::keypair::KeypairSlots::finish_open
+    fn receive_parallel(
+        &mut self,
+        v4: bool,
+        n: usize,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        let now = Instant::now();
+        let mut plan = std::mem::take(&mut self.open_plan);
+        plan.clear();
+        // 1. Sort the batch out; nothing changes yet but for handshake
+        // messages, which go to the handshake role as before.
+        let mut result = Ok(());
+        'entries: for i in 0..n {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            let Some(&got) = batch.got.get(i) else {
+                break;
+            };
+            let from = Endpoint {
+                addr: got.from,
+                src: got.local,
+            };
+            let buf = std::mem::take(&mut batch.bufs[i]);
+            for seg in segments(got.len, got.segment) {
+                let Some(dgram) = buf.get(seg.clone()) else {
+                    self.stats.drops.malformed += 1;
+                    continue;
+                };
+                match wire::classify(dgram) {
+                    Ok(MessageType::Data) => {}
+                    Ok(_) => {
+                        if let Err(e) = self.receive_handshake(dgram, from, handshake) {
+                            result = Err(e);
+                            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+                            batch.bufs[i] = buf;
+                            break 'entries;
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        self.stats.drops.malformed += 1;
+                        continue;
+                    }
+                }
+                let Ok(header) = wire::DataHeader::parse(dgram) else {
+                    self.stats.drops.malformed += 1;
+                    continue;
+                };
+                // The index table only loses entries during a batch (a
+                // confirmation releasing the keypair before), so a miss
+                // here is one at the packet's turn too.
+                let Some(&id) = self.by_index.get(&header.receiver) else {
+                    self.stats.drops.unknown_index += 1;
+                    continue;
+                };
+                let Some(p) = self.peers.get(id as usize).and_then(|p| p.as_ref()) else {
+                    continue;
+                };
+                // A failed check here fails again at the packet's turn
+                // (windows only advance, keypairs only go), where it is
+                // counted as the serial path would.
+                let key = p
+                    .slots
+                    .check_open(now, dgram)
+                    .ok()
+                    .map(|t| std::ptr::from_ref(t.key));
+                plan.push(Planned {
+                    entry: i,
+                    range: seg,
+                    from,
+                    receiver: header.receiver,
+                    counter: header.counter,
+                    key,
+                    opened: false,
+                });
+            }
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            batch.bufs[i] = buf;
+            // A batch of many small datagrams is decided in parts, so the
+            // plan stays small (a receive buffer may hold 2,048 of them).
+            if plan.len() >= PLAN_MAX {
+                self.open_planned(v4, &mut plan, now);
+            }
+        }
+        if result.is_ok() {
+            self.open_planned(v4, &mut plan, now);
+        }
+        plan.clear();
+        self.open_plan = plan;
+        result
+    }
+
+    /// Steps 2 and 3 of [`Device::receive_parallel`] for the datagrams
+    /// planned so far; empties `plan`.
+    fn open_planned(&mut self, v4: bool, plan: &mut Vec<Planned>, now: Instant) {
+        // 2. Decrypt, on every thread. Each job borrows its own part of a
+        // receive buffer (the plan is in buffer order, so the buffers are
+        // cut front to back) and its keypair's key.
+        {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            let mut jobs = recycle(std::mem::take(&mut self.open_jobs));
+            let mut bufs = batch.bufs.iter_mut().enumerate();
+            // The current buffer's rest, and where that rest starts in it.
+            let mut cur: Option<(usize, &mut [u8], usize)> = None;
+            let (peers, by_index) = (&self.peers, &self.by_index);
+            for pl in plan.iter_mut() {
+                let Some(checked) = pl.key else {
+                    continue;
+                };
+                // The key step 1 checked the packet against, looked up
+                // again (nothing has changed the keypairs since).
+                let key = by_index
+                    .get(&pl.receiver)
+                    .and_then(|&id| peers.get(id as usize)?.as_ref())
+                    .and_then(|p| p.slots.recv_key_of(pl.receiver))
+                    .filter(|k| std::ptr::eq(*k, checked));
+                let Some(key) = key else {
+                    pl.key = None;
+                    continue;
+                };
+                while cur.as_ref().is_none_or(|c| c.0 < pl.entry) {
+                    match bufs.next() {
+                        Some((e, b)) => cur = Some((e, b.as_mut_slice(), 0)),
+                        None => break,
+                    }
+                }
+                let Some((e, rest, at)) = cur.take() else {
+                    break;
+                };
+                if e != pl.entry || pl.range.start < at {
+                    cur = Some((e, rest, at));
+                    pl.key = None;
+                    continue;
+                }
+                let (_, tail) = rest.split_at_mut((pl.range.start - at).min(rest.len()));
+                let (msg, tail) = tail.split_at_mut(pl.range.len().min(tail.len()));
+                cur = Some((e, tail, pl.range.end));
+                jobs.push(OpenJob {
+                    key,
+                    counter: pl.counter,
+                    msg,
+                    opened: false,
+                });
+            }
+            self.workers.run(&(), &mut jobs, open_job);
+            let mut done = jobs.iter();
+            for pl in plan.iter_mut().filter(|pl| pl.key.is_some()) {
+                pl.opened = done.next().is_some_and(|j| j.opened);
+            }
+            self.open_jobs = unrecycle(jobs);
+        }
+        // 3. The verdicts, in order, and what follows from each.
+        let mut held: Option<(usize, Vec<u8>)> = None;
+        for pl in plan.iter() {
+            let (entry, range, from) = (pl.entry, pl.range.clone(), pl.from);
+            let (receiver, counter) = (pl.receiver, pl.counter);
+            let opened = pl.key.filter(|_| pl.opened);
+            if held.as_ref().is_none_or(|h| h.0 != entry) {
+                let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+                if let Some((e, b)) = held.take() {
+                    batch.bufs[e] = b;
+                }
+                held = Some((entry, std::mem::take(&mut batch.bufs[entry])));
+            }
+            let Some((_, buf)) = held.as_mut() else {
+                continue;
+            };
+            let Some(&id) = self.by_index.get(&receiver) else {
+                self.stats.drops.unknown_index += 1;
+                continue;
+            };
+            let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                continue;
+            };
+            let d = p
+                .slots
+                .finish_open(now, receiver, counter, range.len(), opened);
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    self.count_recv_error(e);
+                    continue;
+                }
+            };
+            if let Some(inner) = self.accept_data(id, d, &buf[range.clone()], from, now) {
+                let inner = range.start + inner.start..range.start + inner.end;
+                if self.vnet_hdr {
+                    let token = self.gro_pending.len() as u32;
+                    self.gro.push(&buf[inner.clone()], token);
+                    self.gro_pending.push((entry, inner));
+                } else {
+                    self.write_tun(&buf[inner]);
+                }
+            }
+        }
+        if let Some((e, b)) = held.take() {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            batch.bufs[e] = b;
+        }
+        plan.clear();
     }
 
     fn write_tun(&self, pkt: &[u8]) {
@@ -930,48 +1371,69 @@ impl Device {
     ) -> Result<Option<std::ops::Range<usize>>, ChannelError> {
         match wire::classify(dgram) {
             Ok(MessageType::Data) => Ok(self.receive_data(dgram, from)),
-            Ok(_) => {
-                // Before the copy and the channel: a source over its
-                // limit costs no more than this lookup.
-                let now = Instant::now();
-                if !self.limiter.allow(now, from.addr.ip()) {
-                    self.stats.drops.ratelimited += 1;
-                    return Ok(None);
-                }
-                if self
-                    .handshake_full_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
-                {
-                    self.stats.drops.handshake_busy += 1;
-                    return Ok(None);
-                }
-                self.stats.ipc_to_handshake += 1;
-                match handshake.send(&TransportToHandshake::HandshakePacket {
-                    bytes: dgram.to_vec(),
-                    from,
-                }) {
-                    // Remembered only once the handshake role has it:
-                    // where it may answer with a cookie reply, and where
-                    // the peer's endpoint may move.
-                    Ok(()) => {
-                        self.recent.record(from);
-                        self.handshake_full_at = None;
-                        Ok(None)
-                    }
-                    // The handshake role is busy: a packet it does not see
-                    // is a lost packet, which UDP allows.
-                    Err(ChannelError::WouldBlock) => {
-                        self.stats.drops.handshake_busy += 1;
-                        self.handshake_full_at = Some(now);
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Ok(_) => self
+                .receive_handshake(dgram, from, handshake)
+                .map(|()| None),
             Err(_) => {
                 self.stats.drops.malformed += 1;
                 Ok(None)
             }
+        }
+    }
+
+    /// Passes a handshake message (types 1-3) on to the handshake role,
+    /// unless its source is over its limit or the role is busy.
+    fn receive_handshake(
+        &mut self,
+        dgram: &[u8],
+        from: Endpoint,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        // Before the copy and the channel: a source over its limit costs
+        // no more than this lookup.
+        let now = Instant::now();
+        if !self.limiter.allow(now, from.addr.ip()) {
+            self.stats.drops.ratelimited += 1;
+            return Ok(());
+        }
+        if self
+            .handshake_full_at
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
+        {
+            self.stats.drops.handshake_busy += 1;
+            return Ok(());
+        }
+        self.stats.ipc_to_handshake += 1;
+        match handshake.send(&TransportToHandshake::HandshakePacket {
+            bytes: dgram.to_vec(),
+            from,
+        }) {
+            // Remembered only once the handshake role has it: where it
+            // may answer with a cookie reply, and where the peer's
+            // endpoint may move.
+            Ok(()) => {
+                self.recent.record(from);
+                self.handshake_full_at = None;
+                Ok(())
+            }
+            // The handshake role is busy: a packet it does not see is a
+            // lost packet, which UDP allows.
+            Err(ChannelError::WouldBlock) => {
+                self.stats.drops.handshake_busy += 1;
+                self.handshake_full_at = Some(now);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn count_recv_error(&mut self, e: RecvError) {
+        let c = &mut self.stats.drops;
+        match e {
+            RecvError::Replay => c.replay += 1,
+            RecvError::Auth => c.auth_failed += 1,
+            RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
+            RecvError::Malformed => c.malformed += 1,
         }
     }
 
@@ -991,16 +1453,27 @@ impl Device {
         let d = match p.slots.decapsulate(now, dgram) {
             Ok(d) => d,
             Err(e) => {
-                let c = &mut self.stats.drops;
-                match e {
-                    RecvError::Replay => c.replay += 1,
-                    RecvError::Auth => c.auth_failed += 1,
-                    RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
-                    RecvError::Malformed => c.malformed += 1,
-                }
+                self.count_recv_error(e);
                 return None;
             }
         };
+        self.accept_data(id, d, dgram, from, now)
+    }
+
+    /// What follows an authenticated data message `dgram` from peer `id`
+    /// (decrypted: `d`): roaming, activity, counters, the inner source
+    /// check, staged packets after a confirmation. Returns where in
+    /// `dgram` the inner packet to write to the tun device lies, if there
+    /// is one.
+    fn accept_data(
+        &mut self,
+        id: PeerId,
+        d: Decapsulated,
+        dgram: &[u8],
+        from: Endpoint,
+        now: Instant,
+    ) -> Option<std::ops::Range<usize>> {
+        let p = self.peers.get_mut(id as usize).and_then(|p| p.as_mut())?;
         // Roaming: the endpoint, and the local address it used, follow
         // the latest authenticated packet.
         p.endpoint = Some(from);
@@ -1189,5 +1662,7 @@ impl Device {
     }
 }
 
+#[cfg(test)]
+mod parallel_tests;
 #[cfg(test)]
 mod tests;
