@@ -49,10 +49,11 @@ pub const MAX_WORKERS: usize = 3;
 /// cores, while the caller waits for at most that much at the end.
 const CHUNK: usize = 2;
 
-/// Rounds a worker polls for a new batch before it sleeps. Short: on a
-/// machine with few cores a spinning worker takes the CPU that the other
-/// side of the tunnel, or the application, needs.
-const IDLE_SPINS: u32 = 200;
+/// How long a worker polls for a new batch before it sleeps: long enough
+/// to catch the batch after an early [`Workers::wake`] and the next one
+/// of a stream, short enough that an idle worker does not hold a CPU that
+/// the other side of the tunnel, or the application, needs.
+const IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Rounds the caller polls for the workers' last chunks before it
 /// sleeps (a chunk takes a few µs unless its worker was preempted).
@@ -188,10 +189,14 @@ fn worker(shared: &Shared) {
             return;
         }
         let Some(range) = shared.claim() else {
-            let mut spins = 0;
-            while spins < IDLE_SPINS && !shared.has_work() {
-                spins += 1;
-                std::hint::spin_loop();
+            let until = std::time::Instant::now() + IDLE_SPIN;
+            while !shared.has_work()
+                && !shared.stop.load(Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
             }
             if !shared.has_work() {
                 // Woken by the next batch (or by `Drop`); a wake-up that
@@ -307,6 +312,14 @@ impl Workers {
             }
         }
         Ok(w)
+    }
+
+    /// Wakes the workers ahead of a batch about to be [`run`](Self::run),
+    /// so that their wake-up overlaps the caller's work until then.
+    pub fn wake(&self) {
+        for t in &self.threads {
+            t.thread().unpark();
+        }
     }
 
     /// The number of worker threads (0: everything runs on the caller).

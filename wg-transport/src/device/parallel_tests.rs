@@ -134,6 +134,27 @@ fn queued(d: &Device) -> Vec<Vec<u8>> {
     d.send.queued().map(<[u8]>::to_vec).collect()
 }
 
+/// Hands `read` to the device as if just read from the tun device.
+fn offer(d: &mut Device, read: &[u8], chan: &HandshakeChannel) {
+    let slot = match d.free_slot() {
+        Some(s) => s,
+        None => {
+            d.finish_held();
+            0
+        }
+    };
+    d.tun_bufs[slot][..read.len()].copy_from_slice(read);
+    d.handle_tun_read(slot, read.len(), chan);
+}
+
+/// An ordinary packet as the tun device hands it over (no offload).
+fn plain_packet(seq: u32) -> Vec<u8> {
+    let mut read = vec![0u8; VNET_HDR_LEN];
+    VnetHdr::default().write(&mut read);
+    read.extend_from_slice(&testpkt::tcp(false, seq, ACK, &testpkt::payload(300)));
+    read
+}
+
 #[test]
 fn parallel_seal_queues_the_serial_paths_datagrams() {
     let started = Instant::now();
@@ -150,44 +171,77 @@ fn parallel_seal_queues_the_serial_paths_datagrams() {
     let mut seq = 1000u32;
     let mut rounds = 0;
     loop {
-        // Full-sized segments of both families, a batch just over the
-        // threshold, one below it (the plain path in both devices), and
-        // one of more segments than the send queue holds (sealed in
-        // parts, the queue flushed in between as on the plain path).
-        for (v6, len, gso, whole) in [
-            (false, 64_000, 1368, true),
-            (true, 30_000, 1348, true),
-            (false, 8 * 1368, 1368, true),
-            (false, 4000, 1368, true),
-            (false, 20_000, 100, false),
+        // Full-sized segments of both families, an ordinary packet among
+        // them (which must go after the super-packets read before it), a
+        // batch just at the threshold, five super-packets in a row (more
+        // than are held at once) and one below the threshold (the plain
+        // path in both devices): 127 datagrams, which the send queue
+        // holds without a flush.
+        let mut reads = Vec::new();
+        for (v6, len, gso) in [
+            (false, 64_000, 1368),
+            (true, 30_000, 1348),
+            (false, 0, 0),
+            (false, 8 * 1368, 1368),
+            (false, 20_000, 1368),
+            (true, 16_000, 1348),
+            (false, 12_000, 1368),
+            (false, 11_000, 1368),
+            (false, 4000, 1368),
         ] {
-            let mut a = super_packet(v6, seq, len, gso);
-            let mut b = a.clone();
-            seq = seq.wrapping_add(len as u32);
-            let want = segments_of(&a);
-            assert!(serial.send_offloaded(&mut a, &chan).is_ok());
-            assert!(par.send_offloaded(&mut b, &chan).is_ok());
-            let (s, p) = (queued(&serial), queued(&par));
-            assert!(!s.is_empty());
-            assert_eq!(s, p, "{len} bytes by {gso} (v6: {v6})");
-            if whole {
-                assert_eq!(p.len(), want.len());
-                // In order, with consecutive counters, each the segment.
-                for (i, mut dgram) in p.into_iter().enumerate() {
-                    let t = Instant::now();
-                    let d = match rx.decapsulate(t, &mut dgram) {
-                        Ok(d) => d,
-                        Err(e) => panic!("segment {i}: {e}"),
-                    };
-                    assert_eq!(d.counter, next_counter + i as u64);
-                    let plain = &dgram[d.plaintext];
-                    assert_eq!(&plain[..want[i].len()], &want[i][..], "segment {i}");
-                }
-            }
-            next_counter += want.len() as u64;
-            serial.flush_udp();
-            par.flush_udp();
+            reads.push(if len == 0 {
+                plain_packet(seq)
+            } else {
+                super_packet(v6, seq, len, gso)
+            });
+            seq = seq.wrapping_add(len.max(300) as u32);
         }
+        let want: Vec<Vec<u8>> = reads
+            .iter()
+            .flat_map(|r| {
+                if VnetHdr::parse(r).is_some_and(|h| h.gso_type != 0) {
+                    segments_of(r)
+                } else {
+                    vec![r[VNET_HDR_LEN..].to_vec()]
+                }
+            })
+            .collect();
+        for r in &reads {
+            offer(&mut serial, r, &chan);
+            offer(&mut par, r, &chan);
+        }
+        serial.finish_held();
+        par.finish_held();
+        let (s, p) = (queued(&serial), queued(&par));
+        assert_eq!(s, p);
+        assert_eq!(p.len(), want.len());
+        // In order, with consecutive counters, each the segment.
+        for (i, mut dgram) in p.into_iter().enumerate() {
+            let d = match rx.decapsulate(Instant::now(), &mut dgram) {
+                Ok(d) => d,
+                Err(e) => panic!("datagram {i}: {e}"),
+            };
+            assert_eq!(d.counter, next_counter + i as u64);
+            let plain = &dgram[d.plaintext];
+            assert_eq!(&plain[..want[i].len()], &want[i][..], "datagram {i}");
+        }
+        next_counter += want.len() as u64;
+        serial.flush_udp();
+        par.flush_udp();
+
+        // More segments than the send queue holds: sealed in parts, the
+        // queue flushed in between (the datagrams dropped: no socket) as
+        // on the plain path; what is left queued is the same.
+        let big = super_packet(false, seq, 20_000, 100);
+        for d in [&mut serial, &mut par] {
+            offer(d, &big, &chan);
+            d.finish_held();
+        }
+        assert_eq!(queued(&serial), queued(&par));
+        next_counter += segments_of(&big).len() as u64;
+        serial.flush_udp();
+        par.flush_udp();
+
         let counters = |d: &Device| {
             d.peers[0]
                 .as_ref()
@@ -197,6 +251,8 @@ fn parallel_seal_queues_the_serial_paths_datagrams() {
         assert_eq!(counters(&serial), Some(next_counter));
         assert_eq!(counters(&par), Some(next_counter));
         assert_eq!(serial.stats.drops, par.stats.drops);
+        let tx = |d: &Device| d.peers[0].as_ref().map(|p| p.tx_bytes);
+        assert_eq!(tx(&serial), tx(&par));
         rounds += 1;
         if par.workers.worker_jobs() > 0 && rounds >= 2 {
             break;
@@ -438,10 +494,8 @@ fn batched_paths_allocate_nothing_per_packet() {
         .collect();
     let mut sink = vec![0u8; 1 << 17];
     let round = |d: &mut Device, r: usize, sink: &mut [u8]| {
-        let mut read = [0u8; VNET_HDR_LEN + 65_536];
-        let n = reads[r].len();
-        read[..n].copy_from_slice(&reads[r]);
-        assert!(d.send_offloaded(&mut read[..n], &chan).is_ok());
+        offer(d, &reads[r], &chan);
+        d.finish_held();
         d.flush_udp();
         receive(d, &batches[r], &chan);
         while tun.recv(sink).is_ok() {}
