@@ -30,8 +30,9 @@
 //!
 //! Both cores: the pure part of a big batch, the AEAD (and, sending, each
 //! segment's copy and checksums), is shared with worker threads
-//! ([`crate::pool`]: one fewer than the CPUs, at most three, none on one
-//! CPU). Everything else stays on this thread and in order: sending, it
+//! ([`crate::pool`]: two fewer than the CPUs, at most three, so none on
+//! one or two CPUs, where the kernel and the application need the other
+//! one: `wgd/src/roles.rs` says what was measured). Everything else stays on this thread and in order: sending, it
 //! takes a run of counters for a super-packet's segments before they are
 //! sealed (`Device::seal_parallel`) and queues the datagrams in segment
 //! order after; receiving, it checks a whole receive batch before any

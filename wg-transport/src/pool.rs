@@ -22,9 +22,11 @@
 //! the same guarantee `std::thread::scope` gives, without a thread spawn
 //! per batch. Nothing is allocated per batch or per job.
 //!
-//! With no workers (one CPU, or `WGD_TRANSPORT_WORKERS=0`), [`Workers::run`]
-//! is a plain loop on the calling thread; the device does not even take
-//! the batched path for small batches (`device::PARALLEL_MIN`).
+//! With no workers (the transport's default on one or two CPUs, see
+//! `wgd/src/roles.rs`) the device never takes its batched paths: every
+//! packet is sealed and opened one at a time as before, with no hand-off
+//! and no thread but the one. With workers, batches under
+//! `device::PARALLEL_MIN` packets (a ping) take that plain path too.
 //!
 //! The threads must exist before the transport is confined: its
 //! `RLIMIT_NPROC` of 0 forbids creating threads, and its seccomp filter

@@ -754,11 +754,17 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
     }
 }
 
-/// How many worker threads the transport starts: one fewer than the
-/// CPUs it may run on (the transport's own thread is one), at most
-/// [`wg_transport::pool::MAX_WORKERS`]; none on one CPU, so a single core
-/// runs the plain single-threaded loop. `WGD_TRANSPORT_WORKERS=N` (passed
-/// on by the parent) sets it, to measure one against the other.
+/// How many worker threads the transport starts: two fewer than the CPUs
+/// it may run on, at most [`wg_transport::pool::MAX_WORKERS`], so none on
+/// one or two CPUs. Per packet, the kernel (tun reads and writes, UDP,
+/// the stack) and the application do about as much work as the
+/// transport's thread, so one CPU is left to them: on this project's
+/// 2-core machine, with both ends of `scripts/bench.sh` sharing it, the
+/// transport used 67 % of a CPU for wgd → wireguard-go while the machine
+/// was saturated, and one worker made it 75-83 % (wake-ups, polling)
+/// taken from the peer, for less throughput, not more. Workers pay off
+/// only where a CPU would otherwise idle. `WGD_TRANSPORT_WORKERS=N`
+/// (passed on by the parent) sets the count.
 fn transport_workers() -> usize {
     if let Some(n) = std::env::var("WGD_TRANSPORT_WORKERS")
         .ok()
@@ -767,7 +773,7 @@ fn transport_workers() -> usize {
         return n.min(wg_transport::pool::MAX_WORKERS);
     }
     std::thread::available_parallelism()
-        .map(|n| n.get().saturating_sub(1))
+        .map(|n| n.get().saturating_sub(2))
         .unwrap_or(0)
         .min(wg_transport::pool::MAX_WORKERS)
 }
