@@ -32,17 +32,20 @@
 //! segment's copy and checksums), is shared with worker threads
 //! ([`crate::pool`]: two fewer than the CPUs, at most three, so none on
 //! one or two CPUs, where the kernel and the application need the other
-//! one: `wgd/src/roles.rs` says what was measured). Everything else stays on this thread and in order: sending, it
-//! takes a run of counters for a super-packet's segments before they are
-//! sealed (`Device::seal_parallel`) and queues the datagrams in segment
-//! order after; receiving, it checks a whole receive batch before any
-//! datagram is opened, then gives each its verdict in the batch's order
-//! — replay window, roaming, counters, allowed IPs, GRO — as the serial
-//! path would have at that packet's turn (`Device::receive_parallel`).
-//! A batch under [`PARALLEL_MIN`] packets, and every batch without
-//! workers, takes the plain path, one packet at a time, with no hand-off:
-//! a ping costs what it did. The unit tests hold the two paths to the
-//! same datagrams, writes, drops and windows (`device/parallel_tests.rs`).
+//! one; `wgd/src/roles.rs` says what was measured). Everything else stays
+//! on this thread and in order. Sending, the super-packets read one after
+//! another (up to four, `HELD_READS`) take their runs of counters as they are
+//! read (`Device::hold`), are sealed together, and their datagrams are
+//! queued in the order of reads and segments (`Device::finish_held`);
+//! anything sent the plain way first finishes those held. Receiving, a
+//! whole receive batch is checked before any datagram is opened, then
+//! each gets its verdict in the batch's order — replay window, roaming,
+//! counters, allowed IPs, GRO — as the serial path would have at that
+//! packet's turn (`Device::receive_parallel`). A batch under
+//! [`PARALLEL_MIN`] packets, and every batch without workers, takes the
+//! plain path, one packet at a time, with no hand-off: a ping costs what
+//! it did. The unit tests hold the two paths to the same datagrams,
+//! writes, drops and windows (`device/parallel_tests.rs`).
 //!
 //! Packets for a peer without a usable session wait in a small bounded
 //! queue while the handshake role is asked for one. What the timers need
@@ -847,8 +850,10 @@ impl Device {
         }
     }
 
-    /// Seals the segments of a super-packet for peer `id` (which can
-    /// send) on this thread and the workers, and queues them in order:
+    /// Seals, at once, the segments of a super-packet of more segments
+    /// than the send queue holds (tiny segments; too many to hold) for
+    /// peer `id` (which can send) on this thread and the workers, and
+    /// queues them in order:
     /// the same datagrams, counters and sends as the loop of
     /// `seal_and_queue` in [`Device::send_offloaded`]. Counters are taken
     /// here, in order, up to [`SEND_QUEUE_MAX`] segments at a time; only
