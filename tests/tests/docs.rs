@@ -377,6 +377,7 @@ fn wgd_page_documents_privileges_environment_and_secrets() {
     let environment = section(&rendered, "ENVIRONMENT");
     for var in [
         "LOG_LEVEL",
+        "WGD_TRANSPORT_WORKERS",
         "WG_PROCESS_FOREGROUND",
         "WG_QUICK_USERSPACE_IMPLEMENTATION",
     ] {

@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::time::Instant;
 
-use crate::aead::TAG_LEN;
+use crate::aead::{DataKey, TAG_LEN};
 use crate::keypair::{KeypairSlots, Slot};
 
 pub use proto::wire::{DataHeader, DATA_HEADER_LEN, DATA_MIN_LEN as MIN_DATA_LEN};
@@ -42,6 +42,83 @@ pub const fn padded_len(plaintext_len: usize) -> usize {
 /// The length of the data message carrying `plaintext_len` bytes.
 pub const fn message_len(plaintext_len: usize) -> usize {
     DATA_HEADER_LEN + padded_len(plaintext_len) + TAG_LEN
+}
+
+/// Send counters taken for a batch ([`KeypairSlots::reserve_send`]).
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    /// The current keypair's send key.
+    pub key: &'a DataKey,
+    /// The peer's index for that keypair.
+    pub receiver: u32,
+    /// Counters `first..first + count` are this batch's.
+    pub first: u64,
+    pub count: usize,
+}
+
+/// The padded plaintext length and the message length for a
+/// `plaintext_len`-byte packet in a tunnel of `mtu` (see
+/// [`KeypairSlots::encapsulate_in_place_mtu`]); `None` on overflow.
+fn padded_and_len(plaintext_len: usize, mtu: usize) -> Option<(usize, usize)> {
+    let padded = plaintext_len
+        .checked_next_multiple_of(PADDING_MULTIPLE)?
+        .min(mtu.max(plaintext_len));
+    Some((padded, padded.checked_add(DATA_HEADER_LEN + TAG_LEN)?))
+}
+
+/// Seals a data message with a counter already taken
+/// ([`KeypairSlots::reserve_send`]): `buf` is laid out as for
+/// [`KeypairSlots::encapsulate_in_place_mtu`], and the bytes written are
+/// exactly those that function writes for the same counter. Touches
+/// nothing but `buf`, so the messages of a batch may be sealed on any
+/// thread, in any order.
+pub fn seal_reserved(
+    key: &DataKey,
+    receiver: u32,
+    counter: u64,
+    buf: &mut [u8],
+    plaintext_len: usize,
+    mtu: usize,
+) -> Result<usize, SendError> {
+    let (padded, len) = padded_and_len(plaintext_len, mtu).ok_or(SendError::BufferTooSmall)?;
+    let msg = buf.get_mut(..len).ok_or(SendError::BufferTooSmall)?;
+    let (header, rest) = msg
+        .split_first_chunk_mut::<DATA_HEADER_LEN>()
+        .ok_or(SendError::BufferTooSmall)?;
+    let (body, tag) = rest
+        .split_last_chunk_mut::<TAG_LEN>()
+        .ok_or(SendError::BufferTooSmall)?;
+    if let Some(padding) = body.get_mut(plaintext_len..padded) {
+        padding.fill(0);
+    }
+    key.seal_in_place(counter, body, tag)
+        .map_err(|_| SendError::TooLong)?;
+    DataHeader { receiver, counter }.write(header);
+    Ok(len)
+}
+
+/// Opens a data message whose checks [`KeypairSlots::check_open`] made:
+/// authenticates and decrypts `msg` (the whole datagram) in place with
+/// `key` and `counter`. Touches nothing but `msg`, so the datagrams of a
+/// batch may be opened on any thread; the verdict then goes to
+/// [`KeypairSlots::finish_open`], in order.
+pub fn open_checked(key: &DataKey, counter: u64, msg: &mut [u8]) -> bool {
+    let Some((body, tag)) = msg
+        .get_mut(DATA_HEADER_LEN..)
+        .and_then(|rest| rest.split_last_chunk_mut::<TAG_LEN>())
+    else {
+        return false;
+    };
+    key.open_in_place(counter, body, tag).is_ok()
+}
+
+/// What [`KeypairSlots::check_open`] found: the key to open a datagram
+/// with, and what [`KeypairSlots::finish_open`] needs.
+#[derive(Debug)]
+pub struct ToOpen<'a> {
+    pub key: &'a DataKey,
+    pub local_index: u32,
+    pub counter: u64,
 }
 
 /// Why a packet could not be sent.
@@ -190,6 +267,28 @@ impl KeypairSlots {
         Ok(len)
     }
 
+    /// Takes up to `n` consecutive send counters of the current keypair
+    /// at once, for a batch sealed in parallel ([`seal_reserved`]):
+    /// returns the key and receiver index to seal with, the first counter
+    /// and how many were taken (fewer than `n` only at the message limit,
+    /// where sealing one at a time would stop too). The counters are
+    /// spent whether or not they are used, as a sealed packet the kernel
+    /// refuses spends its own.
+    pub fn reserve_send(&mut self, now: Instant, n: usize) -> Result<Reserved<'_>, SendError> {
+        let keypair = self.get_mut(Slot::Current).ok_or(SendError::NoKeypair)?;
+        let first = keypair.take_send_counter(now).ok_or(SendError::Expired)?;
+        let mut count = 1;
+        while count < n && keypair.take_send_counter(now).is_some() {
+            count += 1;
+        }
+        Ok(Reserved {
+            key: keypair.send_key(),
+            receiver: keypair.remote_index(),
+            first,
+            count,
+        })
+    }
+
     /// Authenticates and decrypts a data message in place. On success the
     /// plaintext (still padded: see [`inner_packet`]) lies in
     /// `packet[result.plaintext]`; on failure the packet contents are
@@ -237,6 +336,83 @@ impl KeypairSlots {
             local_index,
             released_index,
             counter: header.counter,
+        })
+    }
+
+    /// The first half of [`decapsulate`](Self::decapsulate), for a batch
+    /// opened in parallel: the checks before the decryption (shape, index,
+    /// expiry, replay window), changing nothing. The datagram is then
+    /// opened with [`open_checked`] on any thread, and
+    /// [`finish_open`](Self::finish_open) decides, in the batch's order.
+    pub fn check_open(&self, now: Instant, packet: &[u8]) -> Result<ToOpen<'_>, RecvError> {
+        let header = DataHeader::parse(packet).map_err(|_| RecvError::Malformed)?;
+        let keypair = [self.current(), self.previous(), self.next()]
+            .into_iter()
+            .flatten()
+            .find(|k| k.local_index() == header.receiver)
+            .ok_or(RecvError::UnknownIndex)?;
+        if keypair.is_expired(now) {
+            return Err(RecvError::Expired);
+        }
+        if !keypair.replay().would_accept(header.counter) {
+            return Err(RecvError::Replay);
+        }
+        Ok(ToOpen {
+            key: keypair.recv_key(),
+            local_index: header.receiver,
+            counter: header.counter,
+        })
+    }
+
+    /// The second half: what [`decapsulate`](Self::decapsulate) would
+    /// have answered for a `len`-byte datagram with `counter` under
+    /// keypair `local_index`, at its turn in the batch, given whether it
+    /// was opened (`opened`: [`open_checked`] succeeded with this key). The
+    /// checks are made again against the slots as the packets before it
+    /// left them (a replay of an earlier packet of the same batch, a
+    /// keypair a confirmation dropped), in `decapsulate`'s order, so
+    /// every verdict, counted drop and window update is the serial
+    /// path's; a packet opened under another key than this keypair's
+    /// (which cannot happen within a batch) counts as not opened.
+    pub fn finish_open(
+        &mut self,
+        now: Instant,
+        local_index: u32,
+        counter: u64,
+        len: usize,
+        opened: Option<*const DataKey>,
+    ) -> Result<Decapsulated, RecvError> {
+        let slot = self.find(local_index).ok_or(RecvError::UnknownIndex)?;
+        let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
+        if keypair.is_expired(now) {
+            return Err(RecvError::Expired);
+        }
+        if !keypair.replay().would_accept(counter) {
+            return Err(RecvError::Replay);
+        }
+        let plaintext_len = len
+            .checked_sub(DATA_HEADER_LEN + TAG_LEN)
+            .ok_or(RecvError::Malformed)?;
+        // Compared by address only: the key it was opened with may be
+        // gone by now (then so is its keypair, and `find` failed above).
+        if !opened.is_some_and(|k| std::ptr::eq(k, keypair.recv_key())) {
+            return Err(RecvError::Auth);
+        }
+        if !keypair.replay_mut().accept(counter) {
+            return Err(RecvError::Replay);
+        }
+        let (confirmed_next, released_index) = if slot == Slot::Next {
+            (true, self.confirm_next())
+        } else {
+            (false, None)
+        };
+        Ok(Decapsulated {
+            plaintext: DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext_len,
+            is_keepalive: plaintext_len == 0,
+            confirmed_next,
+            local_index,
+            released_index,
+            counter,
         })
     }
 }

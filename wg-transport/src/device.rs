@@ -1,7 +1,8 @@
 //! The transport process's main loop: the data plane of one interface.
 //!
-//! One thread, one `poll`: the tun device, the UDP sockets and two channels
-//! (parent, handshake role). For every data packet:
+//! One thread owns all state and runs one `poll`: the tun device, the UDP
+//! sockets and two channels (parent, handshake role). For every data
+//! packet:
 //!
 //! ```text
 //! tun → allowed-IPs lookup by destination → current keypair → seal → UDP
@@ -18,14 +19,33 @@
 //! Offloads, when the tun device has them (`IFF_VNET_HDR`, which
 //! [`receive_device`] asks the device itself): a read may be a TCP
 //! super-packet of up to 64 KiB, routed once and cut into MTU-sized
-//! packets ([`crate::gso`]) that are sealed one by one, in order, into
-//! their datagrams; those go to the peer as one UDP GSO message
+//! packets ([`crate::gso`]), each sealed into its own datagram with the
+//! next counter; those go to the peer as one UDP GSO message
 //! ([`crate::udp`]). On the way in, a socket read may hold a sender's run
 //! of datagrams (UDP GRO), each opened and checked on its own; the inner
 //! packets of a whole receive batch are then merged per TCP flow
 //! ([`crate::gro`]) and written to the device after the batch. Counters,
 //! the replay window and the order of each peer's packets are those of
 //! one datagram at a time.
+//!
+//! Both cores: the pure part of a big batch, the AEAD (and, sending, each
+//! segment's copy and checksums), is shared with worker threads
+//! ([`crate::pool`]: two fewer than the CPUs, at most three, so none on
+//! one or two CPUs, where the kernel and the application need the other
+//! one; `wgd/src/roles.rs` says what was measured). Everything else stays
+//! on this thread and in order. Sending, the super-packets read one after
+//! another (up to four, `HELD_READS`) take their runs of counters as they are
+//! read (`Device::hold`), are sealed together, and their datagrams are
+//! queued in the order of reads and segments (`Device::finish_held`);
+//! anything sent the plain way first finishes those held. Receiving, a
+//! whole receive batch is checked before any datagram is opened, then
+//! each gets its verdict in the batch's order — replay window, roaming,
+//! counters, allowed IPs, GRO — as the serial path would have at that
+//! packet's turn (`Device::receive_parallel`). A batch under
+//! [`PARALLEL_MIN`] packets, and every batch without workers, takes the
+//! plain path, one packet at a time, with no hand-off: a ping costs what
+//! it did. The unit tests hold the two paths to the same datagrams,
+//! writes, drops and windows (`device/parallel_tests.rs`).
 //!
 //! Packets for a peer without a usable session wait in a small bounded
 //! queue while the handshake role is asked for one. What the timers need
@@ -63,12 +83,14 @@ use proto::ipc::{
 use proto::keys::PublicKey;
 use proto::wire::{self, MessageType};
 
+use crate::aead::DataKey;
 use crate::allowed_ips::AllowedIps;
-use crate::data::{inner_packet, RecvError};
+use crate::data::{inner_packet, open_checked, seal_reserved, Decapsulated, RecvError};
 use crate::gro::{Gro, Write};
 use crate::gso::{Split, VnetHdr, VNET_HDR_LEN};
 use crate::keypair::{Keypair, KeypairSlots, REJECT_AFTER_TIME};
 use crate::orders::{check_received, check_send, BadOrder, RecentSources};
+use crate::pool::Workers;
 use crate::ratelimit::RateLimiter;
 use crate::udp::{enable_gro, enable_pktinfo, segments, RecvBatch, SendBatch, SendReport};
 
@@ -99,6 +121,22 @@ const NEED_HANDSHAKE_INTERVAL: Duration = Duration::from_millis(500);
 /// packet would cost the data path more than the packets are worth, and
 /// the handshake role frees a few slots a millisecond at most.
 const HANDSHAKE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+/// Packets in one batch before it is worth sharing its AEAD with the
+/// workers: waking one costs a system call (a few µs), sealing or opening
+/// a full-sized packet under 1 µs. A ping, a keepalive or a short burst
+/// stays on the plain one-packet-at-a-time path.
+pub const PARALLEL_MIN: usize = 8;
+/// Tun reads sealed together with the workers: one worker wake-up per
+/// up to this many super-packets (256 KiB of buffers).
+const HELD_READS: usize = 4;
+/// Segments of held reads sealed together at most (their datagram
+/// buffers are taken when a read is held).
+const HELD_JOBS_MAX: usize = 2 * SEND_QUEUE_MAX;
+/// A tun read: the offload header and the largest packet.
+const TUN_BUF_LEN: usize = VNET_HDR_LEN + 65_536;
+/// Data messages of a receive batch planned before they are opened and
+/// decided (a batch of more is done in parts, at buffer boundaries).
+const PLAN_MAX: usize = 1024;
 /// Room before a packet for the data header, after it for padding + tag.
 const HEADROOM: usize = wire::DATA_HEADER_LEN;
 const TAILROOM: usize = 16 + wire::AEAD_TAG_LEN;
@@ -203,7 +241,9 @@ pub struct Device {
     report: SendReport,
     /// Changes of a configuration transaction not yet committed.
     uncommitted: Vec<TransportOp>,
-    tun_buf: Vec<u8>,
+    /// Buffers tun reads land in: one, or with workers [`HELD_READS`],
+    /// so that super-packets read one after another are sealed together.
+    tun_bufs: Vec<Vec<u8>>,
     /// The tun device was opened with `IFF_VNET_HDR`: every read and
     /// write starts with a [`VnetHdr`], reads may be TCP/UDP super-packets
     /// to split, and received TCP segments are merged before writing.
@@ -220,6 +260,119 @@ pub struct Device {
     mtu: usize,
     last_mtu_check: Option<Instant>,
     last_activity_flush: Instant,
+    /// Threads that seal and open a batch's packets with this one (none:
+    /// everything on this thread, as before).
+    workers: Workers,
+    /// The segments of the super-packets being sealed in parallel (kept
+    /// for their capacity: at most [`HELD_JOBS_MAX`] at a time).
+    seal_jobs: Vec<SealJob>,
+    /// Super-packets read but not yet sealed (with workers only).
+    held: Vec<HeldRead>,
+    /// The last receive batch was big enough to share with the workers.
+    receiving_bulk: bool,
+    /// The data messages of a receive batch opened in parallel, in order.
+    open_plan: Vec<Planned>,
+    /// Their AEAD jobs; empty between batches (see [`recycle`]).
+    open_jobs: Vec<OpenJob<'static>>,
+}
+
+/// One segment of a super-packet to seal on any thread: its datagram
+/// buffer, which segment, and its counter; `len` is the message length
+/// once sealed (0: it could not be).
+struct SealJob {
+    buf: Vec<u8>,
+    /// Which held read it is a segment of ([`Device::finish_held`]).
+    read: usize,
+    segment: usize,
+    counter: u64,
+    len: usize,
+}
+
+/// What every [`SealJob`] of one super-packet shares (read-only).
+struct SealCtx<'a> {
+    split: Split,
+    pkt: &'a [u8],
+    key: &'a DataKey,
+    receiver: u32,
+    mtu: usize,
+}
+
+/// A tun read held for the next batch sealed with the workers: where it
+/// lies (tun buffer `slot`, up to `len`), whose it is, how it is cut, and
+/// the keypair its counters were taken from.
+struct HeldRead {
+    slot: usize,
+    len: usize,
+    id: PeerId,
+    split: Split,
+    local_index: u32,
+    receiver: u32,
+}
+
+fn seal_held_job(ctxs: &[Option<SealCtx<'_>>; HELD_READS], job: &mut SealJob) {
+    match ctxs.get(job.read).and_then(Option::as_ref) {
+        Some(c) => seal_job(c, job),
+        None => job.len = 0,
+    }
+}
+
+fn seal_job(c: &SealCtx<'_>, job: &mut SealJob) {
+    let len = c
+        .split
+        .write_segment(c.pkt, job.segment, &mut job.buf[HEADROOM..]);
+    job.len = seal_reserved(c.key, c.receiver, job.counter, &mut job.buf, len, c.mtu).unwrap_or(0);
+}
+
+/// A data message of a receive batch, between the checks before its
+/// decryption and its verdict: where it lies (receive buffer `entry`,
+/// `range`), who sent it, and what [`KeypairSlots::finish_open`] needs.
+///
+/// [`KeypairSlots::finish_open`]: crate::keypair::KeypairSlots::finish_open
+struct Planned {
+    entry: usize,
+    range: std::ops::Range<usize>,
+    from: Endpoint,
+    receiver: u32,
+    counter: u64,
+    /// The key it is opened with (`None`: the checks already failed, it
+    /// is not opened), and whether that succeeded. Compared by address
+    /// only, with the keypair's at the verdict.
+    key: Option<*const DataKey>,
+    opened: bool,
+}
+
+/// One datagram to open on any thread.
+struct OpenJob<'a> {
+    key: &'a DataKey,
+    counter: u64,
+    msg: &'a mut [u8],
+    opened: bool,
+}
+
+fn open_job(_: &(), job: &mut OpenJob<'_>) {
+    job.opened = open_checked(job.key, job.counter, job.msg);
+}
+
+/// The buffer of an empty job list, for a batch's borrows: the capacity
+/// is kept from batch to batch, so opening allocates nothing per batch.
+fn recycle<'a>(v: Vec<OpenJob<'static>>) -> Vec<OpenJob<'a>> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    v.clear();
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: the vector is empty, so no reference in it outlives
+    // anything; `OpenJob<'a>` and `OpenJob<'static>` differ in lifetime
+    // only, hence in nothing of their layout; the allocation is handed
+    // over whole (pointer, capacity) and `v` is never dropped.
+    unsafe { Vec::from_raw_parts(ptr.cast::<OpenJob<'a>>(), 0, cap) }
+}
+
+/// Back again, emptied, once the batch's borrows end.
+fn unrecycle(v: Vec<OpenJob<'_>>) -> Vec<OpenJob<'static>> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    v.clear();
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: as in `recycle`: empty, same layout, allocation handed over.
+    unsafe { Vec::from_raw_parts(ptr.cast::<OpenJob<'static>>(), 0, cap) }
 }
 
 fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
@@ -348,7 +501,7 @@ impl Device {
             send: SendBatch::default(),
             report: SendReport::default(),
             uncommitted: Vec::new(),
-            tun_buf: vec![0u8; VNET_HDR_LEN + 65_536],
+            tun_bufs: vec![vec![0u8; TUN_BUF_LEN]],
             vnet_hdr: false,
             gro: Gro::new(),
             gro_pending: Vec::with_capacity(crate::udp::BATCH),
@@ -356,7 +509,22 @@ impl Device {
             mtu: usize::MAX,
             last_mtu_check: None,
             last_activity_flush: Instant::now(),
+            workers: Workers::none(),
+            seal_jobs: Vec::new(),
+            held: Vec::new(),
+            receiving_bulk: false,
+            open_plan: Vec::new(),
+            open_jobs: Vec::new(),
         }
+    }
+
+    /// Gives the device worker threads to share the AEAD of big batches
+    /// with (see [`crate::pool`]); without, it does all of it itself.
+    pub fn set_workers(&mut self, workers: Workers) {
+        self.finish_held();
+        let reads = if workers.count() > 0 { HELD_READS } else { 1 };
+        self.tun_bufs.resize_with(reads, || vec![0u8; TUN_BUF_LEN]);
+        self.workers = workers;
     }
 
     /// Serves until a channel closes or the tun device goes away.
@@ -444,39 +612,65 @@ impl Device {
         // Without the offload header the packet is read where the header
         // would be: one layout for both.
         let at = if self.vnet_hdr { 0 } else { VNET_HDR_LEN };
-        for _ in 0..TUN_BATCH {
-            let n = match nix::unistd::read(self.tun.as_raw_fd(), &mut self.tun_buf[at..]) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                Ok(n) => at + n,
-                Err(Errno::EAGAIN) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e)),
-            };
-            // Borrow the buffer out of `self` for the call; a packet is
-            // copied only if it has to wait for a handshake.
-            let mut buf = std::mem::take(&mut self.tun_buf);
-            let r = if self.vnet_hdr {
-                self.send_offloaded(&mut buf[..n], handshake)
-            } else {
-                self.send_packet(&buf[VNET_HDR_LEN..n], handshake)
-            };
-            self.tun_buf = buf;
-            if let Err(e) = r {
-                tracing::debug!("handshake channel failed while staging: {e}");
+        let r = (|| {
+            for _ in 0..TUN_BATCH {
+                let slot = match self.free_slot() {
+                    Some(s) => s,
+                    None => {
+                        self.finish_held();
+                        0
+                    }
+                };
+                let n =
+                    match nix::unistd::read(self.tun.as_raw_fd(), &mut self.tun_bufs[slot][at..]) {
+                        Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                        Ok(n) => at + n,
+                        Err(Errno::EAGAIN) => return Ok(()),
+                        Err(Errno::EINTR) => continue,
+                        Err(e) => return Err(io::Error::from(e)),
+                    };
+                self.handle_tun_read(slot, n, handshake);
+                if self.send.len() >= SEND_QUEUE_MAX / 2 {
+                    self.flush_udp();
+                }
             }
-            if self.send.len() >= SEND_QUEUE_MAX / 2 {
-                self.flush_udp();
-            }
+            Ok(())
+        })();
+        self.finish_held();
+        r
+    }
+
+    /// A tun buffer no held read occupies.
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.tun_bufs.len()).find(|&s| !self.held.iter().any(|h| h.slot == s))
+    }
+
+    /// Handles the `n` bytes read into tun buffer `slot`.
+    fn handle_tun_read(&mut self, slot: usize, n: usize, handshake: &HandshakeChannel) {
+        // Borrow the buffer out of `self` for the call (a held read's is
+        // put back before anyone reads it); a packet is copied only if it
+        // has to wait for a handshake.
+        let mut buf = std::mem::take(&mut self.tun_bufs[slot]);
+        let r = if self.vnet_hdr {
+            self.send_offloaded(&mut buf[..n], slot, handshake)
+        } else {
+            self.send_packet(&buf[VNET_HDR_LEN..n], handshake)
+        };
+        self.tun_bufs[slot] = buf;
+        if let Err(e) = r {
+            tracing::debug!("handshake channel failed while staging: {e}");
         }
-        Ok(())
     }
 
     /// Routes one read of a tun device with offloads: `read` is a
     /// [`VnetHdr`] and a packet, which may be a super-packet to split into
-    /// MTU-sized ones, each sealed on its own.
+    /// MTU-sized ones, each sealed on its own. `read` lies in tun buffer
+    /// `slot`, where a super-packet sealed by the workers stays until
+    /// [`Device::finish_held`].
     fn send_offloaded(
         &mut self,
         read: &mut [u8],
+        slot: usize,
         handshake: &HandshakeChannel,
     ) -> Result<(), ChannelError> {
         let Some(hdr) = VnetHdr::parse(read) else {
@@ -501,6 +695,20 @@ impl Device {
             return Ok(());
         };
         if p.slots.can_send(now) && p.staged.is_empty() {
+            let count = split.count();
+            if self.workers.count() > 0 && count >= PARALLEL_MIN {
+                if count <= SEND_QUEUE_MAX && slot < self.tun_bufs.len() {
+                    if self.seal_jobs.len() + count > HELD_JOBS_MAX {
+                        self.finish_held();
+                    }
+                    self.hold(id, now, split, slot, VNET_HDR_LEN + pkt.len());
+                } else {
+                    self.finish_held();
+                    self.seal_parallel(id, now, &split, pkt);
+                }
+                return Ok(());
+            }
+            self.finish_held();
             for i in 0..split.count() {
                 let len = split.segment_len(i);
                 self.seal_and_queue(id, now, len, |out| {
@@ -521,6 +729,181 @@ impl Device {
             p.staged.push_back(seg);
         }
         self.ask_for_handshake(id, now, handshake)
+    }
+
+    /// Holds the super-packet read into tun buffer `slot` (`len` bytes)
+    /// for peer `id` (which can send) until [`Device::finish_held`] seals
+    /// it with the others read meanwhile, and takes its counters now. The
+    /// first one held wakes the workers, which then start during the next
+    /// reads: waking a sleeping thread costs its waker 7 µs and takes
+    /// 25 µs on this machine's CPUs (a 2-core KVM guest), as long as
+    /// sealing one super-packet alone, so sharing one super-packet at a
+    /// time with a worker woken for it gained nothing.
+    fn hold(&mut self, id: PeerId, now: Instant, split: Split, slot: usize, len: usize) {
+        let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let r = match p.slots.reserve_send(now, split.count()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(peer = %p.key, "cannot send: {e}");
+                return;
+            }
+        };
+        let (receiver, first, count) = (r.receiver, r.first, r.count);
+        let Some(local_index) = p.slots.current().map(Keypair::local_index) else {
+            return;
+        };
+        if self.held.is_empty() {
+            self.workers.wake();
+        }
+        let read = self.held.len();
+        self.held.push(HeldRead {
+            slot,
+            len,
+            id,
+            split,
+            local_index,
+            receiver,
+        });
+        for k in 0..count {
+            let mut buf = self.send.buffer();
+            buf.resize(HEADROOM + split.segment_len(k) + TAILROOM, 0);
+            self.seal_jobs.push(SealJob {
+                buf,
+                read,
+                segment: k,
+                counter: first + k as u64,
+                len: 0,
+            });
+        }
+    }
+
+    /// Seals the held super-packets' segments on this thread and the
+    /// workers, and queues them in the order they were read: the same
+    /// datagrams, counters and order as sealing each at its read.
+    fn finish_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut jobs = std::mem::take(&mut self.seal_jobs);
+        let mut held = std::mem::take(&mut self.held);
+        {
+            let (peers, bufs, mtu) = (&self.peers, &self.tun_bufs, self.mtu);
+            let mut ctxs: [Option<SealCtx<'_>>; HELD_READS] = [None, None, None, None];
+            for (c, h) in ctxs.iter_mut().zip(&held) {
+                // The keypair the counters were taken from (nothing has
+                // changed the keypairs since; if it were gone, its jobs
+                // would not be sealed).
+                let key = peers
+                    .get(h.id as usize)
+                    .and_then(|p| p.as_ref())
+                    .and_then(|p| p.slots.send_key_of(h.local_index));
+                let pkt = bufs.get(h.slot).and_then(|b| b.get(VNET_HDR_LEN..h.len));
+                if let (Some(key), Some(pkt)) = (key, pkt) {
+                    *c = Some(SealCtx {
+                        split: h.split,
+                        pkt,
+                        key,
+                        receiver: h.receiver,
+                        mtu,
+                    });
+                }
+            }
+            self.workers.run(&ctxs, &mut jobs, seal_held_job);
+        }
+        for job in jobs.drain(..) {
+            let Some(id) = held.get(job.read).map(|h| h.id) else {
+                continue;
+            };
+            self.queue_sealed(id, job.buf, job.len);
+        }
+        held.clear();
+        self.held = held;
+        self.seal_jobs = jobs;
+    }
+
+    /// Queues a datagram sealed on any thread (`len`: its length, 0 if it
+    /// could not be sealed) for peer `id`, as `seal_and_queue` would have.
+    fn queue_sealed(&mut self, id: PeerId, mut buf: Vec<u8>, len: usize) {
+        let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some(to) = p.endpoint else {
+            return;
+        };
+        if len == 0 {
+            tracing::debug!(peer = %p.key, "cannot send: segment not sealed");
+            return;
+        }
+        buf.truncate(len);
+        p.tx_bytes += len as u64;
+        note_activity(
+            &mut self.active,
+            id,
+            p,
+            Activity::AUTH_SENT | Activity::DATA_SENT,
+        );
+        self.send.push(buf, to.addr, to.src, id);
+        if self.send.len() >= SEND_QUEUE_MAX {
+            self.flush_udp();
+        }
+    }
+
+    /// Seals, at once, the segments of a super-packet of more segments
+    /// than the send queue holds (tiny segments; too many to hold) for
+    /// peer `id` (which can send) on this thread and the workers, and
+    /// queues them in order:
+    /// the same datagrams, counters and sends as the loop of
+    /// `seal_and_queue` in [`Device::send_offloaded`]. Counters are taken
+    /// here, in order, up to [`SEND_QUEUE_MAX`] segments at a time; only
+    /// the copy, checksums and AEAD of each segment run elsewhere.
+    fn seal_parallel(&mut self, id: PeerId, now: Instant, split: &Split, pkt: &[u8]) {
+        let mut jobs = std::mem::take(&mut self.seal_jobs);
+        let total = split.count();
+        let mut from = 0;
+        while from < total {
+            let n = (total - from).min(SEND_QUEUE_MAX);
+            let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                break;
+            };
+            let r = match p.slots.reserve_send(now, n) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(peer = %p.key, "cannot send: {e}");
+                    break;
+                }
+            };
+            let (key, receiver, first, count) = (r.key, r.receiver, r.first, r.count);
+            for k in 0..count {
+                let mut buf = self.send.buffer();
+                buf.resize(HEADROOM + split.segment_len(from + k) + TAILROOM, 0);
+                jobs.push(SealJob {
+                    buf,
+                    read: 0,
+                    segment: from + k,
+                    counter: first + k as u64,
+                    len: 0,
+                });
+            }
+            let ctx = SealCtx {
+                split: *split,
+                pkt,
+                key,
+                receiver,
+                mtu: self.mtu,
+            };
+            self.workers.run(&ctx, &mut jobs, seal_job);
+            for job in jobs.drain(..) {
+                self.queue_sealed(id, job.buf, job.len);
+            }
+            if count < n {
+                // The keypair reached its message limit: the rest cannot go.
+                break;
+            }
+            from += n;
+        }
+        self.seal_jobs = jobs;
     }
 
     /// The peer an outgoing packet goes to, if it has one with an
@@ -552,6 +935,8 @@ impl Device {
         pkt: &[u8],
         handshake: &HandshakeChannel,
     ) -> Result<(), ChannelError> {
+        // After the super-packets read before it, to any peer.
+        self.finish_held();
         let Some((id, now)) = self.route(pkt) else {
             return Ok(());
         };
@@ -830,6 +1215,11 @@ impl Device {
         let Some(sock) = sock else {
             return Ok(());
         };
+        if self.receiving_bulk {
+            // The last batch was shared with the workers: the next one
+            // likely will be too, so they start waking during the read.
+            self.workers.wake();
+        }
         let n = match batch.recv(sock) {
             Ok(n) => n,
             Err(e) => {
@@ -837,6 +1227,33 @@ impl Device {
                 return Ok(());
             }
         };
+        self.receive_batch(v4, n, handshake)
+    }
+
+    /// Handles the `n` datagrams (or runs of them) of the last read of
+    /// the IPv4 (`v4`) or IPv6 socket's batch, and writes what they carry
+    /// to the tun device.
+    fn receive_batch(
+        &mut self,
+        v4: bool,
+        n: usize,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        let batch = if v4 { &self.recv4 } else { &self.recv6 };
+        if self.workers.count() > 0 {
+            let datagrams: usize = batch.got[..n.min(batch.got.len())]
+                .iter()
+                .map(|g| segments(g.len, g.segment).count())
+                .sum();
+            self.receiving_bulk = datagrams >= PARALLEL_MIN;
+            if self.receiving_bulk {
+                let r = self.receive_parallel(v4, n, handshake);
+                if self.vnet_hdr {
+                    self.write_merged(v4);
+                }
+                return r;
+            }
+        }
         let mut result = Ok(());
         for i in 0..n {
             let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
@@ -879,6 +1296,218 @@ impl Device {
             self.write_merged(v4);
         }
         result
+    }
+
+    /// [`Device::receive_batch`] with the AEAD shared with the workers,
+    /// in three steps: the checks before decryption, in order, with
+    /// handshake messages passed on at once (this thread); every data
+    /// message's decryption (any thread); the verdicts and everything
+    /// after them (replay window, endpoint, counters, allowed IPs, GRO),
+    /// in the batch's order (this thread). The verdicts are
+    /// [`KeypairSlots::finish_open`]'s, made at each packet's turn, so
+    /// what is accepted, dropped, counted and written is what the serial
+    /// path does with the same batch.
+    ///
+    /// [`KeypairSlots::finish_open`]: crate::keypair::KeypairSlots::finish_open
+    fn receive_parallel(
+        &mut self,
+        v4: bool,
+        n: usize,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        let now = Instant::now();
+        let mut plan = std::mem::take(&mut self.open_plan);
+        plan.clear();
+        // 1. Sort the batch out; nothing changes yet but for handshake
+        // messages, which go to the handshake role as before.
+        let mut result = Ok(());
+        'entries: for i in 0..n {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            let Some(&got) = batch.got.get(i) else {
+                break;
+            };
+            let from = Endpoint {
+                addr: got.from,
+                src: got.local,
+            };
+            let buf = std::mem::take(&mut batch.bufs[i]);
+            for seg in segments(got.len, got.segment) {
+                let Some(dgram) = buf.get(seg.clone()) else {
+                    self.stats.drops.malformed += 1;
+                    continue;
+                };
+                match wire::classify(dgram) {
+                    Ok(MessageType::Data) => {}
+                    Ok(_) => {
+                        if let Err(e) = self.receive_handshake(dgram, from, handshake) {
+                            result = Err(e);
+                            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+                            batch.bufs[i] = buf;
+                            break 'entries;
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        self.stats.drops.malformed += 1;
+                        continue;
+                    }
+                }
+                let Ok(header) = wire::DataHeader::parse(dgram) else {
+                    self.stats.drops.malformed += 1;
+                    continue;
+                };
+                // The index table only loses entries during a batch (a
+                // confirmation releasing the keypair before), so a miss
+                // here is one at the packet's turn too.
+                let Some(&id) = self.by_index.get(&header.receiver) else {
+                    self.stats.drops.unknown_index += 1;
+                    continue;
+                };
+                let Some(p) = self.peers.get(id as usize).and_then(|p| p.as_ref()) else {
+                    continue;
+                };
+                // A failed check here fails again at the packet's turn
+                // (windows only advance, keypairs only go), where it is
+                // counted as the serial path would.
+                let key = p
+                    .slots
+                    .check_open(now, dgram)
+                    .ok()
+                    .map(|t| std::ptr::from_ref(t.key));
+                plan.push(Planned {
+                    entry: i,
+                    range: seg,
+                    from,
+                    receiver: header.receiver,
+                    counter: header.counter,
+                    key,
+                    opened: false,
+                });
+            }
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            batch.bufs[i] = buf;
+            // A batch of many small datagrams is decided in parts, so the
+            // plan stays small (a receive buffer may hold 2,048 of them).
+            if plan.len() >= PLAN_MAX {
+                self.open_planned(v4, &mut plan, now);
+            }
+        }
+        if result.is_ok() {
+            self.open_planned(v4, &mut plan, now);
+        }
+        plan.clear();
+        self.open_plan = plan;
+        result
+    }
+
+    /// Steps 2 and 3 of [`Device::receive_parallel`] for the datagrams
+    /// planned so far; empties `plan`.
+    fn open_planned(&mut self, v4: bool, plan: &mut Vec<Planned>, now: Instant) {
+        // 2. Decrypt, on every thread. Each job borrows its own part of a
+        // receive buffer (the plan is in buffer order, so the buffers are
+        // cut front to back) and its keypair's key.
+        {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            let mut jobs = recycle(std::mem::take(&mut self.open_jobs));
+            let mut bufs = batch.bufs.iter_mut().enumerate();
+            // The current buffer's rest, and where that rest starts in it.
+            let mut cur: Option<(usize, &mut [u8], usize)> = None;
+            let (peers, by_index) = (&self.peers, &self.by_index);
+            for pl in plan.iter_mut() {
+                let Some(checked) = pl.key else {
+                    continue;
+                };
+                // The key step 1 checked the packet against, looked up
+                // again (nothing has changed the keypairs since).
+                let key = by_index
+                    .get(&pl.receiver)
+                    .and_then(|&id| peers.get(id as usize)?.as_ref())
+                    .and_then(|p| p.slots.recv_key_of(pl.receiver))
+                    .filter(|k| std::ptr::eq(*k, checked));
+                let Some(key) = key else {
+                    pl.key = None;
+                    continue;
+                };
+                while cur.as_ref().is_none_or(|c| c.0 < pl.entry) {
+                    match bufs.next() {
+                        Some((e, b)) => cur = Some((e, b.as_mut_slice(), 0)),
+                        None => break,
+                    }
+                }
+                let Some((e, rest, at)) = cur.take() else {
+                    break;
+                };
+                if e != pl.entry || pl.range.start < at {
+                    cur = Some((e, rest, at));
+                    pl.key = None;
+                    continue;
+                }
+                let (_, tail) = rest.split_at_mut((pl.range.start - at).min(rest.len()));
+                let (msg, tail) = tail.split_at_mut(pl.range.len().min(tail.len()));
+                cur = Some((e, tail, pl.range.end));
+                jobs.push(OpenJob {
+                    key,
+                    counter: pl.counter,
+                    msg,
+                    opened: false,
+                });
+            }
+            self.workers.run(&(), &mut jobs, open_job);
+            let mut done = jobs.iter();
+            for pl in plan.iter_mut().filter(|pl| pl.key.is_some()) {
+                pl.opened = done.next().is_some_and(|j| j.opened);
+            }
+            self.open_jobs = unrecycle(jobs);
+        }
+        // 3. The verdicts, in order, and what follows from each.
+        let mut held: Option<(usize, Vec<u8>)> = None;
+        for pl in plan.iter() {
+            let (entry, range, from) = (pl.entry, pl.range.clone(), pl.from);
+            let (receiver, counter) = (pl.receiver, pl.counter);
+            let opened = pl.key.filter(|_| pl.opened);
+            if held.as_ref().is_none_or(|h| h.0 != entry) {
+                let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+                if let Some((e, b)) = held.take() {
+                    batch.bufs[e] = b;
+                }
+                held = Some((entry, std::mem::take(&mut batch.bufs[entry])));
+            }
+            let Some((_, buf)) = held.as_mut() else {
+                continue;
+            };
+            let Some(&id) = self.by_index.get(&receiver) else {
+                self.stats.drops.unknown_index += 1;
+                continue;
+            };
+            let Some(p) = self.peers.get_mut(id as usize).and_then(|p| p.as_mut()) else {
+                continue;
+            };
+            let d = p
+                .slots
+                .finish_open(now, receiver, counter, range.len(), opened);
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    self.count_recv_error(e);
+                    continue;
+                }
+            };
+            if let Some(inner) = self.accept_data(id, d, &buf[range.clone()], from, now) {
+                let inner = range.start + inner.start..range.start + inner.end;
+                if self.vnet_hdr {
+                    let token = self.gro_pending.len() as u32;
+                    self.gro.push(&buf[inner.clone()], token);
+                    self.gro_pending.push((entry, inner));
+                } else {
+                    self.write_tun(&buf[inner]);
+                }
+            }
+        }
+        if let Some((e, b)) = held.take() {
+            let batch = if v4 { &mut self.recv4 } else { &mut self.recv6 };
+            batch.bufs[e] = b;
+        }
+        plan.clear();
     }
 
     fn write_tun(&self, pkt: &[u8]) {
@@ -930,48 +1559,69 @@ impl Device {
     ) -> Result<Option<std::ops::Range<usize>>, ChannelError> {
         match wire::classify(dgram) {
             Ok(MessageType::Data) => Ok(self.receive_data(dgram, from)),
-            Ok(_) => {
-                // Before the copy and the channel: a source over its
-                // limit costs no more than this lookup.
-                let now = Instant::now();
-                if !self.limiter.allow(now, from.addr.ip()) {
-                    self.stats.drops.ratelimited += 1;
-                    return Ok(None);
-                }
-                if self
-                    .handshake_full_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
-                {
-                    self.stats.drops.handshake_busy += 1;
-                    return Ok(None);
-                }
-                self.stats.ipc_to_handshake += 1;
-                match handshake.send(&TransportToHandshake::HandshakePacket {
-                    bytes: dgram.to_vec(),
-                    from,
-                }) {
-                    // Remembered only once the handshake role has it:
-                    // where it may answer with a cookie reply, and where
-                    // the peer's endpoint may move.
-                    Ok(()) => {
-                        self.recent.record(from);
-                        self.handshake_full_at = None;
-                        Ok(None)
-                    }
-                    // The handshake role is busy: a packet it does not see
-                    // is a lost packet, which UDP allows.
-                    Err(ChannelError::WouldBlock) => {
-                        self.stats.drops.handshake_busy += 1;
-                        self.handshake_full_at = Some(now);
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Ok(_) => self
+                .receive_handshake(dgram, from, handshake)
+                .map(|()| None),
             Err(_) => {
                 self.stats.drops.malformed += 1;
                 Ok(None)
             }
+        }
+    }
+
+    /// Passes a handshake message (types 1-3) on to the handshake role,
+    /// unless its source is over its limit or the role is busy.
+    fn receive_handshake(
+        &mut self,
+        dgram: &[u8],
+        from: Endpoint,
+        handshake: &HandshakeChannel,
+    ) -> Result<(), ChannelError> {
+        // Before the copy and the channel: a source over its limit costs
+        // no more than this lookup.
+        let now = Instant::now();
+        if !self.limiter.allow(now, from.addr.ip()) {
+            self.stats.drops.ratelimited += 1;
+            return Ok(());
+        }
+        if self
+            .handshake_full_at
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_FULL_BACKOFF)
+        {
+            self.stats.drops.handshake_busy += 1;
+            return Ok(());
+        }
+        self.stats.ipc_to_handshake += 1;
+        match handshake.send(&TransportToHandshake::HandshakePacket {
+            bytes: dgram.to_vec(),
+            from,
+        }) {
+            // Remembered only once the handshake role has it: where it
+            // may answer with a cookie reply, and where the peer's
+            // endpoint may move.
+            Ok(()) => {
+                self.recent.record(from);
+                self.handshake_full_at = None;
+                Ok(())
+            }
+            // The handshake role is busy: a packet it does not see is a
+            // lost packet, which UDP allows.
+            Err(ChannelError::WouldBlock) => {
+                self.stats.drops.handshake_busy += 1;
+                self.handshake_full_at = Some(now);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn count_recv_error(&mut self, e: RecvError) {
+        let c = &mut self.stats.drops;
+        match e {
+            RecvError::Replay => c.replay += 1,
+            RecvError::Auth => c.auth_failed += 1,
+            RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
+            RecvError::Malformed => c.malformed += 1,
         }
     }
 
@@ -991,16 +1641,27 @@ impl Device {
         let d = match p.slots.decapsulate(now, dgram) {
             Ok(d) => d,
             Err(e) => {
-                let c = &mut self.stats.drops;
-                match e {
-                    RecvError::Replay => c.replay += 1,
-                    RecvError::Auth => c.auth_failed += 1,
-                    RecvError::UnknownIndex | RecvError::Expired => c.unknown_index += 1,
-                    RecvError::Malformed => c.malformed += 1,
-                }
+                self.count_recv_error(e);
                 return None;
             }
         };
+        self.accept_data(id, d, dgram, from, now)
+    }
+
+    /// What follows an authenticated data message `dgram` from peer `id`
+    /// (decrypted: `d`): roaming, activity, counters, the inner source
+    /// check, staged packets after a confirmation. Returns where in
+    /// `dgram` the inner packet to write to the tun device lies, if there
+    /// is one.
+    fn accept_data(
+        &mut self,
+        id: PeerId,
+        d: Decapsulated,
+        dgram: &[u8],
+        from: Endpoint,
+        now: Instant,
+    ) -> Option<std::ops::Range<usize>> {
+        let p = self.peers.get_mut(id as usize).and_then(|p| p.as_mut())?;
         // Roaming: the endpoint, and the local address it used, follow
         // the latest authenticated packet.
         p.endpoint = Some(from);
@@ -1189,5 +1850,7 @@ impl Device {
     }
 }
 
+#[cfg(test)]
+mod parallel_tests;
 #[cfg(test)]
 mod tests;

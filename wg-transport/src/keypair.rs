@@ -182,6 +182,28 @@ impl KeypairSlots {
         }
     }
 
+    /// The send key of the keypair whose local index is `index`.
+    pub fn send_key_of(&self, index: u32) -> Option<&DataKey> {
+        let slot = self.find(index)?;
+        match slot {
+            Slot::Previous => self.previous(),
+            Slot::Current => self.current(),
+            Slot::Next => self.next(),
+        }
+        .map(Keypair::send_key)
+    }
+
+    /// The receive key of the keypair whose local index is `index`.
+    pub fn recv_key_of(&self, index: u32) -> Option<&DataKey> {
+        let slot = self.find(index)?;
+        match slot {
+            Slot::Previous => self.previous(),
+            Slot::Current => self.current(),
+            Slot::Next => self.next(),
+        }
+        .map(Keypair::recv_key)
+    }
+
     /// The slot holding the keypair whose local index is `index`.
     pub fn find(&self, index: u32) -> Option<Slot> {
         let is = |k: &Option<Box<Keypair>>| k.as_ref().is_some_and(|k| k.local_index == index);

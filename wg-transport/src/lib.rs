@@ -15,6 +15,7 @@
 //! - [`checksum`]: the Internet checksum those two need.
 //! - [`device`]: the transport process's loop over tun, UDP and channels.
 //! - [`orders`]: the checks on the handshake role's orders.
+//! - [`pool`]: the worker threads that seal and open big batches with it.
 //! - [`ratelimit`]: the per-source limit on handshake messages.
 
 pub mod aead;
@@ -26,6 +27,7 @@ pub mod gro;
 pub mod gso;
 pub mod keypair;
 pub mod orders;
+pub mod pool;
 pub mod ratelimit;
 pub mod replay;
 pub mod udp;

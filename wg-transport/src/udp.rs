@@ -611,6 +611,12 @@ impl SendBatch {
         self.queue.len()
     }
 
+    /// The queued datagrams, in order (tests compare what two paths queue).
+    #[cfg(test)]
+    pub fn queued(&self) -> impl Iterator<Item = &[u8]> {
+        self.queue.iter().map(|q| q.buf.as_slice())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -137,11 +137,15 @@ pub fn compile(lists: &[&[Allow]]) -> Result<BpfProgram, String> {
         .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
-/// Installs the filter for `lists` on the calling thread (a role: single
-/// threaded, checked by the privilege drop).
+/// Installs the filter for `lists` on every thread of a role
+/// (`SECCOMP_FILTER_FLAG_TSYNC`), after setting `no_new_privs`: the
+/// privilege drop ran single-threaded (it checks), but the transport then
+/// starts its workers (`wg_transport::pool`), which the filter must bind
+/// as well as the thread that installs it. The kernel refuses the whole
+/// filter if any thread cannot take it.
 pub fn install(lists: &[&[Allow]]) -> Result<(), String> {
     let prog = compile(lists)?;
-    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))
+    seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))
 }
 
 /// Installs the filter for `lists` on every thread of the process (the

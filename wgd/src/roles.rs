@@ -218,6 +218,11 @@ pub const TRANSPORT_SYSCALLS: &[Allow] = &[
             eq(2, libc::IPV6_RECVPKTINFO as u64),
         ],
     ),
+    only(
+        libc::SYS_rt_sigprocmask,
+        "a worker thread's exit, when the role ends: glibc blocks every signal in it (blocking only)",
+        &[eq(0, libc::SIG_BLOCK as u64)],
+    ),
     any(
         libc::SYS_clock_nanosleep,
         "back off a moment when a send queue is full",
@@ -665,6 +670,21 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
         }
         None
     };
+    // The transport's workers, started now: after the drop, so that they
+    // hold only what this thread kept (capabilities are per thread), and
+    // before the limits and the filter, which forbid making a thread.
+    let workers = if spec.role == Role::Transport {
+        let n = transport_workers();
+        match wg_transport::pool::Workers::new(n) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("no transport workers ({e}): one thread does all the work");
+                wg_transport::pool::Workers::none()
+            }
+        }
+    } else {
+        wg_transport::pool::Workers::none()
+    };
     // Only crypto may lock memory (it did above); the others may not.
     let memlock = (!spec.lock_memory).then_some(0);
     if let Err(e) = crate::confine::set_role_limits(spec.nofile, memlock) {
@@ -717,6 +737,8 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
                 Ok(d) => d,
                 Err(e) => return exit_for(spec.name, &e.to_string(), false),
             };
+            tracing::debug!(workers = workers.count(), "transport workers");
+            dev.set_workers(workers);
             let why = dev.run(&parent, &handshake);
             if let wg_transport::device::TransportExit::Tun(_) = why {
                 tracing::info!("tun device gone: {why}");
@@ -730,6 +752,30 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             )
         }
     }
+}
+
+/// How many worker threads the transport starts: two fewer than the CPUs
+/// it may run on, at most [`wg_transport::pool::MAX_WORKERS`], so none on
+/// one or two CPUs. Per packet, the kernel (tun reads and writes, UDP,
+/// the stack) and the application do about as much work as the
+/// transport's thread, so one CPU is left to them: on this project's
+/// 2-core machine, with both ends of `scripts/bench.sh` sharing it, the
+/// transport used 67 % of a CPU for wgd → wireguard-go while the machine
+/// was saturated, and one worker made it 75-83 % (wake-ups, polling)
+/// taken from the peer, for less throughput, not more. Workers pay off
+/// only where a CPU would otherwise idle. `WGD_TRANSPORT_WORKERS=N`
+/// (passed on by the parent) sets the count.
+fn transport_workers() -> usize {
+    if let Some(n) = std::env::var("WGD_TRANSPORT_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return n.min(wg_transport::pool::MAX_WORKERS);
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(2))
+        .unwrap_or(0)
+        .min(wg_transport::pool::MAX_WORKERS)
 }
 
 /// Whether the parent has hung up this role's channel. When the parent

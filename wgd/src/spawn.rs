@@ -64,7 +64,11 @@ pub(crate) fn spawn_role(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(stderr));
-    for var in ["LOG_LEVEL", "WGD_TEST_REKEY_AFTER_SECS"] {
+    for var in [
+        "LOG_LEVEL",
+        "WGD_TEST_REKEY_AFTER_SECS",
+        "WGD_TRANSPORT_WORKERS",
+    ] {
         if let Ok(v) = std::env::var(var) {
             cmd.env(var, v);
         }
