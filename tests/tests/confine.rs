@@ -31,6 +31,11 @@
 //!   role that tries `ioctl(TIOCSTI)` anyway (test hook) is killed by its
 //!   filter before the call acts, the parent logging SIGSYS and
 //!   restarting the roles;
+//! - `transport_workers_are_confined_and_carry_traffic`: with
+//!   `WGD_TRANSPORT_WORKERS=1` (the default is none on two CPUs), every
+//!   thread of the transport has the filter (Seccomp 2), a TCP transfer
+//!   each way through the tunnel arrives intact, and wgd stops cleanly
+//!   with no role killed by its filter;
 //! - `roles_are_confined`: for each role, `/proc/PID/status` (three
 //!   distinct uids, Seccomp 2, NoNewPrivs 1, CapEff/CapPrm/CapBnd 0),
 //!   `/proc/PID/limits` (processes 0, core 0, file size 0, open files as
@@ -440,6 +445,47 @@ fn limits(pid: u32) -> BTreeMap<String, (String, String)> {
             Some((name, (rest.next()?.to_string(), rest.next()?.to_string())))
         })
         .collect()
+}
+
+#[test]
+fn transport_workers_are_confined_and_carry_traffic() {
+    let net = net();
+    let t = tunnel(&net, &[("WGD_TRANSPORT_WORKERS", "1")]);
+    let w = &t.wgd;
+    let pid = w
+        .role_pid("transport")
+        .unwrap_or_else(|| panic!("no transport role\n{}", w.child().report()));
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks of the transport")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(tasks.len(), 2, "transport threads: {tasks:?}");
+    for tid in &tasks {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        assert!(
+            status.lines().any(|l| l == "Seccomp:\t2"),
+            "thread {tid} of the transport has no filter:\n{status}"
+        );
+    }
+    for (from, to, addr) in [
+        (&net.ns_a, &net.ns_b, ip(INNER_B4)),
+        (&net.ns_b, &net.ns_a, ip(INNER_A4)),
+    ] {
+        let tr = wgd_tests::traffic::tcp_transfer(from, to, addr, 64, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("transfer: {e}\n{}", w.child().report()));
+        assert!(tr.is_intact(), "{tr}\n{}", w.child().report());
+        eprintln!("with one transport worker: {tr}");
+    }
+    let status = w.child().stop(Duration::from_secs(5));
+    let log = w.child().stderr();
+    assert!(
+        status.is_some_and(|s| s.success())
+            && !log.contains("SIGSYS")
+            && !log.contains("restarted"),
+        "wgd did not stop cleanly: {status:?}\n{}",
+        w.child().report()
+    );
 }
 
 #[test]
