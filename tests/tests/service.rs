@@ -609,6 +609,13 @@ fn no_new_privs_breaks_role_restarts() {
     // capabilities only in its bounding set, and no_new_privs keeps the
     // execve() of the new role from granting them.
     let transport = wait_role(child.pid(), "transport");
+    // Not before start-up is over: a role killed while the parent still
+    // applies the configuration ends start-up instead (a race seen once
+    // under the full suite's load).
+    wait_until(Duration::from_secs(10), "wgd started", || {
+        child.stderr().contains("started interface=")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", child.report()));
     kill(Pid::from_raw(transport as i32), Signal::SIGKILL).expect("killing the transport");
     let exit = child
         .wait_exit(Duration::from_secs(20))
