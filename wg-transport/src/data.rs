@@ -26,7 +26,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::aead::{DataKey, TAG_LEN};
-use crate::keypair::{KeypairSlots, Slot};
+use crate::keypair::{Keypair, KeypairSlots, Slot};
 
 pub use proto::wire::{DataHeader, DATA_HEADER_LEN, DATA_MIN_LEN as MIN_DATA_LEN};
 
@@ -305,12 +305,7 @@ impl KeypairSlots {
         let header = DataHeader::parse(packet).map_err(|_| RecvError::Malformed)?;
         let slot = self.find(header.receiver).ok_or(RecvError::UnknownIndex)?;
         let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
-        if keypair.is_expired(now) {
-            return Err(RecvError::Expired);
-        }
-        if !keypair.replay().would_accept(header.counter) {
-            return Err(RecvError::Replay);
-        }
+        receivable(keypair, now, header.counter)?;
         let (body, tag) = packet
             .get_mut(DATA_HEADER_LEN..)
             .and_then(|rest| rest.split_last_chunk_mut::<TAG_LEN>())
@@ -320,23 +315,8 @@ impl KeypairSlots {
             .recv_key()
             .open_in_place(header.counter, body, tag)
             .map_err(|_| RecvError::Auth)?;
-        if !keypair.replay_mut().accept(header.counter) {
-            return Err(RecvError::Replay);
-        }
         let local_index = keypair.local_index();
-        let (confirmed_next, released_index) = if slot == Slot::Next {
-            (true, self.confirm_next())
-        } else {
-            (false, None)
-        };
-        Ok(Decapsulated {
-            plaintext: DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext_len,
-            is_keepalive: plaintext_len == 0,
-            confirmed_next,
-            local_index,
-            released_index,
-            counter: header.counter,
-        })
+        self.accept(slot, local_index, header.counter, plaintext_len)
     }
 
     /// The first half of [`decapsulate`](Self::decapsulate), for a batch
@@ -351,12 +331,7 @@ impl KeypairSlots {
             .flatten()
             .find(|k| k.local_index() == header.receiver)
             .ok_or(RecvError::UnknownIndex)?;
-        if keypair.is_expired(now) {
-            return Err(RecvError::Expired);
-        }
-        if !keypair.replay().would_accept(header.counter) {
-            return Err(RecvError::Replay);
-        }
+        receivable(keypair, now, header.counter)?;
         Ok(ToOpen {
             key: keypair.recv_key(),
             local_index: header.receiver,
@@ -384,12 +359,7 @@ impl KeypairSlots {
     ) -> Result<Decapsulated, RecvError> {
         let slot = self.find(local_index).ok_or(RecvError::UnknownIndex)?;
         let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
-        if keypair.is_expired(now) {
-            return Err(RecvError::Expired);
-        }
-        if !keypair.replay().would_accept(counter) {
-            return Err(RecvError::Replay);
-        }
+        receivable(keypair, now, counter)?;
         let plaintext_len = len
             .checked_sub(DATA_HEADER_LEN + TAG_LEN)
             .ok_or(RecvError::Malformed)?;
@@ -398,6 +368,20 @@ impl KeypairSlots {
         if !opened.is_some_and(|k| std::ptr::eq(k, keypair.recv_key())) {
             return Err(RecvError::Auth);
         }
+        self.accept(slot, local_index, counter, plaintext_len)
+    }
+
+    /// The end both receive paths share once a packet authenticated: the
+    /// counter enters the window (refused if it is there already), and a
+    /// packet on the next keypair confirms it.
+    fn accept(
+        &mut self,
+        slot: Slot,
+        local_index: u32,
+        counter: u64,
+        plaintext_len: usize,
+    ) -> Result<Decapsulated, RecvError> {
+        let keypair = self.get_mut(slot).ok_or(RecvError::UnknownIndex)?;
         if !keypair.replay_mut().accept(counter) {
             return Err(RecvError::Replay);
         }
@@ -497,6 +481,18 @@ pub fn inner_packet(plaintext: &[u8]) -> Result<InnerPacket, InnerPacketError> {
         }
         _ => Err(InnerPacketError::BadVersion),
     }
+}
+
+/// The checks before any decryption, on every receive path: the keypair
+/// is still usable and the counter could still enter its window.
+fn receivable(keypair: &Keypair, now: Instant, counter: u64) -> Result<(), RecvError> {
+    if keypair.is_expired(now) {
+        return Err(RecvError::Expired);
+    }
+    if !keypair.replay().would_accept(counter) {
+        return Err(RecvError::Replay);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
