@@ -152,46 +152,7 @@ impl<'ns> Wgd<'ns> {
 
     /// The role children of this wgd (`wgd --role NAME`), from `/proc`.
     pub fn roles(&self) -> Vec<RoleProcess> {
-        let mut out = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // The parent pid is the 2nd field after the parenthesised name.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            let ppid = rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
-            if ppid != Some(self.pid()) {
-                continue;
-            }
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|&b| b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if let Some(i) = args.iter().position(|a| a == "--role") {
-                if let Some(role) = args.get(i + 1) {
-                    out.push(RoleProcess {
-                        role: role.clone(),
-                        pid,
-                    });
-                }
-            }
-        }
-        out.sort_by(|a, b| a.role.cmp(&b.role));
-        out
+        roles_of(self.pid())
     }
 
     /// The pid of one role.
@@ -334,4 +295,49 @@ impl std::fmt::Debug for Wgd<'_> {
             .field("pid", &self.pid())
             .finish()
     }
+}
+
+/// The role children (`wgd --role NAME`) of the wgd parent `parent`, from
+/// `/proc`: for a wgd the tests did not start through [`Wgd`].
+pub fn roles_of(parent: u32) -> Vec<RoleProcess> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent pid is the 2nd field after the parenthesised name.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if let Some(i) = args.iter().position(|a| a == "--role") {
+            if let Some(role) = args.get(i + 1) {
+                out.push(RoleProcess {
+                    role: role.clone(),
+                    pid,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.role.cmp(&b.role));
+    out
 }

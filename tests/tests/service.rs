@@ -552,24 +552,10 @@ fn conf_in(dir: &Path, name: &str, port: u16) -> PathBuf {
 
 /// The pid of `parent`'s child whose command line has `--role ROLE`.
 fn role_pid(parent: u32, role: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            ppid == Some(parent)
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"--role" && w[1] == role.as_bytes())
-        })
+    wgd_tests::wgd::roles_of(parent)
+        .into_iter()
+        .find(|r| r.role == role)
+        .map(|r| r.pid)
 }
 
 /// Waits for `parent`'s role `role` (the control socket exists before the
