@@ -488,6 +488,92 @@ fn transport_workers_are_confined_and_carry_traffic() {
     );
 }
 
+/// Scheduling policy and real-time priority of every thread of `pid`,
+/// from `/proc/PID/task/TID/stat` (fields 41 and 40).
+fn thread_policies(pid: u32) -> Vec<(String, u32, u32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| {
+        panic!("threads of {pid}: {e}");
+    });
+    tasks
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let tid = e.file_name().to_string_lossy().into_owned();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            // After "pid (comm) ", the fields from 3 (state) on.
+            let rest: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+            let rt_priority = rest.get(40 - 3)?.parse().ok()?;
+            let policy = rest.get(41 - 3)?.parse().ok()?;
+            Some((tid, policy, rt_priority))
+        })
+        .collect()
+}
+
+/// Checks that every thread of the transport runs under SCHED_RR (2) at
+/// priority 1 when `realtime`, at SCHED_OTHER (0) otherwise, and every
+/// thread of the parent and the other roles at SCHED_OTHER.
+fn assert_scheduling(w: &Wgd<'_>, realtime: bool, when: &str) {
+    let mut procs: Vec<(String, u32)> = vec![("parent".into(), w.pid())];
+    procs.extend(w.roles().into_iter().map(|r| (r.role, r.pid)));
+    assert_eq!(procs.len(), 4, "{when}: {procs:?}\n{}", w.child().report());
+    for (role, pid) in procs {
+        let threads = thread_policies(pid);
+        assert!(!threads.is_empty(), "{when}: no threads of {role} ({pid})");
+        let want = if realtime && role == "transport" {
+            (2, 1)
+        } else {
+            (0, 0)
+        };
+        for (tid, policy, prio) in &threads {
+            assert_eq!(
+                (*policy, *prio),
+                want,
+                "{when}: thread {tid} of {role}: (policy, rt_priority)\n{}",
+                w.child().report()
+            );
+        }
+        if role == "transport" {
+            eprintln!("{when}: transport threads (tid, policy, rt_priority): {threads:?}");
+        }
+    }
+}
+
+/// The transport role and its worker runs under SCHED_RR at priority 1
+/// (`wgd/src/privdrop.rs`, `realtime_scheduling`: set before its drop,
+/// with CAP_SYS_NICE it then gives up; the roles-are-confined test shows
+/// that its capability sets are empty after), the parent and the other
+/// roles at normal priority; a restarted transport, whose capabilities
+/// come from the parent's bounding set, gets it again; and
+/// `WGD_TRANSPORT_REALTIME=0` keeps it at normal priority. On one CPU
+/// the transport is expected to stay at normal priority.
+#[test]
+fn the_transport_alone_runs_real_time() {
+    let realtime = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    {
+        let net = net();
+        let t = tunnel(&net, &[("WGD_TRANSPORT_WORKERS", "1")]);
+        let w = &t.wgd;
+        assert_scheduling(w, realtime, "at start");
+        let pid = w
+            .role_pid("transport")
+            .unwrap_or_else(|| panic!("no transport role\n{}", w.child().report()));
+        let before = count(&w.child().stderr(), "roles restarted");
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL the transport");
+        let why = "kill -9 of the transport";
+        let restarted = wait_restart(w, before, why);
+        assert_recovered(&net, w, restarted, why);
+        assert_scheduling(w, realtime, "after a restart");
+        assert_eq!(
+            w.child().stderr().contains("no real-time scheduling"),
+            !realtime,
+            "{}",
+            w.child().report()
+        );
+    }
+    let net = net();
+    let t = tunnel(&net, &[("WGD_TRANSPORT_REALTIME", "0")]);
+    assert_scheduling(&t.wgd, false, "with WGD_TRANSPORT_REALTIME=0");
+}
+
 #[test]
 fn roles_are_confined() {
     let net = net();

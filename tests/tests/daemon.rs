@@ -39,8 +39,9 @@ const EMPTY_ROOT: &str = "/run/wgd/empty";
 const PARENT_CAPS: u64 = (1 << 12) | (1 << 10) | (1 << 5);
 /// The parent's bounding set: its own, and what a role it restarts needs
 /// for its privilege drop: SETGID (6), SETUID (7), SETPCAP (8),
-/// IPC_LOCK (14), SYS_CHROOT (18).
-const PARENT_BOUNDING: u64 = PARENT_CAPS | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 14) | (1 << 18);
+/// IPC_LOCK (14), SYS_CHROOT (18), SYS_NICE (23, the transport's SCHED_RR).
+const PARENT_BOUNDING: u64 =
+    PARENT_CAPS | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 14) | (1 << 18) | (1 << 23);
 const ROLE_NAMES: [&str; 3] = ["crypto", "handshake", "transport"];
 /// Bound on a one-shot wgd run (config errors, daemonizing).
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);

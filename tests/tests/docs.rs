@@ -695,6 +695,7 @@ fn systemd_unit_has_the_required_settings() {
         "CAP_SYS_CHROOT",
         "CAP_SETPCAP",
         "CAP_IPC_LOCK",
+        "CAP_SYS_NICE",
         // the parent: CAP_KILL kept, CAP_SYS_ADMIN for its seccomp filter
         // without no_new_privs (dropped at once)
         "CAP_KILL",

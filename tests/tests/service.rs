@@ -53,7 +53,7 @@ const UNIT: &str = "dist/systemd/wgd@.service";
 /// What `systemd-analyze security --offline` gives the unit (systemd 252,
 /// Debian 12), as the README quotes it; a change that makes it worse
 /// fails here.
-const EXPOSURE: f64 = 3.3;
+const EXPOSURE: f64 = 3.5;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -386,7 +386,8 @@ fn unit_hardening_verified_and_scored() {
         ("ProtectClock", "yes"),
         ("ProtectHostname", "yes"),
         ("RestrictNamespaces", "yes"),
-        ("RestrictRealtime", "yes"),
+        // The transport's SCHED_RR (wgd(8)).
+        ("RestrictRealtime", "no"),
         ("RestrictSUIDSGID", "yes"),
         ("LockPersonality", "yes"),
         ("MemoryDenyWriteExecute", "yes"),

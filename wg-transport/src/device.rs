@@ -109,6 +109,11 @@ pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_STAGED: usize = 256;
 /// Tun packets read per wake-up before the loop looks at other fds.
 const TUN_BATCH: usize = 64;
+/// Bytes read from the tun per wake-up at most (four super-packets): the
+/// ACKs coming back for what is being sent wait meanwhile, and late ACKs
+/// in bursts make the sender keep a deeper standing queue (see
+/// `udp::RECV_BYTES`).
+const TUN_BYTES: usize = 256 << 10;
 /// Datagrams queued before they are sent: a whole super-packet's segments
 /// (up to 64 KiB, some 45 datagrams) fit, so UDP GSO can send them as one.
 const SEND_QUEUE_MAX: usize = 128;
@@ -613,7 +618,11 @@ impl Device {
         // would be: one layout for both.
         let at = if self.vnet_hdr { 0 } else { VNET_HDR_LEN };
         let r = (|| {
+            let mut bytes = 0;
             for _ in 0..TUN_BATCH {
+                if bytes >= TUN_BYTES {
+                    break;
+                }
                 let slot = match self.free_slot() {
                     Some(s) => s,
                     None => {
@@ -624,7 +633,10 @@ impl Device {
                 let n =
                     match nix::unistd::read(self.tun.as_raw_fd(), &mut self.tun_bufs[slot][at..]) {
                         Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                        Ok(n) => at + n,
+                        Ok(n) => {
+                            bytes += n;
+                            at + n
+                        }
                         Err(Errno::EAGAIN) => return Ok(()),
                         Err(Errno::EINTR) => continue,
                         Err(e) => return Err(io::Error::from(e)),
