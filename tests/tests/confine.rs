@@ -508,70 +508,132 @@ fn thread_policies(pid: u32) -> Vec<(String, u32, u32)> {
         .collect()
 }
 
-/// Checks that every thread of the transport runs under SCHED_RR (2) at
-/// priority 1 when `realtime`, at SCHED_OTHER (0) otherwise, and every
-/// thread of the parent and the other roles at SCHED_OTHER.
-fn assert_scheduling(w: &Wgd<'_>, realtime: bool, when: &str) {
+/// (policy, rt_priority) of the transport's main thread.
+fn transport_policy(w: &Wgd<'_>) -> Option<(u32, u32)> {
+    let pid = w.role_pid("transport")?;
+    thread_policies(pid)
+        .into_iter()
+        .find(|(tid, _, _)| *tid == pid.to_string())
+        .map(|(_, p, r)| (p, r))
+}
+
+/// Every thread of the parent and of the handshake and crypto roles runs
+/// at normal priority (SCHED_OTHER, 0).
+fn assert_others_normal(w: &Wgd<'_>, when: &str) {
     let mut procs: Vec<(String, u32)> = vec![("parent".into(), w.pid())];
-    procs.extend(w.roles().into_iter().map(|r| (r.role, r.pid)));
-    assert_eq!(procs.len(), 4, "{when}: {procs:?}\n{}", w.child().report());
+    procs.extend(
+        w.roles()
+            .into_iter()
+            .filter(|r| r.role != "transport")
+            .map(|r| (r.role, r.pid)),
+    );
+    assert_eq!(procs.len(), 3, "{when}: {procs:?}\n{}", w.child().report());
     for (role, pid) in procs {
-        let threads = thread_policies(pid);
-        assert!(!threads.is_empty(), "{when}: no threads of {role} ({pid})");
-        let want = if realtime && role == "transport" {
-            (2, 1)
-        } else {
-            (0, 0)
-        };
-        for (tid, policy, prio) in &threads {
+        for (tid, policy, prio) in thread_policies(pid) {
             assert_eq!(
-                (*policy, *prio),
-                want,
-                "{when}: thread {tid} of {role}: (policy, rt_priority)\n{}",
+                (policy, prio),
+                (0, 0),
+                "{when}: thread {tid} of {role}\n{}",
                 w.child().report()
             );
-        }
-        if role == "transport" {
-            eprintln!("{when}: transport threads (tid, policy, rt_priority): {threads:?}");
         }
     }
 }
 
-/// The transport role and its worker runs under SCHED_RR at priority 1
-/// (`wgd/src/privdrop.rs`, `realtime_scheduling`: set before its drop,
-/// with CAP_SYS_NICE it then gives up; the roles-are-confined test shows
-/// that its capability sets are empty after), the parent and the other
-/// roles at normal priority; a restarted transport, whose capabilities
-/// come from the parent's bounding set, gets it again; and
-/// `WGD_TRANSPORT_REALTIME=0` keeps it at normal priority. On one CPU
-/// the transport is expected to stay at normal priority.
+/// Runs a TCP stream A -> B through `t` in a thread while `check` is
+/// called every 50 ms until it returns true (or the stream ends); returns
+/// whether it did.
+fn while_streaming(net: &common::Net, w: &Wgd<'_>, mut check: impl FnMut() -> bool) -> bool {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let r = wgd_tests::traffic::tcp_transfer(
+                &net.ns_a,
+                &net.ns_b,
+                ip(INNER_B4),
+                512,
+                Duration::from_secs(60),
+            );
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        let mut seen = false;
+        // Bounded by the stream's own 60 s bound and by 600 looks.
+        for _ in 0..600 {
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            if check() {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let tr = h
+            .join()
+            .expect("the stream's thread")
+            .unwrap_or_else(|e| panic!("transfer: {e}\n{}", w.child().report()));
+        assert!(tr.is_intact(), "{tr}\n{}", w.child().report());
+        seen
+    })
+}
+
+/// The parent puts the transport's main thread under SCHED_RR at
+/// priority 1 while it is busy and back to normal priority when it is
+/// idle (`wgd/src/sched.rs`); the parent and the other roles stay at
+/// normal priority; a restarted transport starts at normal priority and
+/// is raised again; `WGD_TRANSPORT_REALTIME=0` keeps it at normal
+/// priority under load. On one CPU it is expected to stay normal too.
 #[test]
-fn the_transport_alone_runs_real_time() {
-    let realtime = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+fn the_transport_runs_real_time_while_busy() {
+    let enabled = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
     {
         let net = net();
-        let t = tunnel(&net, &[("WGD_TRANSPORT_WORKERS", "1")]);
+        let t = tunnel(&net, &[]);
         let w = &t.wgd;
-        assert_scheduling(w, realtime, "at start");
-        let pid = w
-            .role_pid("transport")
-            .unwrap_or_else(|| panic!("no transport role\n{}", w.child().report()));
-        let before = count(&w.child().stderr(), "roles restarted");
-        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL the transport");
-        let why = "kill -9 of the transport";
-        let restarted = wait_restart(w, before, why);
-        assert_recovered(&net, w, restarted, why);
-        assert_scheduling(w, realtime, "after a restart");
-        assert_eq!(
-            w.child().stderr().contains("no real-time scheduling"),
-            !realtime,
-            "{}",
-            w.child().report()
-        );
+        for round in ["at start", "after a restart"] {
+            assert_eq!(
+                transport_policy(w),
+                Some((0, 0)),
+                "{round}, idle\n{}",
+                w.child().report()
+            );
+            let raised = while_streaming(&net, w, || transport_policy(w) == Some((2, 1)));
+            assert_eq!(
+                raised,
+                enabled,
+                "{round}: raised under load\n{}",
+                w.child().report()
+            );
+            assert_others_normal(w, round);
+            // Idle again: back to normal within a second or two.
+            wait_until(
+                Duration::from_secs(5),
+                "the transport back at normal priority",
+                || transport_policy(w) == Some((0, 0)),
+            )
+            .unwrap_or_else(|e| panic!("{e} ({round})\n{}", w.child().report()));
+            if round == "at start" {
+                let pid = w
+                    .role_pid("transport")
+                    .unwrap_or_else(|| panic!("no transport role\n{}", w.child().report()));
+                let before = count(&w.child().stderr(), "roles restarted");
+                kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL the transport");
+                let why = "kill -9 of the transport";
+                let restarted = wait_restart(w, before, why);
+                assert_recovered(&net, w, restarted, why);
+            }
+        }
     }
     let net = net();
     let t = tunnel(&net, &[("WGD_TRANSPORT_REALTIME", "0")]);
-    assert_scheduling(&t.wgd, false, "with WGD_TRANSPORT_REALTIME=0");
+    let w = &t.wgd;
+    let raised = while_streaming(&net, w, || transport_policy(w) != Some((0, 0)));
+    assert!(
+        !raised,
+        "raised with WGD_TRANSPORT_REALTIME=0\n{}",
+        w.child().report()
+    );
 }
 
 #[test]
@@ -614,6 +676,7 @@ fn roles_are_confined() {
             ("Max core file size", "0"),
             ("Max file size", "0"),
             ("Max open files", nofile),
+            ("Max realtime priority", "0"),
         ] {
             let got = lim.get(name);
             if got != Some(&(want.to_string(), want.to_string())) {

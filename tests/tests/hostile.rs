@@ -41,8 +41,8 @@ use common::fault::{
     alive, assert_recovered, count, stat, tunnel_with, tunnel_with_peer_env, wait_restart, Keys,
     Tunnel, RESTART,
 };
-use common::net;
 use common::scan::assert_secrets_only_in_crypto;
+use common::{ip, net, INNER_B4};
 use wgd::hostile::Attack;
 use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, PeerConfig, Wgd};
 
@@ -160,6 +160,74 @@ fn system_calls_fail(attacker: &str) {
         }
         scan_after(&t, &format!("after {attacker}'s attacks {chunk:?}"));
     }
+}
+
+/// A compromised transport that keeps a CPU busy is raised to SCHED_RR
+/// like a busy one, and lowered to normal priority by the parent after
+/// 2 s of a whole CPU, while it still spins (`wgd/src/sched.rs`); then it
+/// carries traffic again. On one CPU it is never raised.
+#[test]
+fn a_spinning_transport_is_lowered_again() {
+    let net = net();
+    let t = tunnel_with(&net, &[("WGD_TEST_HOOKS", "1")], Keys::File);
+    let w = &t.wgd;
+    let pid = role_pids(w)["transport"];
+    let policy = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest: Vec<String> = s
+                    .rsplit_once(") ")?
+                    .1
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                Some((
+                    rest.get(38)?.parse::<u32>().ok()?,
+                    rest.get(37)?.parse::<u32>().ok()?,
+                ))
+            })
+    };
+    let returned = "hostile: attack 16 returned";
+    let started = Instant::now();
+    sigqueue(pid, libc::SIGUSR2, Attack::Spin.value(0)).expect("sigqueue the transport");
+    let realtime = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if realtime {
+        wait_until(
+            Duration::from_secs(2),
+            "the spinning transport raised",
+            || policy() == Some((2, 1)),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+        wait_until(
+            Duration::from_secs(4),
+            "the spinning transport lowered",
+            || policy() == Some((0, 0)),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+        let lowered = started.elapsed();
+        assert!(
+            !w.child().stderr().contains(returned) && lowered < wgd::hostile::SPIN,
+            "lowered only after the spin ended ({lowered:?})\n{}",
+            w.child().report()
+        );
+        eprintln!("spinning transport lowered after {lowered:?}");
+    }
+    wait_until(
+        wgd::hostile::SPIN + Duration::from_secs(5),
+        "the spin's end",
+        || w.child().stderr().contains(returned),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.child().report()));
+    if !realtime {
+        assert_eq!(policy(), Some((0, 0)), "{}", w.child().report());
+    }
+    assert!(
+        wgd_tests::traffic::ping_within(&net.ns_a, ip(INNER_B4), Duration::from_secs(5)).is_some(),
+        "no traffic after the spin\n{}",
+        w.child().report()
+    );
+    assert_eq!(role_pids(w)["transport"], pid, "the transport was replaced");
 }
 
 #[test]

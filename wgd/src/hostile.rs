@@ -57,10 +57,20 @@ pub enum Attack {
     Prlimit = 13,
     /// `mmap(PROT_WRITE | PROT_EXEC)`: a place to put code.
     MapExecutable = 14,
+    /// `sched_setscheduler(0, SCHED_FIFO, 99)`: take the CPU from
+    /// everything else (the transport already runs under `SCHED_RR` 1).
+    RaisePriority = 15,
+    /// Spin on the CPU for [`SPIN`] (not in [`Attack::ALL`]: it is
+    /// meant to succeed; the test watches the parent lower the
+    /// transport's priority meanwhile).
+    Spin = 16,
 }
 
+/// How long [`Attack::Spin`] keeps a CPU busy.
+pub const SPIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Attack {
-    pub const ALL: [Attack; 14] = [
+    pub const ALL: [Attack; 15] = [
         Attack::ReadProcMem,
         Attack::ProcessVmReadv,
         Attack::Ptrace,
@@ -75,6 +85,7 @@ impl Attack {
         Attack::Tiocsti,
         Attack::Prlimit,
         Attack::MapExecutable,
+        Attack::RaisePriority,
     ];
 
     /// The `sigqueue` value that asks for this attack on `target`.
@@ -266,6 +277,29 @@ pub(crate) fn syscall_attack(attack: u32, target: libc::pid_t) {
                 -1,
                 0,
             ),
+            16 => {
+                // clock_gettime through the vDSO: no system call.
+                let mut now = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+                let end = now.tv_sec + SPIN.as_secs() as libc::time_t;
+                let mut spins: i64 = 0;
+                while now.tv_sec < end {
+                    spins = spins.wrapping_add(1);
+                    libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+                }
+                std::hint::black_box(spins).min(0)
+            }
+            15 => {
+                let top = libc::sched_param { sched_priority: 99 };
+                i64::from(libc::sched_setscheduler(
+                    0,
+                    libc::SCHED_FIFO,
+                    &top as *const libc::sched_param,
+                ))
+            }
             _ => return,
         }
     };

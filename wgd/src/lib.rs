@@ -42,4 +42,5 @@ pub mod net;
 pub mod parent;
 pub mod privdrop;
 pub mod roles;
+pub mod sched;
 pub(crate) mod spawn;

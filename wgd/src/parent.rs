@@ -338,6 +338,7 @@ fn start(
         ifname: ifname.clone(),
         sock_path,
         restarts: VecDeque::new(),
+        priority: crate::sched::TransportPriority::from_env(),
     };
     Ok(sup.supervise(listener, sfd))
 }
@@ -355,6 +356,8 @@ struct Supervisor {
     sock_path: PathBuf,
     /// When the roles were restarted, within the last [`RESTART_WINDOW`].
     restarts: VecDeque<Instant>,
+    /// The transport's scheduling, raised while it is busy.
+    priority: crate::sched::TransportPriority,
 }
 
 /// Why a restart of the roles failed.
@@ -442,7 +445,11 @@ impl Supervisor {
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::from(500u16)) {
+                let wait = self
+                    .priority
+                    .interval()
+                    .map_or(500u16, |d| d.as_millis().min(500) as u16);
+                match poll(&mut fds, PollTimeout::from(wait)) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         tracing::error!("poll: {e}");
@@ -549,6 +556,13 @@ impl Supervisor {
             }
             if accept_ready {
                 self.accept(&listener, &clients);
+            }
+            if let Some(t) = self
+                .children
+                .iter()
+                .find(|c| c.name == "transport" && !c.reaped)
+            {
+                self.priority.tick(t.pid, Instant::now());
             }
         }
     }

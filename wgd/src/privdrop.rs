@@ -13,7 +13,6 @@
 //! | --- | --- | --- |
 //! | parent | at start-up, as root | [`resolve_users`], [`empty_root`] |
 //! | crypto child | first thing after exec, still root | [`lock_memory`] (raises `RLIMIT_MEMLOCK`; failure is a warning) |
-//! | transport child | first thing after exec, still root | [`realtime_scheduling`] (`SCHED_RR`, priority 1; failure is a warning) |
 //! | every child | after it has taken over its fds, before reading any input | [`drop_child_privileges`] |
 //! | parent | after all three children have been spawned | [`restrict_parent`] |
 //!
@@ -38,12 +37,12 @@
 //! | `CAP_NET_ADMIN` | configure the tun device's link state, set `SO_MARK` (fwmark) on the UDP sockets when `fwmark` changes, and delete the interface when failing closed |
 //! | `CAP_NET_BIND_SERVICE` | re-bind the UDP socket when `wg set listen-port` moves it to a port below 1024 |
 //! | `CAP_KILL` | end a role that is stopped or does not exit when its channels are hung up, before restarting the roles (they run under other uids) |
+//! | `CAP_SYS_NICE` | put the transport (another uid) under `SCHED_RR` while it is busy and back to normal priority ([`crate::sched`]) |
 //! | uid 0 (no capability) | remove the root-owned control socket and open files it created as root (the configuration and key files it re-reads for a restart); it gives no power over other users' files without `CAP_DAC_OVERRIDE` |
 //!
-//! Its bounding set keeps, beside those three, what a freshly re-executed
+//! Its bounding set keeps, beside those four, what a freshly re-executed
 //! role needs until its own drop ([`RESPAWN_CAPS`]: `CAP_SETUID`,
-//! `CAP_SETGID`, `CAP_SYS_CHROOT`, `CAP_SETPCAP`, `CAP_IPC_LOCK`,
-//! `CAP_SYS_NICE`): a root
+//! `CAP_SETGID`, `CAP_SYS_CHROOT`, `CAP_SETPCAP`, `CAP_IPC_LOCK`): a root
 //! process's `execve(2)` gets its bounding set as its permitted set, and
 //! that is how the parent restarts the roles after one dies without holding
 //! those capabilities itself. The parent is made non-dumpable because
@@ -104,29 +103,23 @@ pub const MEMLOCK_HEADROOM: u64 = 64 << 20;
 
 /// The parent's effective and permitted capabilities (see the module
 /// documentation).
-const KEPT_PARENT_CAPS: [Capability; 3] = [
+const KEPT_PARENT_CAPS: [Capability; 4] = [
     Capability::CAP_NET_ADMIN,
     Capability::CAP_NET_BIND_SERVICE,
     Capability::CAP_KILL,
+    Capability::CAP_SYS_NICE,
 ];
 
 /// Kept in the parent's bounding set only, for the roles it re-executes:
 /// each needs these until [`drop_child_privileges`] (and crypto
-/// `CAP_IPC_LOCK` for [`lock_memory`], the transport `CAP_SYS_NICE` for
-/// [`realtime_scheduling`]), and drops them there.
-pub const RESPAWN_CAPS: [Capability; 6] = [
+/// `CAP_IPC_LOCK` for [`lock_memory`]), and drops them there.
+pub const RESPAWN_CAPS: [Capability; 5] = [
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
     Capability::CAP_SYS_CHROOT,
     Capability::CAP_SETPCAP,
     Capability::CAP_IPC_LOCK,
-    Capability::CAP_SYS_NICE,
 ];
-
-/// The transport's real-time priority under `SCHED_RR`: the lowest, below
-/// every real-time thread the system already has (interrupt threads run
-/// at 50).
-pub const TRANSPORT_RT_PRIORITY: i32 = 1;
 
 /// A user that a role runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,8 +173,6 @@ pub enum PrivError {
     NoFallbackId(&'static str),
     #[error("memory not locked: {0}")]
     Memlock(String),
-    #[error("no real-time scheduling: {0}")]
-    Sched(String),
     #[error("empty root {path}: {reason}")]
     EmptyRoot { path: PathBuf, reason: String },
     #[error("{step}: {source}")]
@@ -524,56 +515,6 @@ pub fn lock_memory() -> Result<(), PrivError> {
     Ok(())
 }
 
-/// Put the transport role (and the workers it starts later, which inherit
-/// the policy) under `SCHED_RR` at [`TRANSPORT_RT_PRIORITY`].
-///
-/// Why: the transport does for the tunnel what the kernel does for every
-/// other interface, in softirq context, ahead of any process. At normal
-/// priority it waits for the CPU behind the applications whose packets it
-/// carries; on a busy machine every packet of the tunnel waits with it,
-/// and the late ACKs make TCP senders keep deeper queues in it. Measured
-/// with `scripts/bench.sh` on 2 CPUs (iperf3 at both ends of one
-/// machine): ping through a loaded tunnel 1.3-2.1 ms at normal priority,
-/// 0.3 ms under `SCHED_RR`, throughput unchanged.
-///
-/// What bounds it: the transport blocks in `poll(2)` whenever it has
-/// nothing to do; its work per wake-up is bounded (batches by count and
-/// bytes); the kernel's real-time throttling (`sched_rt_runtime_us`, 95%
-/// by default) and the fair server keep CPU time for everything else
-/// even under a flood; and on a machine with a single CPU it is not done
-/// at all, since a flooded transport would leave the rest of the system
-/// only that 5%. `WGD_TRANSPORT_REALTIME=0` in wgd's environment turns
-/// it off.
-///
-/// Called by the transport child while still root and single-threaded,
-/// before [`drop_child_privileges`] (it needs `CAP_SYS_NICE`, from
-/// [`RESPAWN_CAPS`]). Failure should be logged as a warning: the role
-/// works at normal priority, only with more latency under load.
-pub fn realtime_scheduling() -> Result<(), PrivError> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        return Err(PrivError::Sched(format!(
-            "{cpus} CPU available: the transport stays at normal priority, \
-             so that a flood cannot take the only CPU"
-        )));
-    }
-    let param = libc::sched_param {
-        sched_priority: TRANSPORT_RT_PRIORITY,
-    };
-    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
-    // is the calling thread.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
-    if r != 0 {
-        return Err(PrivError::Sched(format!(
-            "sched_setscheduler(SCHED_RR, {TRANSPORT_RT_PRIORITY}): {} \
-             (needs CAP_SYS_NICE, and no RestrictRealtime= in a service unit); \
-             the transport stays at normal priority",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
 /// Make the soft `RLIMIT_MEMLOCK` at least [`CRYPTO_MEMLOCK_LIMIT`] and
 /// return it.
 fn raise_memlock_limit() -> Result<u64, PrivError> {
@@ -753,7 +694,7 @@ fn verify_child(id: &Identity) -> Result<(), PrivError> {
 }
 
 /// Reduce the parent, which stays uid 0, to `CAP_NET_ADMIN`,
-/// `CAP_NET_BIND_SERVICE` and `CAP_KILL` (see the module documentation for
+/// `CAP_NET_BIND_SERVICE`, `CAP_KILL` and `CAP_SYS_NICE` (see the module documentation for
 /// why each is kept), with [`RESPAWN_CAPS`] left in its bounding set only,
 /// and make it non-dumpable.
 ///

@@ -17,7 +17,7 @@
 //!
 //! | role | runs as | channels (fd 3, 4, …) | extra |
 //! | --- | --- | --- | --- |
-//! | transport | `_wgd-net` | parent, handshake | tun + UDP fds from the parent; `SCHED_RR` before the drop |
+//! | transport | `_wgd-net` | parent, handshake | tun + UDP fds from the parent; `SCHED_RR` while busy, set by the parent ([`crate::sched`]) |
 //! | handshake | `_wgd-hs` | parent, transport, crypto | |
 //! | crypto | `_wgd-crypto` | parent, handshake | memory locked before the drop |
 //!
@@ -38,7 +38,7 @@ use proto::ipc::{
 };
 
 use crate::confine::{any, eq, masked, only, Allow};
-use crate::privdrop::{drop_child_privileges, lock_memory, realtime_scheduling, Identity};
+use crate::privdrop::{drop_child_privileges, lock_memory, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -53,8 +53,6 @@ pub struct RoleSpec {
     pub role: Role,
     pub name: &'static str,
     pub lock_memory: bool,
-    /// Runs under `SCHED_RR` (see [`crate::privdrop::realtime_scheduling`]).
-    pub realtime: bool,
     /// `RLIMIT_NOFILE`: one above the highest descriptor the role needs.
     pub nofile: u64,
     /// Its seccomp allowlist, on top of [`COMMON_SYSCALLS`].
@@ -68,7 +66,6 @@ pub const ROLES: [RoleSpec; 3] = [
         role: Role::Crypto,
         name: "crypto",
         lock_memory: true,
-        realtime: false,
         nofile: 8,
         syscalls: CRYPTO_SYSCALLS,
     },
@@ -78,7 +75,6 @@ pub const ROLES: [RoleSpec; 3] = [
         role: Role::Handshake,
         name: "handshake",
         lock_memory: false,
-        realtime: false,
         nofile: 8,
         syscalls: HANDSHAKE_SYSCALLS,
     },
@@ -89,7 +85,6 @@ pub const ROLES: [RoleSpec; 3] = [
         role: Role::Transport,
         name: "transport",
         lock_memory: false,
-        realtime: true,
         nofile: 12,
         syscalls: TRANSPORT_SYSCALLS,
     },
@@ -371,7 +366,7 @@ pub const PARENT_SYSCALLS: &[Allow] = &[
     any(libc::SYS_mlockall, "crypto locks its memory"),
     any(
         libc::SYS_sched_setscheduler,
-        "the transport's SCHED_RR (before its drop; without CAP_SYS_NICE a role can only lower its priority)",
+        "the parent sets the transport's priority (crate::sched); a role has no CAP_SYS_NICE and RLIMIT_RTPRIO 0, so it can only lower its own",
     ),
     any(libc::SYS_munlockall, "crypto gives up locking"),
     any(libc::SYS_chroot, "a role's chroot"),
@@ -648,12 +643,6 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
             tracing::warn!("could not lock memory, key material may be swapped: {e}");
         }
     }
-    if spec.realtime && transport_realtime() {
-        match realtime_scheduling() {
-            Ok(()) => tracing::debug!("real-time scheduling (SCHED_RR)"),
-            Err(e) => tracing::warn!("{e}"),
-        }
-    }
     if let Err(e) = crate::confine::exclude_from_core_dumps() {
         tracing::warn!("could not keep memory out of core dumps: {e}");
     }
@@ -780,17 +769,6 @@ pub fn child_main(role_name: &str, args: &[String]) -> ExitCode {
 /// taken from the peer, for less throughput, not more. Workers pay off
 /// only where a CPU would otherwise idle. `WGD_TRANSPORT_WORKERS=N`
 /// (passed on by the parent) sets the count.
-/// Whether the transport asks for real-time scheduling: yes unless
-/// `WGD_TRANSPORT_REALTIME=0` (or `no`, `off`, `false`).
-fn transport_realtime() -> bool {
-    !std::env::var("WGD_TRANSPORT_REALTIME").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "0" | "no" | "off" | "false"
-        )
-    })
-}
-
 fn transport_workers() -> usize {
     if let Some(n) = std::env::var("WGD_TRANSPORT_WORKERS")
         .ok()

@@ -68,7 +68,6 @@ pub(crate) fn spawn_role(
         "LOG_LEVEL",
         "WGD_TEST_REKEY_AFTER_SECS",
         "WGD_TRANSPORT_WORKERS",
-        "WGD_TRANSPORT_REALTIME",
     ] {
         if let Ok(v) = std::env::var(var) {
             cmd.env(var, v);
