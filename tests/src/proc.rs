@@ -307,6 +307,41 @@ pub(crate) fn check_output(desc: &str, output: Output) -> Result<String> {
     }
 }
 
+/// The pids now in `/proc`.
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// The command line of `pid`, one string per argument (empty if gone).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The fields of `/proc/PID/task/TID/stat` after the parenthesised name:
+/// element 0 is field 3 (state), so field N is element N - 3.
+pub fn task_stat(pid: u32, tid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// (policy, rt_priority) of thread `tid` of `pid` (stat fields 41 and 40):
+/// SCHED_OTHER is (0, 0), SCHED_RR at priority 1 is (2, 1).
+pub fn sched_policy(pid: u32, tid: u32) -> Option<(u32, u32)> {
+    let f = task_stat(pid, tid)?;
+    Some((f.get(41 - 3)?.parse().ok()?, f.get(40 - 3)?.parse().ok()?))
+}
+
 /// True while `/proc/PID` exists (a live process or an unreaped zombie).
 pub fn pid_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::netns::{add_addr, Netns};
-use crate::proc::{pid_exists, Child};
+use crate::proc::{cmdline, pid_exists, pids, task_stat, Child};
 use crate::wg::{self, keypair, socket_path, Dump, InterfaceConfig};
 use crate::wggo::{fresh_ifname, wait_for_socket};
 
@@ -301,34 +301,13 @@ impl std::fmt::Debug for Wgd<'_> {
 /// `/proc`: for a wgd the tests did not start through [`Wgd`].
 pub fn roles_of(parent: u32) -> Vec<RoleProcess> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The parent pid is the 2nd field after the parenthesised name.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
+    for pid in pids() {
+        // The parent pid is field 4.
+        let ppid = task_stat(pid, pid).and_then(|f| f.get(1)?.parse::<u32>().ok());
         if ppid != Some(parent) {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = cmdline(pid);
         if let Some(i) = args.iter().position(|a| a == "--role") {
             if let Some(role) = args.get(i + 1) {
                 out.push(RoleProcess {
@@ -338,6 +317,5 @@ pub fn roles_of(parent: u32) -> Vec<RoleProcess> {
             }
         }
     }
-    out.sort_by(|a, b| a.role.cmp(&b.role));
     out
 }

@@ -56,7 +56,9 @@ use common::{ip, net, INNER_A4, INNER_B4, OUTER_A4, OUTER_B4};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wgd_tests::capture::Capture;
+use wgd_tests::proc::{cmdline, pids, sched_policy};
 use wgd_tests::traffic::ping_within;
+use wgd_tests::wgd::roles_of;
 use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, Wgd};
 
 #[test]
@@ -282,44 +284,19 @@ fn kill9_under_flood_leaks_nothing() {
 
 /// Finds the wgd parent serving `ifname` (not a role: no `--role`).
 fn wgd_parent_of(ifname: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .find(|pid| {
-            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
-            args.first().is_some_and(|a| a.ends_with(b"/wgd"))
-                && args.contains(&ifname.as_bytes())
-                && !args.iter().any(|a| *a == b"--role")
-        })
+    pids().into_iter().find(|&pid| {
+        let args = cmdline(pid);
+        args.first().is_some_and(|a| a.ends_with("/wgd"))
+            && args.iter().any(|a| a == ifname)
+            && !args.iter().any(|a| a == "--role")
+    })
 }
 
 fn role_children(parent: u32) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = st
-            .rfind(')')
-            .and_then(|i| st[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid != Some(parent) {
-            continue;
-        }
-        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = args
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if let Some(i) = args.iter().position(|a| a == "--role") {
-            if let Some(r) = args.get(i + 1) {
-                out.insert(r.clone(), pid);
-            }
-        }
-    }
-    out
+    roles_of(parent)
+        .into_iter()
+        .map(|r| (r.role, r.pid))
+        .collect()
 }
 
 #[test]
@@ -488,33 +465,21 @@ fn transport_workers_are_confined_and_carry_traffic() {
     );
 }
 
-/// Scheduling policy and real-time priority of every thread of `pid`,
-/// from `/proc/PID/task/TID/stat` (fields 41 and 40).
-fn thread_policies(pid: u32) -> Vec<(String, u32, u32)> {
+/// (tid, policy, rt_priority) of every thread of `pid`.
+fn thread_policies(pid: u32) -> Vec<(u32, u32, u32)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| {
         panic!("threads of {pid}: {e}");
     });
     tasks
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let tid = e.file_name().to_string_lossy().into_owned();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-            // After "pid (comm) ", the fields from 3 (state) on.
-            let rest: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-            let rt_priority = rest.get(40 - 3)?.parse().ok()?;
-            let policy = rest.get(41 - 3)?.parse().ok()?;
-            Some((tid, policy, rt_priority))
-        })
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter_map(|tid| sched_policy(pid, tid).map(|(p, r)| (tid, p, r)))
         .collect()
 }
 
 /// (policy, rt_priority) of the transport's main thread.
 fn transport_policy(w: &Wgd<'_>) -> Option<(u32, u32)> {
     let pid = w.role_pid("transport")?;
-    thread_policies(pid)
-        .into_iter()
-        .find(|(tid, _, _)| *tid == pid.to_string())
-        .map(|(_, p, r)| (p, r))
+    sched_policy(pid, pid)
 }
 
 /// Every thread of the parent and of the handshake and crypto roles runs

@@ -44,6 +44,7 @@ use common::fault::{
 use common::scan::assert_secrets_only_in_crypto;
 use common::{ip, net, INNER_B4};
 use wgd::hostile::Attack;
+use wgd_tests::proc::sched_policy;
 use wgd_tests::{keypair, wait_until, InterfaceConfig, Netns, PeerConfig, Wgd};
 
 /// `sigqueue(pid, SIGUSR2, value)`: asks the role for an attack.
@@ -172,22 +173,7 @@ fn a_spinning_transport_is_lowered_again() {
     let t = tunnel_with(&net, &[("WGD_TEST_HOOKS", "1")], Keys::File);
     let w = &t.wgd;
     let pid = role_pids(w)["transport"];
-    let policy = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let rest: Vec<String> = s
-                    .rsplit_once(") ")?
-                    .1
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                Some((
-                    rest.get(38)?.parse::<u32>().ok()?,
-                    rest.get(37)?.parse::<u32>().ok()?,
-                ))
-            })
-    };
+    let policy = || sched_policy(pid, pid);
     let returned = "hostile: attack 16 returned";
     let started = Instant::now();
     sigqueue(pid, libc::SIGUSR2, Attack::Spin.value(0)).expect("sigqueue the transport");

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wgd_tests::proc::{cmdline, pids};
 use wgd_tests::wggo::fresh_ifname;
 use wgd_tests::{
     keypair, link, link_with, ping, socket_path, wait_until, Child, Netns, PeerConfig, WgGo,
@@ -170,32 +171,15 @@ fn processes_in(ns: &Netns) -> Vec<(u32, Vec<String>)> {
     let Ok(target) = std::fs::metadata(ns.path()) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+    pids()
+        .into_iter()
         // Zombies and vanished processes have no readable namespace.
-        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-            continue;
-        };
-        if (m.dev(), m.ino()) != (target.dev(), target.ino()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        out.push((pid, args));
-    }
-    out
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (target.dev(), target.ino()))
+        })
+        .map(|pid| (pid, cmdline(pid)))
+        .collect()
 }
 
 /// The daemon `wgd IFNAME` running in `ns`, as wg-quick started it.

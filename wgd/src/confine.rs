@@ -190,9 +190,9 @@ pub fn set_role_limits(nofile: u64, memlock: Option<u64>) -> Result<(), String> 
         (Resource::RLIMIT_CORE, 0, "RLIMIT_CORE"),
         (Resource::RLIMIT_FSIZE, 0, "RLIMIT_FSIZE"),
         (Resource::RLIMIT_NOFILE, nofile, "RLIMIT_NOFILE"),
-        // No role may raise its own scheduling priority: the transport's
-        // SCHED_RR was set while it had CAP_SYS_NICE, and without that
-        // capability this limit is what allows a real-time policy.
+        // No role may raise its own scheduling priority: only the parent
+        // (CAP_SYS_NICE) sets the transport's SCHED_RR, and without that
+        // capability this limit is what would allow a real-time policy.
         (Resource::RLIMIT_RTPRIO, 0, "RLIMIT_RTPRIO"),
     ];
     if let Some(m) = memlock {

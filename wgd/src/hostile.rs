@@ -58,7 +58,7 @@ pub enum Attack {
     /// `mmap(PROT_WRITE | PROT_EXEC)`: a place to put code.
     MapExecutable = 14,
     /// `sched_setscheduler(0, SCHED_FIFO, 99)`: take the CPU from
-    /// everything else (the transport already runs under `SCHED_RR` 1).
+    /// everything else (only the parent sets the transport's `SCHED_RR` 1).
     RaisePriority = 15,
     /// Spin on the CPU for [`SPIN`] (not in [`Attack::ALL`]: it is
     /// meant to succeed; the test watches the parent lower the

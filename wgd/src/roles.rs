@@ -366,7 +366,7 @@ pub const PARENT_SYSCALLS: &[Allow] = &[
     any(libc::SYS_mlockall, "crypto locks its memory"),
     any(
         libc::SYS_sched_setscheduler,
-        "the parent sets the transport's priority (crate::sched); a role has no CAP_SYS_NICE and RLIMIT_RTPRIO 0, so it can only lower its own",
+        "the parent sets the transport's priority (crate::sched); not in any role's own list",
     ),
     any(libc::SYS_munlockall, "crypto gives up locking"),
     any(libc::SYS_chroot, "a role's chroot"),

@@ -90,8 +90,12 @@ impl TransportPriority {
         if !off && cpus < 2 {
             tracing::info!("one CPU: the transport stays at normal priority");
         }
+        Self::new(!off && cpus >= 2)
+    }
+
+    fn new(enabled: bool) -> Self {
         TransportPriority {
-            enabled: !off && cpus >= 2,
+            enabled,
             pid: None,
             last: None,
             level: Level::Normal,
@@ -114,11 +118,11 @@ impl TransportPriority {
             return;
         }
         if self.pid != Some(pid) {
-            self.pid = Some(pid);
-            self.last = None;
-            self.level = Level::Normal;
-            self.idle = 0;
-            self.recent.clear();
+            *self = TransportPriority {
+                pid: Some(pid),
+                warned: self.warned,
+                ..Self::new(true)
+            };
         }
         let Some(cpu) = cpu_ns(pid) else {
             return;
@@ -214,15 +218,7 @@ mod tests {
     use super::*;
 
     fn levels(shares: &[f64]) -> Vec<Level> {
-        let mut t = TransportPriority {
-            enabled: true,
-            pid: None,
-            last: None,
-            level: Level::Normal,
-            idle: 0,
-            recent: VecDeque::new(),
-            warned: false,
-        };
+        let mut t = TransportPriority::new(true);
         shares
             .iter()
             .map(|&s| {
